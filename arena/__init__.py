@@ -1,0 +1,1 @@
+"""A pairwise human-evaluation arena for LLMs."""

@@ -1,0 +1,59 @@
+"""The one interface every model backend implements.
+
+A backend owns loaded weights (or a connection) and turns a chat into a
+stream of text. Contestants that share weights share one backend instance,
+so the per-contestant settings (system prompt, decoding) travel with each
+call instead of living in the backend.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from arena.config import GenerationSettings, ModelEntry
+
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
+ProgressReport = Callable[[str], None]
+
+
+class GenerationError(RuntimeError):
+    """A model could not answer; the message is safe to show to a volunteer."""
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of an answer as it streams in."""
+
+    text: str
+    tokens: int = 0
+
+
+class Backend(ABC):
+    """Loaded weights or a remote endpoint that can answer chats."""
+
+    def __init__(self, entry: ModelEntry, *, cache_dir: Path | None = None):
+        self.entry = entry
+        self.cache_dir = cache_dir  # where a backend may keep files derived from its weights
+
+    @staticmethod
+    @abstractmethod
+    def sharing_key(entry: ModelEntry) -> Hashable:
+        """Entries with equal keys are served by one instance (one copy in memory)."""
+
+    def load(self, report: ProgressReport) -> None:
+        """Prepare for generation; slow work reports progress through `report`."""
+
+    @abstractmethod
+    def stream(self, messages: list[Message], settings: GenerationSettings, cancel: threading.Event) -> Iterator[Delta]:
+        """Yield the answer to `messages` piece by piece until done or `cancel` is set.
+
+        Raises GenerationError (or anything else, which callers treat the same)
+        when the model cannot answer.
+        """
+
+    def close(self) -> None:
+        """Release weights or connections."""

@@ -1,0 +1,51 @@
+"""A deterministic backend for tests only: no weights, behaviour chosen by `script`.
+
+It exists to exercise paths a real model reaches only by chance (a crash, a
+hang, an empty answer, hostile markup), like httpx's mock transport.
+`script` is one of:
+  echo          repeat the volunteer's last message
+  reply: TEXT   answer TEXT
+  error         raise an exception mid-answer
+  hang          produce nothing until cancelled
+  empty         finish without a word
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Hashable, Iterator
+
+from arena.backends.base import Backend, Delta, GenerationError, Message
+from arena.config import GenerationSettings, ModelEntry
+
+STEP_SECONDS = 0.01
+
+
+class ScriptedBackend(Backend):
+    @staticmethod
+    def sharing_key(entry: ModelEntry) -> Hashable:
+        return ("scripted", entry.name)
+
+    def stream(self, messages: list[Message], settings: GenerationSettings, cancel: threading.Event) -> Iterator[Delta]:
+        script = (self.entry.script or "").strip()
+        if script == "hang":
+            cancel.wait()
+            return
+        if script == "empty":
+            return
+        if script == "echo":
+            text = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        elif script.startswith("reply:"):
+            text = script[len("reply:"):].strip()
+        elif script == "error":
+            yield Delta("Starting to", 2)
+            raise GenerationError("the scripted model failed on purpose")
+        else:
+            raise GenerationError(f"unknown script {script!r}")
+        words = text.split(" ")
+        for index, word in enumerate(words[: settings.max_new_tokens]):
+            if cancel.is_set():
+                return
+            time.sleep(STEP_SECONDS)
+            yield Delta(word if index == 0 else " " + word, 1)

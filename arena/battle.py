@@ -1,0 +1,216 @@
+"""Battles and the rules of voting, independent of any UI.
+
+Every rule is enforced here, on the server, against the battle the server
+holds: a client only ever has an opaque battle id, so disabled buttons are a
+convenience, not a defence.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+
+from arena.config import Limits
+
+OUTCOMES = ("model_a", "model_b", "tie", "tie (bothbad)")
+SIDES = ("a", "b")
+
+
+class Mode(str, Enum):
+    ANONYMOUS = "anonymous"
+    NAMED = "named"
+
+
+class Status(str, Enum):
+    GENERATING = "generating"
+    READY = "ready"  # both answers complete: votable, or continue the conversation
+    VOTING = "voting"  # a vote is being committed
+    VOTED = "voted"
+    FAILED = "failed"
+
+
+class RuleViolation(Exception):
+    """A request the rules refuse; the message is written for the volunteer."""
+
+
+@dataclass
+class Exchange:
+    prompt: str
+    answers: dict[str, str] = field(default_factory=lambda: {"a": "", "b": ""})
+
+
+@dataclass
+class Battle:
+    id: str
+    mode: Mode
+    client_id: str
+    models: dict[str, str]  # side -> model name; never sent to the client before the vote
+    started: float
+    exchanges: list[Exchange] = field(default_factory=list)
+    status: Status = Status.GENERATING
+    attempt: int = 1
+    outcome: str | None = None
+    failed_sides: list[str] = field(default_factory=list)
+
+    @property
+    def model_a(self) -> str:
+        return self.models["a"]
+
+    @property
+    def model_b(self) -> str:
+        return self.models["b"]
+
+    def transcript(self, side: str) -> list[dict[str, str]]:
+        """Every prompt and this side's answer to it (empty while it is being written)."""
+        messages = []
+        for exchange in self.exchanges:
+            messages.append({"role": "user", "content": exchange.prompt})
+            messages.append({"role": "assistant", "content": exchange.answers[side]})
+        return messages
+
+    def conversation(self, side: str) -> list[dict[str, str]]:
+        """The chat to send to one side: its own answers only, ending with the newest prompt."""
+        return [m for m in self.transcript(side) if m["role"] == "user" or m["content"]]
+
+    def answers(self) -> list[str]:
+        return [exchange.answers[side] for exchange in self.exchanges for side in SIDES]
+
+
+def identity_leak(texts: list[str], terms: list[str]) -> str | None:
+    """The first model name or family word found in the answers, if any.
+
+    Only the start of the term must sit on a word boundary, so "SmolLM"
+    also catches "SmolLM2".
+    """
+    for term in sorted(set(terms), key=len, reverse=True):
+        pattern = re.compile(r"(?<![0-9A-Za-z])" + re.escape(term), re.IGNORECASE)
+        if any(pattern.search(text) for text in texts):
+            return term
+    return None
+
+
+class RateLimiter:
+    """Sliding one-hour window of battle starts per client address."""
+
+    WINDOW_S = 3600.0
+
+    def __init__(self, per_hour: int, clock=time.monotonic):
+        self.per_hour = per_hour
+        self.clock = clock
+        self.starts: dict[str, deque[float]] = {}
+        self.lock = threading.Lock()
+
+    def check_and_count(self, key: str) -> None:
+        now = self.clock()
+        with self.lock:
+            starts = self.starts.setdefault(key, deque())
+            while starts and starts[0] <= now - self.WINDOW_S:
+                starts.popleft()
+            if len(starts) >= self.per_hour:
+                wait_min = max(1, int((starts[0] + self.WINDOW_S - now) / 60) + 1)
+                raise RuleViolation(
+                    f"You have started {self.per_hour} battles in the last hour, the limit here. "
+                    f"Please come back in about {wait_min} minutes."
+                )
+            starts.append(now)
+
+
+class BattleBook:
+    """The battles in progress, held on the server and keyed by an opaque id."""
+
+    KEEP_S = 6 * 3600.0  # finished or abandoned battles are forgotten after this
+
+    def __init__(self, limits: Limits, clock=time.time):
+        self.limits = limits
+        self.clock = clock
+        self.battles: dict[str, Battle] = {}
+        self.lock = threading.Lock()
+
+    def open(self, mode: Mode, client_id: str, model_a: str, model_b: str) -> Battle:
+        if model_a == model_b:
+            raise RuleViolation("A battle needs two different models.")
+        battle = Battle(
+            id=secrets.token_urlsafe(18), mode=mode, client_id=client_id,
+            models={"a": model_a, "b": model_b}, started=self.clock(),
+        )
+        with self.lock:
+            self._forget_old()
+            self.battles[battle.id] = battle
+        return battle
+
+    def get(self, battle_id: str | None, client_id: str) -> Battle:
+        with self.lock:
+            battle = self.battles.get(battle_id or "")
+        if battle is None or battle.client_id != client_id:
+            raise RuleViolation("This battle is not yours or has expired. Start a new round.")
+        return battle
+
+    def check_prompt(self, prompt: str) -> str:
+        prompt = (prompt or "").strip()
+        if not prompt:
+            raise RuleViolation("Please type a prompt first.")
+        if len(prompt) > self.limits.max_prompt_chars:
+            raise RuleViolation(
+                f"Your prompt has {len(prompt):,} characters; the limit here is {self.limits.max_prompt_chars:,}."
+            )
+        return prompt
+
+    def add_prompt(self, battle: Battle, prompt: str) -> None:
+        """Start a new exchange; both sides will answer the same prompt."""
+        with self.lock:
+            if battle.exchanges and battle.status is not Status.READY:
+                raise RuleViolation(_status_message(battle.status))
+            if len(battle.exchanges) >= self.limits.max_turns:
+                raise RuleViolation(
+                    f"This battle reached its limit of {self.limits.max_turns} turns. Please vote, then start a new round."
+                )
+            battle.exchanges.append(Exchange(prompt))
+            battle.status = Status.GENERATING
+
+    def restart_last(self, battle: Battle) -> None:
+        """Regenerate: both answers of the last exchange are thrown away and asked again."""
+        with self.lock:
+            if battle.status is not Status.READY or not battle.exchanges:
+                raise RuleViolation(_status_message(battle.status) if battle.exchanges else "Nothing to regenerate yet.")
+            battle.exchanges[-1].answers = {"a": "", "b": ""}
+            battle.attempt += 1
+            battle.status = Status.GENERATING
+
+    def finish(self, battle: Battle, failed: bool) -> None:
+        with self.lock:
+            battle.status = Status.FAILED if failed else Status.READY
+
+    def claim_vote(self, battle: Battle, outcome: str) -> None:
+        """Reserve the battle's one vote; a second, concurrent request is refused here."""
+        if outcome not in OUTCOMES:
+            raise RuleViolation(f"Unknown vote {outcome!r}.")
+        with self.lock:
+            if battle.status is not Status.READY:
+                raise RuleViolation(_status_message(battle.status))
+            battle.status = Status.VOTING
+
+    def settle_vote(self, battle: Battle, outcome: str | None) -> None:
+        """Finish a claimed vote: recorded (outcome) or not (None, it can be cast again)."""
+        with self.lock:
+            battle.status = Status.VOTED if outcome else Status.READY
+            battle.outcome = outcome
+
+    def _forget_old(self) -> None:
+        cutoff = self.clock() - self.KEEP_S
+        for battle_id in [b.id for b in self.battles.values() if b.started < cutoff]:
+            del self.battles[battle_id]
+
+
+def _status_message(status: Status) -> str:
+    return {
+        Status.GENERATING: "Please wait until both answers are complete.",
+        Status.VOTING: "Your vote is being recorded.",
+        Status.VOTED: "You already voted in this battle. Type a prompt to start a new round.",
+        Status.FAILED: "This battle failed and cannot be voted on. Type a prompt to start a new round.",
+        Status.READY: "Both answers are ready.",
+    }[status]

@@ -1,0 +1,170 @@
+"""`python -m arena …`: a thin layer of commands over the library."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+
+from arena.config import ConfigError, load_config
+
+DEFAULT_CONFIG = "models.yaml"
+DEFAULT_DB = "arena.db"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m arena", description="A pairwise human-evaluation arena for LLMs.")
+    commands = parser.add_subparsers(dest="command")
+
+    serve = commands.add_parser("serve", help="start the web arena")
+    serve.add_argument("--config", default=DEFAULT_CONFIG, help="model list (default: %(default)s)")
+    serve.add_argument("--db", default=DEFAULT_DB, help="SQLite file for battles and votes (default: %(default)s)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=7860)
+    serve.set_defaults(run=_serve)
+
+    models = commands.add_parser("models", help="validate the model list and show it, without loading anything")
+    models.add_argument("--config", default=DEFAULT_CONFIG)
+    models.set_defaults(run=_models)
+
+    export = commands.add_parser("export", help="write the leaderboard and all votes into a folder")
+    export.add_argument("--db", default=DEFAULT_DB)
+    export.add_argument("--out", default="ratings", help="folder (default: %(default)s/)")
+    _add_rating_options(export)
+    export.set_defaults(run=_export)
+
+    import_ = commands.add_parser("import", help="add votes from a clean-battle file (JSONL or JSON array)")
+    import_.add_argument("file")
+    import_.add_argument("--db", default=DEFAULT_DB)
+    import_.set_defaults(run=_import)
+
+    ratings = commands.add_parser("ratings", help="print the leaderboard from a database or a vote file")
+    source = ratings.add_mutually_exclusive_group()
+    source.add_argument("--db", default=None, help=f"SQLite file (default: {DEFAULT_DB})")
+    source.add_argument("--battles", help="battles.jsonl or a clean-battle JSON array")
+    ratings.add_argument("--format", choices=("table", "json", "csv", "md"), default="table")
+    _add_rating_options(ratings)
+    ratings.set_defaults(run=_ratings)
+    return parser
+
+
+def _add_rating_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap rounds for the 95%% intervals")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--anchor", metavar="MODEL=RATING", help="pin one model's rating instead of a mean of 1000")
+    parser.add_argument("--min-votes", type=int, default=0)
+    parser.add_argument("--include-named", action="store_true", help="also count side-by-side (named) votes")
+
+
+def _serve(args) -> int:
+    from arena.server import serve
+
+    return serve(load_config(args.config), Path(args.db), args.host, args.port)
+
+
+def _models(args) -> int:
+    config = load_config(args.config)
+    print(f"{config.path}: {len(config.models)} models, {len(config.enabled_models)} enabled, sampling: {config.settings.sampling}")
+    for entry in config.models:
+        where = entry.source or entry.base_url or entry.script or ""
+        if entry.gguf_file:
+            where = f"{where}/{entry.gguf_file}"
+        state = "enabled " if entry.enabled else "disabled"
+        g = entry.generation
+        print(f"  {state} {entry.name:<24} {entry.backend:<12} weight={entry.weight:<5g} "
+              f"temperature={g.temperature:g} top_p={g.top_p:g} max_new_tokens={g.max_new_tokens}  {where}")
+    return 0
+
+
+def _leaderboard(records: list[dict], args):
+    from arena.ratings import compute_leaderboard
+
+    anchor = None
+    if args.anchor:
+        model, _, rating = args.anchor.rpartition("=")
+        try:
+            anchor = (model, float(rating))
+        except ValueError:
+            raise SystemExit(f"error: --anchor takes MODEL=RATING, got {args.anchor!r}") from None
+    try:
+        return compute_leaderboard(records, bootstrap_rounds=args.bootstrap, seed=args.seed, anchor=anchor,
+                                   min_votes=args.min_votes, include_named=args.include_named,
+                                   progress=_ProgressBar("bootstrap") if args.bootstrap >= 200 else None)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+def _open_store(path: str, *, must_exist: bool):
+    from arena.storage import ArenaStore
+
+    if must_exist and not Path(path).is_file():
+        raise SystemExit(f"error: no database at {path} (start the arena or import votes first)")
+    return ArenaStore(path)
+
+
+def _ratings(args) -> int:
+    from arena.reports import render
+
+    if args.battles:
+        records = _read_battle_file(args.battles)
+    else:
+        records = _open_store(args.db or DEFAULT_DB, must_exist=True).vote_records()
+    print(render(_leaderboard(records, args), args.format))
+    return 0
+
+
+def _export(args) -> int:
+    from arena.reports import write_exports
+
+    records = _open_store(args.db, must_exist=True).vote_records()
+    for path in write_exports(_leaderboard(records, args), records, Path(args.out)):
+        print(f"wrote {path}")
+    return 0
+
+
+def _import(args) -> int:
+    records = _read_battle_file(args.file)
+    digest = hashlib.sha256(Path(args.file).read_bytes()).hexdigest()
+    summary = _open_store(args.db, must_exist=False).import_votes(records, digest)
+    print(f"{args.file}: {summary.added} votes added to {args.db}, {summary.already_present} already there")
+    if summary.new_models:
+        print(f"new models: {', '.join(summary.new_models)}")
+    return 0
+
+
+def _read_battle_file(path: str) -> list[dict]:
+    from arena.battle_files import BattleFileError, read_battles
+
+    try:
+        return read_battles(path)
+    except BattleFileError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    except OSError as exc:
+        raise SystemExit(f"error: cannot read {path}: {exc.strerror or exc}") from None
+
+
+class _ProgressBar:
+    """A one-line terminal progress bar for long computations (written to stderr)."""
+
+    def __init__(self, label: str):
+        self.label = label
+
+    def __call__(self, done: int, total: int) -> None:
+        width = 30
+        filled = int(width * done / max(total, 1))
+        end = "\n" if done >= total else ""
+        print(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr, flush=True)

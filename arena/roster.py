@@ -1,0 +1,89 @@
+"""The contestants of an arena: config entries bound to loaded backends.
+
+Entries that point at the same weights share one backend, so three
+personalities of one model cost one copy in memory.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from arena.backends import Backend, Delta, Message, backend_class
+from arena.config import ArenaConfig, ModelEntry
+
+
+class ModelLoadError(RuntimeError):
+    def __init__(self, name: str, cause: BaseException):
+        self.name = name
+        self.cause = cause
+        super().__init__(f"model '{name}' failed to load: {type(cause).__name__}: {cause}")
+
+
+@dataclass
+class Contestant:
+    entry: ModelEntry
+    backend: Backend
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    def stream(self, turns: list[Message], cancel: threading.Event) -> Iterator[Delta]:
+        messages = list(turns)
+        if self.entry.system_prompt:
+            messages.insert(0, {"role": "system", "content": self.entry.system_prompt})
+        return self.backend.stream(messages, self.entry.generation, cancel)
+
+
+@dataclass
+class Roster:
+    config: ArenaConfig
+    cache_dir: Path | None = None
+    contestants: dict[str, Contestant] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    loading: str = "not started"
+    ready: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.contestants)
+
+    def load(self, report: Callable[[str], None] = print) -> None:
+        """Load every enabled entry, one backend per distinct set of weights.
+
+        On a failure, `settings.on_load_failure` decides: "stop" raises
+        ModelLoadError naming the model; "disable" leaves it out and serves the rest.
+        """
+        groups: dict[object, list[ModelEntry]] = {}
+        for entry in self.config.enabled_models:
+            groups.setdefault(backend_class(entry).sharing_key(entry), []).append(entry)
+        for index, entries in enumerate(groups.values(), start=1):
+            names = ", ".join(e.name for e in entries)
+            self.loading = f"loading weights {index}/{len(groups)} ({names})"
+            report(f"[{index}/{len(groups)}] {names}")
+            started = time.monotonic()
+            backend = backend_class(entries[0])(entries[0], cache_dir=self.cache_dir)
+            try:
+                backend.load(lambda message: report(f"    {message}"))
+            except Exception as exc:  # any failure of a model's own code is reported, never a crash
+                if self.config.settings.on_load_failure == "stop":
+                    raise ModelLoadError(entries[0].name, exc) from exc
+                for entry in entries:
+                    self.failures[entry.name] = f"{type(exc).__name__}: {exc}"
+                report(f"    FAILED, disabled: {type(exc).__name__}: {exc}")
+                continue
+            report(f"    ready in {time.monotonic() - started:.1f} s")
+            for entry in entries:
+                self.contestants[entry.name] = Contestant(entry, backend)
+        if len(self.contestants) < 2:
+            raise ModelLoadError(", ".join(self.failures) or "(none)", RuntimeError("fewer than two models loaded"))
+        self.loading = "ready"
+        self.ready.set()
+
+    def close(self) -> None:
+        for backend in {id(c.backend): c.backend for c in self.contestants.values()}.values():
+            backend.close()

@@ -1,0 +1,52 @@
+"""Starting the arena: config, storage, models, web app, in that order.
+
+The web server comes up before the models finish loading so volunteers see
+a "still loading" page instead of a refused connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from arena.config import ArenaConfig
+from arena.roster import ModelLoadError, Roster
+from arena.service import ArenaService
+from arena.storage import ArenaStore
+
+log = logging.getLogger("arena")
+
+
+def serve(config: ArenaConfig, db_path: Path, host: str, port: int) -> int:
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from arena.ui.app import build_app  # gradio is slow to import; commands that do not serve skip it
+
+    store = ArenaStore(db_path)
+    store.register_models(config.enabled_models)
+    roster = Roster(config, cache_dir=db_path.resolve().parent / ".arena-cache")
+    service = ArenaService(config, roster, store)
+    app = build_app(service)
+    app.queue(default_concurrency_limit=8)
+    app.launch(server_name=host, server_port=port, prevent_thread_lock=True, show_error=False, quiet=True)
+    print(f"Arena page: http://{host}:{port}  (models loading…)", flush=True)
+    try:
+        roster.load(report=lambda message: print(message, flush=True))
+    except ModelLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        app.close()
+        return 1
+    print(f"Ready: {len(roster.contestants)} contestants on http://{host}:{port}", flush=True)
+    if roster.failures:
+        for name, cause in roster.failures.items():
+            print(f"disabled {name}: {cause}", file=sys.stderr, flush=True)
+    try:
+        app.block_thread()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.close()
+        roster.close()
+        store.close()
+    return 0

@@ -1,0 +1,240 @@
+"""The arena as the UI sees it: start, continue, regenerate and vote on battles.
+
+This is the one place that joins the pieces (roster, battle rules, sampler,
+storage, ratings); the Gradio layer only calls these methods and renders
+what they return, so every rule holds whatever client sends the request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from arena import ratings
+from arena.battle import OUTCOMES, SIDES, Battle, BattleBook, Mode, RateLimiter, RuleViolation, Status, identity_leak
+from arena.config import ArenaConfig
+from arena.duel import DuelFrame, run_duel
+from arena.roster import Roster
+from arena.sampling import make_sampler
+from arena.storage import ArenaStore, DuplicateVote
+
+log = logging.getLogger("arena")
+
+SIDE_LABELS = {"a": "Model A", "b": "Model B"}
+
+
+@dataclass
+class BattleView:
+    """What the page may show: answers and status, never model names before the vote."""
+
+    battle_id: str | None
+    conversations: dict[str, list[dict[str, str]]] = field(default_factory=lambda: {"a": [], "b": []})
+    status: str = ""
+    votable: bool = False
+    generating: bool = False
+    failed: bool = False
+    names: dict[str, str] | None = None  # only in named mode, or once the vote is in
+
+
+@dataclass(frozen=True)
+class VoteReceipt:
+    model_a: str
+    model_b: str
+    outcome: str
+    flagged_term: str | None
+
+    @property
+    def message(self) -> str:
+        text = f"Thanks, your vote is recorded. Model A was **{self.model_a}**, Model B was **{self.model_b}**."
+        if self.flagged_term:
+            text += (
+                f" An answer named a model ('{self.flagged_term}'), so the battle was not anonymous: "
+                "the vote is kept but left out of the leaderboard."
+            )
+        return text + " Type a prompt to start a new round."
+
+
+class ArenaService:
+    def __init__(self, config: ArenaConfig, roster: Roster, store: ArenaStore, *, seed: int | None = None):
+        self.config = config
+        self.roster = roster
+        self.store = store
+        self.book = BattleBook(config.settings.limits)
+        self.limiter = RateLimiter(config.settings.limits.battles_per_hour)
+        self.rng = np.random.default_rng(seed)
+        self.rng_lock = threading.Lock()
+        self.sampler = None
+        self.sampler_lock = threading.Lock()
+        self.identity_terms = sorted({t for m in config.models for t in m.identity_terms})
+        self._leaderboard_cache: tuple[int, ratings.Leaderboard] | None = None
+        self._leaderboard_lock = threading.Lock()
+
+    # --- status -----------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.roster.ready.is_set()
+
+    def loading_message(self) -> str:
+        if self.ready:
+            return ""
+        return f"The models are still loading ({self.roster.loading}). Battles start as soon as they are ready."
+
+    def model_names(self) -> list[str]:
+        return self.roster.names if self.ready else [m.name for m in self.config.enabled_models]
+
+    # --- battles ----------------------------------------------------------
+
+    def ask(self, battle_id: str | None, prompt: str, address: str, mode: Mode,
+            chosen: tuple[str, str] | None = None) -> Iterator[BattleView]:
+        """Send a prompt: the next turn of an open battle, or the first of a new one."""
+        client_id = self.store.client_id(address)
+        prompt = self.book.check_prompt(prompt)
+        battle = self._open_battle_for(battle_id, client_id, address, mode, chosen)
+        self.book.add_prompt(battle, prompt)
+        return self._generate(battle)
+
+    def regenerate(self, battle_id: str | None, address: str) -> Iterator[BattleView]:
+        battle = self.book.get(battle_id, self.store.client_id(address))
+        self.book.restart_last(battle)
+        return self._generate(battle)
+
+    def _open_battle_for(self, battle_id, client_id, address, mode, chosen) -> Battle:
+        if not self.ready:
+            raise RuleViolation(self.loading_message())
+        if battle_id:
+            try:
+                battle = self.book.get(battle_id, client_id)
+            except RuleViolation:
+                battle = None
+            same_pair = chosen is None or (battle is not None and (battle.model_a, battle.model_b) == chosen)
+            if battle is not None and battle.mode is mode and battle.outcome is None \
+                    and battle.status is not Status.FAILED and same_pair:
+                return battle
+        self.limiter.check_and_count(address)
+        if mode is Mode.NAMED:
+            if not chosen or chosen[0] == chosen[1] or not set(chosen) <= set(self.roster.names):
+                raise RuleViolation("Pick two different models.")
+            model_a, model_b = chosen
+        else:
+            model_a, model_b = self._draw_pair()
+        battle = self.book.open(mode, client_id, model_a, model_b)
+        self.store.record_battle_start(battle.id, mode.value, model_a, model_b, client_id, battle.started)
+        return battle
+
+    def _draw_pair(self) -> tuple[str, str]:
+        with self.sampler_lock:
+            if self.sampler is None:
+                history = [r for r in self.store.vote_records() if r["anony"] and not r["flagged"]]
+                weights = {c.name: c.entry.weight for c in self.roster.contestants.values()}
+                self.sampler = make_sampler(self.config.settings.sampling, self.roster.names, weights, history)
+        with self.rng_lock:
+            return self.sampler.draw(self.rng)
+
+    def _generate(self, battle: Battle) -> Iterator[BattleView]:
+        contestants = {side: self.roster.contestants[battle.models[side]] for side in SIDES}
+        streams = {
+            side: (lambda cancel, side=side: contestants[side].stream(battle.conversation(side), cancel))
+            for side in SIDES
+        }
+        exchange = battle.exchanges[-1]
+        frame = DuelFrame()
+        try:
+            for frame in run_duel(streams, stall_timeout_s=self.config.settings.generation_timeout_s):
+                for side in SIDES:
+                    exchange.answers[side] = frame.sides[side].text
+                yield self._view(battle, generating=not frame.done)
+        finally:
+            # Runs even when the volunteer goes away mid-stream (the generator is closed).
+            self._finish_turn(battle, frame)
+        yield self._view(battle)
+
+    def _finish_turn(self, battle: Battle, frame: DuelFrame) -> None:
+        failed = bool(frame.failed_sides) or not frame.done
+        turn = len(battle.exchanges)
+        messages = [{"side": "user", "role": "user", "content": battle.exchanges[-1].prompt,
+                     "tokens": None, "latency_s": None, "first_token_s": None}]
+        for side in SIDES:
+            result = frame.sides.get(side)
+            if result is not None:
+                messages.append({"side": side, "role": "assistant", "content": result.text, "tokens": result.tokens,
+                                 "latency_s": result.latency_s, "first_token_s": result.first_token_s})
+        failure = None
+        if failed:
+            details = [f"{battle.models[s]}: {frame.sides[s].error}" for s in frame.failed_sides] or ["interrupted"]
+            failure = "; ".join(details)
+            log.warning("battle %s failed: %s", battle.id, failure)
+        self.book.finish(battle, failed=failed)
+        self.store.record_turn(battle.id, turn, battle.attempt, messages, "failed" if failed else "ready", failure)
+        battle.failed_sides = frame.failed_sides
+
+    def _view(self, battle: Battle, generating: bool = False) -> BattleView:
+        failed = battle.status is Status.FAILED
+        if generating:
+            status = "Both models are answering…"
+        elif failed:
+            which = " and ".join(SIDE_LABELS[s] for s in battle.failed_sides) or "A model"
+            status = (f"{which} could not answer. This battle ended and is not counted. "
+                      "Type a prompt to start a new round.")
+        else:
+            status = "Both answers are complete. Which is better? Vote, or ask a follow-up question to both."
+        named = battle.mode is Mode.NAMED or battle.outcome is not None
+        return BattleView(
+            battle_id=battle.id,
+            conversations={side: battle.transcript(side) for side in SIDES},
+            status=status,
+            votable=not generating and battle.status is Status.READY,
+            generating=generating,
+            failed=failed,
+            names=dict(battle.models) if named else None,
+        )
+
+    # --- votes ------------------------------------------------------------
+
+    def vote(self, battle_id: str | None, address: str, outcome: str) -> VoteReceipt:
+        """Record a vote; returns only after it is committed, so an acknowledgement is never lost."""
+        client_id = self.store.client_id(address)
+        battle = self.book.get(battle_id, client_id)
+        if outcome not in OUTCOMES:
+            raise RuleViolation(f"Unknown vote {outcome!r}.")
+        self.book.claim_vote(battle, outcome)
+        leaked = identity_leak(battle.answers(), self.identity_terms)
+        flag_reason = f"answer names '{leaked}'" if leaked else None
+        try:
+            self.store.record_vote(battle.id, outcome, client_id, flag_reason)
+        except DuplicateVote:
+            self.book.settle_vote(battle, outcome)
+            raise RuleViolation("You already voted in this battle. Type a prompt to start a new round.") from None
+        except BaseException:
+            self.book.settle_vote(battle, None)
+            raise
+        self.book.settle_vote(battle, outcome)
+        if battle.mode is Mode.ANONYMOUS and not leaked:
+            with self.sampler_lock:
+                if self.sampler is not None:
+                    self.sampler.observe(battle.model_a, battle.model_b, outcome)
+        return VoteReceipt(battle.model_a, battle.model_b, outcome, leaked)
+
+    def revealed_view(self, battle_id: str, address: str) -> BattleView:
+        return self._view(self.book.get(battle_id, self.store.client_id(address)))
+
+    # --- leaderboard ------------------------------------------------------
+
+    def leaderboard(self, bootstrap_rounds: int = 200) -> ratings.Leaderboard:
+        """The current ranking, recomputed only when votes were added since the last call."""
+        with self._leaderboard_lock:
+            votes = self.store.counts()["votes"]
+            if self._leaderboard_cache and self._leaderboard_cache[0] == votes:
+                return self._leaderboard_cache[1]
+            board = ratings.compute_leaderboard(
+                self.store.vote_records(), bootstrap_rounds=bootstrap_rounds, seed=0,
+                include_named=self.config.settings.count_named_votes,
+            )
+            self._leaderboard_cache = (votes, board)
+            return board
+

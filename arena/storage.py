@@ -1,0 +1,230 @@
+"""Everything the arena keeps, in one SQLite file (through sqlite-utils).
+
+The schema is meant to be browsed by a person (`sqlite-utils tables arena.db`,
+Datasette, any SQLite client): models, battles, messages and votes, one row
+per thing, plain columns. WAL mode lets the leaderboard read while votes are
+written; a vote is committed before the caller may acknowledge it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+from arena.config import ModelEntry
+
+SCHEMA_VERSION = 1
+
+
+class DuplicateVote(Exception):
+    """The battle already has a vote (the database refuses a second one)."""
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    added: int
+    already_present: int
+    new_models: list[str]
+
+
+class ArenaStore:
+    def __init__(self, path: Path | str, *, synchronous: str = "NORMAL"):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection shared by Gradio's worker threads, serialised by a lock:
+        # SQLite has one writer at a time anyway.
+        connection = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        self.db = sqlite_utils.Database(connection)
+        self.lock = threading.RLock()
+        self.db.enable_wal()
+        # NORMAL in WAL mode survives a killed process; FULL also survives power loss.
+        self.db.execute(f"PRAGMA synchronous={synchronous}")
+        self._create_schema()
+
+    # --- schema -----------------------------------------------------------
+
+    def _create_schema(self) -> None:
+        with self._transaction():
+            self.db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+            self.db["models"].create(
+                {"name": str, "backend": str, "source": str, "origin": str, "settings": str, "first_seen": float},
+                pk="name",
+                if_not_exists=True,
+            )
+            self.db["battles"].create(
+                {
+                    "id": str, "mode": str, "model_a": str, "model_b": str, "status": str,
+                    "started": float, "ended": float, "turns": int, "client_id": str, "failure": str,
+                },
+                pk="id",
+                if_not_exists=True,
+                foreign_keys=[("model_a", "models", "name"), ("model_b", "models", "name")],
+            )
+            self.db["messages"].create(
+                {
+                    "id": int, "battle_id": str, "turn": int, "attempt": int, "side": str, "role": str,
+                    "content": str, "tokens": int, "latency_s": float, "first_token_s": float, "created": float,
+                },
+                pk="id",
+                if_not_exists=True,
+                foreign_keys=[("battle_id", "battles", "id")],
+            )
+            self.db["votes"].create(
+                {
+                    "id": int, "battle_id": str, "winner": str, "created": float, "client_id": str,
+                    "flagged": int, "flag_reason": str,
+                },
+                pk="id",
+                if_not_exists=True,
+                foreign_keys=[("battle_id", "battles", "id")],
+            )
+            self.db["votes"].create_index(["battle_id"], unique=True, if_not_exists=True)
+            self.db["messages"].create_index(["battle_id"], if_not_exists=True)
+            self.db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, replace=True)
+            if self._meta("client_salt") is None:
+                self.db["meta"].insert({"key": "client_salt", "value": secrets.token_hex(16)})
+        self.client_salt = self._meta("client_salt")
+
+    def _meta(self, key: str) -> str | None:
+        row = self.db.execute("select value from meta where key = ?", [key]).fetchone()
+        return row[0] if row else None
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        with self.lock, self.db.atomic():
+            yield
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
+
+    # --- identities -------------------------------------------------------
+
+    def client_id(self, address: str) -> str:
+        """An anonymous, stable id for a client address: researchers get no IPs."""
+        return hmac.new(self.client_salt.encode(), address.encode(), hashlib.sha256).hexdigest()[:16]
+
+    def register_models(self, entries: Iterable[ModelEntry]) -> None:
+        now = time.time()
+        with self._transaction():
+            for entry in entries:
+                settings = {
+                    "system_prompt": entry.system_prompt,
+                    "generation": entry.generation.__dict__,
+                    "gguf_file": entry.gguf_file,
+                    "model": entry.model,
+                }
+                row = {"name": entry.name, "backend": entry.backend, "source": entry.source or entry.base_url or "",
+                       "origin": "config", "settings": json.dumps(settings)}
+                if self.db["models"].count_where("name = ?", [entry.name]):
+                    self.db["models"].update(entry.name, row)
+                else:
+                    self.db["models"].insert({**row, "first_seen": now})
+
+    # --- battles ----------------------------------------------------------
+
+    def record_battle_start(self, battle_id: str, mode: str, model_a: str, model_b: str, client_id: str, started: float) -> None:
+        with self._transaction():
+            self.db["battles"].insert(
+                {"id": battle_id, "mode": mode, "model_a": model_a, "model_b": model_b, "status": "generating",
+                 "started": started, "ended": None, "turns": 0, "client_id": client_id, "failure": None}
+            )
+
+    def record_turn(self, battle_id: str, turn: int, attempt: int, messages: list[dict], status: str, failure: str | None = None) -> None:
+        """Store one exchange (the prompt and both answers) and the battle's new status together."""
+        now = time.time()
+        with self._transaction():
+            self.db["messages"].insert_all(
+                [{"battle_id": battle_id, "turn": turn, "attempt": attempt, "created": now, **m} for m in messages]
+            )
+            self.db["battles"].update(battle_id, {"status": status, "turns": turn, "failure": failure,
+                                                  "ended": now if status == "failed" else None})
+
+    def record_vote(self, battle_id: str, winner: str, client_id: str, flag_reason: str | None) -> float:
+        """Commit the vote and close the battle in one transaction; returns the vote's time."""
+        now = time.time()
+        try:
+            with self._transaction():
+                self.db["votes"].insert(
+                    {"battle_id": battle_id, "winner": winner, "created": now, "client_id": client_id,
+                     "flagged": int(flag_reason is not None), "flag_reason": flag_reason}
+                )
+                self.db["battles"].update(battle_id, {"status": "voted", "ended": now})
+        except sqlite3.IntegrityError as exc:
+            raise DuplicateVote(battle_id) from exc
+        return now
+
+    def battle(self, battle_id: str) -> dict | None:
+        rows = list(self.db["battles"].rows_where("id = ?", [battle_id]))
+        return rows[0] if rows else None
+
+    def vote_for(self, battle_id: str) -> dict | None:
+        rows = list(self.db["votes"].rows_where("battle_id = ?", [battle_id]))
+        return rows[0] if rows else None
+
+    # --- votes as data ----------------------------------------------------
+
+    def vote_records(self) -> list[dict]:
+        """Every vote in FastChat's clean-battle shape (plus `flagged`), oldest first."""
+        with self.lock:
+            rows = self.db.execute(
+                """
+                select b.model_a, b.model_b, v.winner, v.created, b.turns, b.mode, v.flagged, v.client_id, b.id
+                from votes v join battles b on b.id = v.battle_id
+                order by v.created, v.id
+                """
+            ).fetchall()
+        return [
+            {"model_a": a, "model_b": b, "winner": winner, "tstamp": created, "turn": max(turns or 1, 1),
+             "anony": mode == "anonymous", "flagged": bool(flagged), "judge": judge, "battle_id": battle_id}
+            for a, b, winner, created, turns, mode, flagged, judge, battle_id in rows
+        ]
+
+    def import_votes(self, records: list[dict], source_digest: str) -> ImportSummary:
+        """Add validated clean-battle records in one transaction (all or nothing).
+
+        Battle ids derive from the file's digest and the record's position, so
+        importing the same file twice adds nothing the second time.
+        """
+        now = time.time()
+        with self._transaction():
+            known = {row[0] for row in self.db.execute("select name from models")}
+            new_models = sorted({r[k] for r in records for k in ("model_a", "model_b")} - known)
+            self.db["models"].insert_all(
+                [{"name": n, "backend": "", "source": "", "origin": "import", "settings": "{}", "first_seen": now} for n in new_models]
+            )
+            before = self.db["votes"].count
+            battles, votes = [], []
+            for position, record in enumerate(records, start=1):
+                battle_id = f"import-{source_digest[:16]}-{position}"
+                tstamp = record.get("tstamp") if record.get("tstamp") is not None else now
+                battles.append({
+                    "id": battle_id, "mode": "anonymous" if record.get("anony", True) else "named",
+                    "model_a": record["model_a"], "model_b": record["model_b"], "status": "imported",
+                    "started": tstamp, "ended": tstamp, "turns": record.get("turn", 1),
+                    "client_id": str(record.get("judge", "")), "failure": None,
+                })
+                votes.append({
+                    "battle_id": battle_id, "winner": record["winner"], "created": tstamp,
+                    "client_id": str(record.get("judge", "")), "flagged": int(bool(record.get("flagged", False))),
+                    "flag_reason": "flagged in imported file" if record.get("flagged") else None,
+                })
+            self.db["battles"].insert_all(battles, ignore=True, batch_size=1000)
+            self.db["votes"].insert_all(votes, ignore=True, batch_size=1000)
+            added = self.db["votes"].count - before
+        return ImportSummary(added=added, already_present=len(records) - added, new_models=new_models)
+
+    def counts(self) -> dict[str, int]:
+        with self.lock:
+            return {table: self.db[table].count for table in ("models", "battles", "messages", "votes")}

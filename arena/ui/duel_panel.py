@@ -1,0 +1,150 @@
+"""The two-answer panel, shared by the anonymous battle and the side-by-side tab.
+
+One builder serves both modes: the only differences are whether the
+volunteer picks the models and whether names are shown before the vote.
+Handlers hold nothing but an opaque battle id in `gr.State` (server-side);
+every rule is checked by `ArenaService`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import gradio as gr
+
+from arena.battle import Mode, RuleViolation
+from arena.service import SIDE_LABELS, ArenaService, BattleView
+
+VOTES = (("model_a", "👈 A is better"), ("model_b", "👉 B is better"), ("tie", "🤝 Tie"), ("tie (bothbad)", "👎 Both are bad"))
+
+
+class DuelPanel:
+    def __init__(self, service: ArenaService, mode: Mode, key: str, generation_slots: int):
+        self.service = service
+        self.generation_slots = generation_slots  # battles generating at once; the rest wait in Gradio's queue
+        self.mode = mode
+        self.key = key  # prefix of elem_ids, so tests and CSS can find each tab's widgets
+        self.vote_events: list = []
+
+    def build(self) -> None:
+        names = self.service.model_names()
+        self.battle_id = gr.State(None)
+        self.pickers: list[gr.Dropdown] = []
+        if self.mode is Mode.NAMED:
+            with gr.Row():
+                for side, default in zip(("a", "b"), names[:2]):
+                    self.pickers.append(gr.Dropdown(names, value=default, label=SIDE_LABELS[side], elem_id=f"{self.key}-pick-{side}"))
+        with gr.Row():
+            self.chats = {
+                side: gr.Chatbot(label=SIDE_LABELS[side], height=420, feedback_options=None, buttons=["copy"],
+                                 sanitize_html=True, render_markdown=True, elem_id=f"{self.key}-chat-{side}")
+                for side in ("a", "b")
+            }
+        self.status = gr.Markdown(self.service.loading_message() or _intro(self.mode), elem_id=f"{self.key}-status")
+        with gr.Row():
+            self.vote_buttons = [
+                gr.Button(label, interactive=False, elem_id=f"{self.key}-vote-{outcome.replace(' ', '-').replace('(', '').replace(')', '')}")
+                for outcome, label in VOTES
+            ]
+        with gr.Row():
+            self.prompt = gr.Textbox(placeholder="Type a prompt and press Enter", show_label=False, scale=6,
+                                     elem_id=f"{self.key}-prompt", max_lines=8)
+            self.send = gr.Button("Send", variant="primary", scale=1, elem_id=f"{self.key}-send")
+        with gr.Row():
+            self.regenerate_button = gr.Button("🔄 Regenerate", interactive=False, elem_id=f"{self.key}-regenerate")
+            self.new_round = gr.Button("🆕 New round", elem_id=f"{self.key}-new-round")
+        self._wire()
+
+    # --- wiring -------------------------------------------------------------
+
+    @property
+    def _outputs(self) -> list:
+        return [self.battle_id, self.chats["a"], self.chats["b"], self.status, self.prompt, self.send,
+                self.regenerate_button, *self.vote_buttons]
+
+    def _wire(self) -> None:
+        ask_inputs = [self.prompt, self.battle_id, *self.pickers]
+        for trigger in (self.send.click, self.prompt.submit):
+            trigger(self._ask, ask_inputs, self._outputs, api_name=f"{self.key}_ask", api_visibility="undocumented",
+                    concurrency_id="generation", concurrency_limit=self.generation_slots)
+        self.regenerate_button.click(self._regenerate, [self.battle_id], self._outputs, api_name=f"{self.key}_regenerate",
+                                     api_visibility="undocumented", concurrency_id="generation",
+                                     concurrency_limit=self.generation_slots)
+        for (outcome, _), button in zip(VOTES, self.vote_buttons):
+            event = button.click(lambda battle_id, request, outcome=outcome: self._vote(battle_id, outcome, request),
+                                 [self.battle_id], self._outputs,
+                                 api_name=f"{self.key}_vote_{outcome.split(' ')[-1].strip('()')}", api_visibility="undocumented")
+            self.vote_events.append(event)
+        self.new_round.click(self._clear, None, self._outputs, api_name=f"{self.key}_new_round", api_visibility="undocumented")
+        for picker in self.pickers:  # another pair means another battle
+            picker.change(self._clear, None, self._outputs, api_visibility="private")
+
+    # --- handlers -------------------------------------------------------------
+
+    def _ask(self, prompt: str, battle_id: str | None, *picked_and_request) -> Iterator[tuple]:
+        *picked, request = picked_and_request
+        chosen = tuple(picked) if self.mode is Mode.NAMED else None
+        try:
+            views = self.service.ask(battle_id, prompt, _address(request), self.mode, chosen)
+            first = True
+            for view in views:
+                yield self._render(view, clear_prompt=first)
+                first = False
+        except RuleViolation as refusal:
+            yield self._refusal(refusal)
+
+    def _regenerate(self, battle_id: str | None, request: gr.Request) -> Iterator[tuple]:
+        try:
+            for view in self.service.regenerate(battle_id, _address(request)):
+                yield self._render(view)
+        except RuleViolation as refusal:
+            yield self._refusal(refusal)
+
+    def _vote(self, battle_id: str | None, outcome: str, request: gr.Request) -> tuple:
+        try:
+            receipt = self.service.vote(battle_id, _address(request), outcome)
+        except RuleViolation as refusal:
+            return self._refusal(refusal)
+        view = self.service.revealed_view(battle_id, _address(request))
+        view.status = receipt.message
+        return self._render(view, voted=True)
+
+    def _clear(self) -> tuple:
+        return self._render(BattleView(battle_id=None, status=_intro(self.mode)))
+
+    # --- rendering ------------------------------------------------------------
+
+    def _render(self, view: BattleView, *, clear_prompt: bool = False, voted: bool = False) -> tuple:
+        labels = {side: SIDE_LABELS[side] + (f": {view.names[side]}" if view.names else "") for side in ("a", "b")}
+        finished = voted or view.failed
+        prompt = gr.update(placeholder="Type a prompt to start a new round" if finished
+                           else "Type a prompt (or a follow-up for both models)", interactive=not view.generating)
+        if clear_prompt:
+            prompt["value"] = ""
+        return (
+            view.battle_id,
+            gr.update(value=view.conversations["a"], label=labels["a"]),
+            gr.update(value=view.conversations["b"], label=labels["b"]),
+            view.status,
+            prompt,
+            gr.update(interactive=not view.generating),
+            gr.update(interactive=view.votable),
+            *[gr.update(interactive=view.votable) for _ in VOTES],
+        )
+
+    def _refusal(self, refusal: RuleViolation) -> tuple:
+        """Say why, and leave everything else as it was."""
+        return (gr.skip(), gr.skip(), gr.skip(), f"⚠️ {refusal}", gr.skip(), gr.skip(), gr.skip(), *[gr.skip() for _ in VOTES])
+
+
+def _address(request: gr.Request | None) -> str:
+    """The client's socket address: the one thing a client cannot choose (unlike session_hash)."""
+    client = getattr(request, "client", None)
+    return getattr(client, "host", None) or "unknown"
+
+
+def _intro(mode: Mode) -> str:
+    if mode is Mode.ANONYMOUS:
+        return ("Ask anything: two anonymous models answer side by side. Vote for the better answer to see who they "
+                "are. You can ask follow-ups or regenerate before voting.")
+    return "Pick two models and compare them. These votes are stored as named and are not counted on the leaderboard."

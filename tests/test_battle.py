@@ -1,0 +1,236 @@
+"""Battle logic and vote rules, through ArenaService on a real SQLite file.
+
+The scripted backend stands in for models only where a real one would fail
+by chance (crash, hang, empty answer); the rules under test are the real ones.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+
+from arena.battle import BattleBook, Mode, RateLimiter, RuleViolation, identity_leak
+from arena.config import Limits
+from tests.conftest import SCRIPTED_MODELS
+
+CLIENT = "10.0.0.1"
+
+
+def finish(views):
+    last = None
+    for last in views:
+        pass
+    return last
+
+
+def test_battle_pairs_two_different_models_and_hides_them(make_service):
+    service = make_service()
+    seen = Counter()
+    for round_ in range(30):
+        view = finish(service.ask(None, f"question {round_}", CLIENT, Mode.ANONYMOUS))
+        battle = service.book.get(view.battle_id, service.store.client_id(CLIENT))
+        assert battle.model_a != battle.model_b
+        assert view.names is None and view.votable
+        seen[frozenset(battle.models.values())] += 1
+    assert len(seen) == 3  # every pair of the three models came up
+
+
+def test_vote_is_committed_then_names_revealed(make_service):
+    service = make_service()
+    view = finish(service.ask(None, "Say hello", CLIENT, Mode.ANONYMOUS))
+    receipt = service.vote(view.battle_id, CLIENT, "model_b")
+    row = service.store.vote_for(view.battle_id)
+    battle = service.store.battle(view.battle_id)
+    assert row["winner"] == "model_b" and battle["status"] == "voted"
+    assert (receipt.model_a, receipt.model_b) == (battle["model_a"], battle["model_b"])
+    revealed = service.revealed_view(view.battle_id, CLIENT)
+    assert revealed.names == {"a": battle["model_a"], "b": battle["model_b"]}
+
+
+def test_one_vote_per_battle_even_when_requests_race(make_service):
+    service = make_service()
+    view = finish(service.ask(None, "Say hello", CLIENT, Mode.ANONYMOUS))
+    results = []
+
+    def vote():
+        try:
+            results.append(service.vote(view.battle_id, CLIENT, "tie"))
+        except RuleViolation as refusal:
+            results.append(refusal)
+
+    threads = [threading.Thread(target=vote) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(not isinstance(r, RuleViolation) for r in results) == 1
+    assert service.store.counts()["votes"] == 1
+    with pytest.raises(RuleViolation, match="already voted"):
+        service.vote(view.battle_id, CLIENT, "model_a")
+
+
+def test_no_vote_before_both_answers_are_complete(make_service):
+    service = make_service()
+    views = service.ask(None, "Say hello", CLIENT, Mode.ANONYMOUS)
+    first = next(views)
+    assert first.generating and not first.votable
+    with pytest.raises(RuleViolation, match="wait until both answers"):
+        service.vote(first.battle_id, CLIENT, "model_a")
+    finish(views)
+    service.vote(first.battle_id, CLIENT, "model_a")
+
+
+def test_no_vote_on_a_battle_the_client_did_not_start(make_service):
+    service = make_service()
+    view = finish(service.ask(None, "Say hello", CLIENT, Mode.ANONYMOUS))
+    for battle_id, address in ((view.battle_id, "10.9.9.9"), ("made-up-id", CLIENT), (None, CLIENT)):
+        with pytest.raises(RuleViolation, match="not yours"):
+            service.vote(battle_id, address, "model_a")
+    assert service.store.counts()["votes"] == 0
+
+
+def test_unknown_outcome_is_refused(make_service):
+    service = make_service()
+    view = finish(service.ask(None, "Say hello", CLIENT, Mode.ANONYMOUS))
+    with pytest.raises(RuleViolation, match="Unknown vote"):
+        service.vote(view.battle_id, CLIENT, "model_c")
+    service.vote(view.battle_id, CLIENT, "tie (bothbad)")
+
+
+@pytest.mark.parametrize("prompt, message", [("", "type a prompt"), ("   \n\t", "type a prompt"), ("x" * 201, "limit here is 200")])
+def test_empty_and_oversized_prompts_are_refused(make_service, prompt, message):
+    service = make_service()
+    with pytest.raises(RuleViolation, match=message):
+        service.ask(None, prompt, CLIENT, Mode.ANONYMOUS)
+    assert service.store.counts()["battles"] == 0
+
+
+def test_follow_up_goes_to_both_models_with_their_own_history(make_service):
+    service = make_service()
+    first = finish(service.ask(None, "First question", CLIENT, Mode.ANONYMOUS))
+    second = finish(service.ask(first.battle_id, "Second question", CLIENT, Mode.ANONYMOUS))
+    assert second.battle_id == first.battle_id
+    battle = service.book.get(first.battle_id, service.store.client_id(CLIENT))
+    for side in "ab":
+        sent = battle.conversation(side)
+        assert [m["content"] for m in sent if m["role"] == "user"] == ["First question", "Second question"]
+        assert [m["role"] for m in sent] == ["user", "assistant", "user", "assistant"]
+    assert service.store.battle(first.battle_id)["turns"] == 2
+
+
+def test_turn_limit(make_service):
+    service = make_service()  # max_turns: 3
+    view = finish(service.ask(None, "one", CLIENT, Mode.ANONYMOUS))
+    for prompt in ("two", "three"):
+        finish(service.ask(view.battle_id, prompt, CLIENT, Mode.ANONYMOUS))
+    with pytest.raises(RuleViolation, match="limit of 3 turns"):
+        service.ask(view.battle_id, "four", CLIENT, Mode.ANONYMOUS)
+
+
+def test_regenerate_asks_both_again_and_keeps_every_attempt(make_service):
+    service = make_service()
+    view = finish(service.ask(None, "Tell me", CLIENT, Mode.ANONYMOUS))
+    again = finish(service.regenerate(view.battle_id, CLIENT))
+    assert again.votable and again.battle_id == view.battle_id
+    attempts = {row["attempt"] for row in service.store.db["messages"].rows_where("battle_id = ?", [view.battle_id])}
+    assert attempts == {1, 2}
+    service.vote(view.battle_id, CLIENT, "model_a")
+    with pytest.raises(RuleViolation):
+        service.regenerate(view.battle_id, CLIENT)
+
+
+def test_a_new_prompt_after_the_vote_starts_a_new_battle(make_service):
+    service = make_service()
+    view = finish(service.ask(None, "Tell me", CLIENT, Mode.ANONYMOUS))
+    service.vote(view.battle_id, CLIENT, "model_a")
+    fresh = finish(service.ask(view.battle_id, "Another", CLIENT, Mode.ANONYMOUS))
+    assert fresh.battle_id != view.battle_id and fresh.votable
+
+
+FAILING = """
+    settings:
+      sampling: uniform
+      generation_timeout_s: 1
+    models:
+      - {{name: healthy, backend: scripted, script: echo}}
+      - {{name: broken, backend: scripted, script: "{script}"}}
+"""
+
+
+@pytest.mark.parametrize("script, cause", [("error", "failed on purpose"), ("hang", "timeout"), ("empty", "empty answer")])
+def test_a_failing_model_ends_its_battle_cleanly(make_service, script, cause):
+    service = make_service(FAILING.format(script=script))
+    view = finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS))
+    assert view.failed and not view.votable
+    assert "could not answer" in view.status and "not counted" in view.status
+    assert "broken" not in view.status and "healthy" not in view.status  # anonymity holds in failure too
+    stored = service.store.battle(view.battle_id)
+    assert stored["status"] == "failed" and cause in stored["failure"] and "broken" in stored["failure"]
+    with pytest.raises(RuleViolation, match="failed"):
+        service.vote(view.battle_id, CLIENT, "model_a")
+    # The arena keeps working: a follow-up starts a fresh battle.
+    fresh = finish(service.ask(view.battle_id, "Hello again", CLIENT, Mode.ANONYMOUS))
+    assert fresh.battle_id != view.battle_id
+
+
+def test_identity_leak_is_flagged_and_left_out_of_the_leaderboard(make_service):
+    service = make_service("""
+        settings: {sampling: uniform}
+        models:
+          - {name: echo-one, backend: scripted, script: echo, family: [EchoCorp]}
+          - {name: echo-two, backend: scripted, script: echo}
+    """)
+    leaky = finish(service.ask(None, "I am made by echocorp labs", CLIENT, Mode.ANONYMOUS))
+    receipt = service.vote(leaky.battle_id, CLIENT, "model_a")
+    assert receipt.flagged_term == "EchoCorp" and "left out of the leaderboard" in receipt.message
+    clean = finish(service.ask(None, "plain words", CLIENT, Mode.ANONYMOUS))
+    assert service.vote(clean.battle_id, CLIENT, "model_a").flagged_term is None
+    flags = [r["flagged"] for r in service.store.vote_records()]
+    assert flags == [True, False]
+    assert service.leaderboard(bootstrap_rounds=0).votes_used == 1
+
+
+def test_named_mode_uses_the_chosen_pair_and_stores_named_votes(make_service):
+    service = make_service()
+    view = finish(service.ask(None, "Hello", CLIENT, Mode.NAMED, ("echo-two", "constant-bot")))
+    assert view.names == {"a": "echo-two", "b": "constant-bot"}
+    service.vote(view.battle_id, CLIENT, "model_b")
+    (record,) = service.store.vote_records()
+    assert record["anony"] is False and record["model_b"] == "constant-bot"
+    assert service.leaderboard(bootstrap_rounds=0).votes_used == 0  # named votes do not count by default
+    with pytest.raises(RuleViolation, match="two different"):
+        service.ask(None, "Hello", CLIENT, Mode.NAMED, ("echo-one", "echo-one"))
+
+
+def test_rate_limit_is_per_address_and_slides():
+    now = [0.0]
+    limiter = RateLimiter(per_hour=2, clock=lambda: now[0])
+    limiter.check_and_count("1.1.1.1")
+    limiter.check_and_count("1.1.1.1")
+    limiter.check_and_count("2.2.2.2")
+    with pytest.raises(RuleViolation, match="limit"):
+        limiter.check_and_count("1.1.1.1")
+    now[0] = 3601.0
+    limiter.check_and_count("1.1.1.1")
+
+
+def test_rate_limit_through_the_service(make_service):
+    service = make_service(SCRIPTED_MODELS.replace("battles_per_hour: 1000", "battles_per_hour: 2"))
+    for _ in range(2):
+        finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS))
+    with pytest.raises(RuleViolation, match="2 battles in the last hour"):
+        service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS)
+    finish(service.ask(None, "Hello", "10.0.0.2", Mode.ANONYMOUS))
+
+
+def test_identity_leak_matching():
+    assert identity_leak(["I'm SmolLM2, made by you"], ["SmolLM"]) == "SmolLM"
+    assert identity_leak(["i am gpt-4"], ["GPT-4", "gpt"]) == "GPT-4"
+    assert identity_leak(["a resmolled answer"], ["smol"]) is None
+
+
+def test_battle_book_refuses_same_model_twice():
+    with pytest.raises(RuleViolation):
+        BattleBook(Limits()).open(Mode.ANONYMOUS, "c", "x", "x")

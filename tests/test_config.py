@@ -1,0 +1,136 @@
+"""models.yaml validation: the shipped file, and each kind of bad file."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from arena.config import ConfigError, load_config, parse_config
+from tests.conftest import ROOT, write_config
+
+GOOD_ENTRY = "{name: one, backend: scripted, script: echo}"
+
+
+def test_shipped_config_is_valid_and_offline():
+    config = load_config(ROOT / "models.yaml")
+    enabled = config.enabled_models
+    assert len(enabled) >= 3
+    assert all(m.backend == "transformers" and m.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf" for m in enabled)
+    # Contestants must differ visibly: in decoding settings or system prompt.
+    assert len({(m.system_prompt, m.generation) for m in enabled}) == len(enabled)
+
+
+def problems_of(tmp_path, text):
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(tmp_path, text))
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    "models, entry, field",
+    [
+        ("- {name: one, backend: scripted, script: echo, colour: red}", "model 'one'", "colour"),
+        ("- {backend: scripted, script: echo}", "models[3]", "name"),
+        ("- {name: one, backend: tensorflow}", "model 'one'", "backend"),
+        ("- {name: one, backend: scripted}", "model 'one'", "script"),
+        ("- {name: one, backend: scripted, script: echo, temperature: -1}", "model 'one'", "temperature"),
+        ("- {name: one, backend: scripted, script: echo, weight: 0}", "model 'one'", "weight"),
+        ("- {name: one, backend: scripted, script: echo, max_new_tokens: 1.5}", "model 'one'", "max_new_tokens"),
+        ("- {name: one, backend: scripted, script: echo, enabled: 'yes'}", "model 'one'", "enabled"),
+        ("- {name: one, backend: transformers, source: ./no-such-dir}", "model 'one'", "source"),
+        ("- {name: one, backend: transformers, source: 'not a hub id!'}", "model 'one'", "source"),
+        ("- {name: one, backend: transformers, source: bundled:nothing}", "model 'one'", "source"),
+        ("- {name: one, backend: transformers, source: bundled:smollm2, dtype: int3}", "model 'one'", "dtype"),
+        ("- {name: one, backend: openai, model: m, base_url: 'ftp://x'}", "model 'one'", "base_url"),
+        ("- {name: one, backend: openai, model: m, base_url: 'http://x/v1', api_key_env: 'sk-123 secret'}", "model 'one'", "api_key_env"),
+        ("- {name: two, backend: scripted, script: echo}", "model 'two'", "name"),  # duplicate
+    ],
+)
+def test_each_bad_field_is_named_with_file_and_entry(tmp_path, models, entry, field):
+    text = f"models:\n  - {{name: two, backend: scripted, script: echo}}\n  - {{name: three, backend: scripted, script: echo}}\n  {models}\n"
+    error = problems_of(tmp_path, text)
+    assert (entry, field) in [(e, f) for e, f, _ in error.problems], error
+    message = str(error)
+    assert str(tmp_path / "models.yaml") in message and entry in message and f"'{field}'" in message
+
+
+def test_missing_gguf_file_in_local_directory(tmp_path):
+    (tmp_path / "weights").mkdir()
+    error = problems_of(tmp_path, "models:\n  - {name: one, backend: transformers, source: ./weights, gguf_file: x.gguf}\n"
+                                  f"  - {GOOD_ENTRY.replace('one', 'two')}\n")
+    assert ("model 'one'", "gguf_file") in [(e, f) for e, f, _ in error.problems]
+    assert "x.gguf" in str(error)
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    error = problems_of(tmp_path, """
+        settings: {sampling: clever, limits: {max_turns: 0}}
+        models:
+          - {name: one, backend: scripted, script: echo, top_p: 2}
+          - {name: two, backend: scripted, script: echo, speed: fast}
+    """)
+    fields = {f for _, f, _ in error.problems}
+    assert {"sampling", "max_turns", "top_p", "speed"} <= fields
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("models: [", "not valid YAML"),
+    ("- just a list", "top level must be a mapping"),
+    ("models: []", "non-empty list"),
+    (f"models:\n  - {GOOD_ENTRY}\n", "at least two enabled"),
+])
+def test_file_level_problems(tmp_path, text, fragment):
+    assert fragment in str(problems_of(tmp_path, text))
+
+
+def test_unreadable_file_names_the_path(tmp_path):
+    with pytest.raises(ConfigError, match="no-such.yaml"):
+        load_config(tmp_path / "no-such.yaml")
+
+
+def test_bundled_source_resolves_to_the_packaged_gguf(tmp_path):
+    config = load_config(write_config(tmp_path, """
+        models:
+          - {name: a, backend: transformers, source: bundled:smollm2}
+          - {name: b, backend: transformers, source: bundled:smollm2, temperature: 0}
+    """))
+    a, b = config.models
+    assert a.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf" and (a.source + "/" + a.gguf_file).endswith(".gguf")
+    assert b.generation.greedy and not a.generation.greedy
+
+
+def test_hub_id_is_accepted_without_touching_the_network(tmp_path):
+    config = load_config(write_config(tmp_path, """
+        models:
+          - {name: a, backend: transformers, source: Qwen/Qwen2.5-0.5B-Instruct}
+          - {name: b, backend: openai, base_url: 'http://127.0.0.1:9/v1', model: x, api_key_env: KEY}
+    """))
+    assert config.models[0].source == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert config.models[1].api_key_env == "KEY"
+
+
+yaml_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5),
+    max_leaves=20,
+)
+entry_keys = st.sampled_from(["name", "backend", "script", "weight", "temperature", "top_p", "enabled", "source",
+                              "max_new_tokens", "family", "base_url", "model", "colour"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(document=st.one_of(
+    yaml_values,
+    st.fixed_dictionaries({"models": st.lists(st.dictionaries(entry_keys, yaml_values, max_size=6), max_size=4)}),
+    st.fixed_dictionaries({"settings": yaml_values, "models": st.lists(yaml_values, max_size=3)}),
+))
+def test_any_document_gives_a_config_or_a_config_error(document, tmp_path_factory):
+    from pathlib import Path
+
+    try:
+        config = parse_config(document, Path("fuzz.yaml"))
+    except ConfigError as error:
+        assert error.problems and "fuzz.yaml" in str(error)
+    else:
+        assert len(config.enabled_models) >= 2
