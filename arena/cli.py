@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--db", default=DEFAULT_DB, help="SQLite file for battles and votes (default: %(default)s)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=7860)
+    serve.add_argument("--cache-dir", default=None, help="converted-weights cache (default: .arena-cache beside --db)")
     serve.set_defaults(run=_serve)
 
     models = commands.add_parser("models", help="validate the model list and show it, without loading anything")
@@ -73,7 +74,8 @@ def _add_rating_options(parser: argparse.ArgumentParser) -> None:
 def _serve(args) -> int:
     from arena.server import serve
 
-    return serve(load_config(args.config), Path(args.db), args.host, args.port)
+    cache_dir = Path(args.cache_dir) if args.cache_dir else Path(args.db).resolve().parent / ".arena-cache"
+    return serve(load_config(args.config), Path(args.db), args.host, args.port, cache_dir)
 
 
 def _models(args) -> int:

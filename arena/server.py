@@ -19,17 +19,18 @@ from arena.storage import ArenaStore
 log = logging.getLogger("arena")
 
 
-def serve(config: ArenaConfig, db_path: Path, host: str, port: int) -> int:
+def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: Path) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from arena.ui.app import build_app  # gradio is slow to import; commands that do not serve skip it
 
     store = ArenaStore(db_path)
     store.register_models(config.enabled_models)
-    roster = Roster(config, cache_dir=db_path.resolve().parent / ".arena-cache")
+    roster = Roster(config, cache_dir=cache_dir)
     service = ArenaService(config, roster, store)
     app = build_app(service)
     app.queue(default_concurrency_limit=8)
-    app.launch(server_name=host, server_port=port, prevent_thread_lock=True, show_error=False, quiet=True)
+    app.launch(server_name=host, server_port=port, prevent_thread_lock=True, show_error=False, quiet=True,
+               footer_links=["gradio", "settings"])
     print(f"Arena page: http://{host}:{port}  (models loading…)", flush=True)
     try:
         roster.load(report=lambda message: print(message, flush=True))

@@ -62,3 +62,86 @@ def make_service(tmp_path):
     yield build
     for store in stores:
         store.close()
+
+
+MODEL_CACHE = ROOT / ".arena-cache"  # converted weights survive between test runs (gitignored)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class RunningArena:
+    """`python -m arena serve` in a child process, as an operator would start it."""
+
+    def __init__(self, config: Path, db: Path, ready_timeout_s: float = 240):
+        import subprocess
+        import sys
+        import threading
+        import time
+
+        self.db = db
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.output: list[str] = []
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "arena", "serve", "--config", str(config), "--db", str(db),
+             "--port", str(self.port), "--cache-dir", str(MODEL_CACHE)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        )
+        ready = threading.Event()
+
+        def read():
+            for line in self.process.stdout:
+                self.output.append(line)
+                if line.startswith("Ready:"):
+                    ready.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        deadline = time.monotonic() + ready_timeout_s
+        while not ready.wait(0.2):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("arena did not start:\n" + "".join(self.output))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except Exception:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def start_arena(tmp_path):
+    arenas = []
+
+    def start(config_text: str, db_name: str = "arena.db") -> RunningArena:
+        arena = RunningArena(write_config(tmp_path, config_text, name=f"models-{len(arenas)}.yaml"), tmp_path / db_name)
+        arenas.append(arena)
+        return arena
+
+    yield start
+    for arena in arenas:
+        arena.stop()
+
+
+BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture
+def browser_page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=BROWSER_FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        yield page
+        browser.close()

@@ -13,7 +13,7 @@ from arena.ui.leaderboard_tab import LeaderboardTab
 def build_app(service: ArenaService) -> gr.Blocks:
     settings = service.config.settings
     with gr.Blocks(title=settings.title, analytics_enabled=False) as app:
-        gr.Markdown(f"# ⚔️ {settings.title}")
+        gr.Markdown(f"# {settings.title}")
         loading = gr.Markdown(service.loading_message(), elem_id="loading-banner")
         leaderboard = LeaderboardTab(service)
         panels = []

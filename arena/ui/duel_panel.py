@@ -15,7 +15,7 @@ import gradio as gr
 from arena.battle import Mode, RuleViolation
 from arena.service import SIDE_LABELS, ArenaService, BattleView
 
-VOTES = (("model_a", "👈 A is better"), ("model_b", "👉 B is better"), ("tie", "🤝 Tie"), ("tie (bothbad)", "👎 Both are bad"))
+VOTES = (("model_a", "A is better"), ("model_b", "B is better"), ("tie", "Tie"), ("tie (bothbad)", "Both are bad"))
 
 
 class DuelPanel:
@@ -51,8 +51,8 @@ class DuelPanel:
                                      elem_id=f"{self.key}-prompt", max_lines=8)
             self.send = gr.Button("Send", variant="primary", scale=1, elem_id=f"{self.key}-send")
         with gr.Row():
-            self.regenerate_button = gr.Button("🔄 Regenerate", interactive=False, elem_id=f"{self.key}-regenerate")
-            self.new_round = gr.Button("🆕 New round", elem_id=f"{self.key}-new-round")
+            self.regenerate_button = gr.Button("Regenerate", interactive=False, elem_id=f"{self.key}-regenerate")
+            self.new_round = gr.Button("New round", elem_id=f"{self.key}-new-round")
         self._wire()
 
     # --- wiring -------------------------------------------------------------
@@ -71,8 +71,7 @@ class DuelPanel:
                                      api_visibility="undocumented", concurrency_id="generation",
                                      concurrency_limit=self.generation_slots)
         for (outcome, _), button in zip(VOTES, self.vote_buttons):
-            event = button.click(lambda battle_id, request, outcome=outcome: self._vote(battle_id, outcome, request),
-                                 [self.battle_id], self._outputs,
+            event = button.click(self._voter(outcome), [self.battle_id], self._outputs,
                                  api_name=f"{self.key}_vote_{outcome.split(' ')[-1].strip('()')}", api_visibility="undocumented")
             self.vote_events.append(event)
         self.new_round.click(self._clear, None, self._outputs, api_name=f"{self.key}_new_round", api_visibility="undocumented")
@@ -81,9 +80,9 @@ class DuelPanel:
 
     # --- handlers -------------------------------------------------------------
 
-    def _ask(self, prompt: str, battle_id: str | None, *picked_and_request) -> Iterator[tuple]:
-        *picked, request = picked_and_request
-        chosen = tuple(picked) if self.mode is Mode.NAMED else None
+    def _ask(self, prompt: str, battle_id: str | None, pick_a: str | None = None, pick_b: str | None = None,
+             request: gr.Request = None) -> Iterator[tuple]:
+        chosen = (pick_a, pick_b) if self.mode is Mode.NAMED else None
         try:
             views = self.service.ask(battle_id, prompt, _address(request), self.mode, chosen)
             first = True
@@ -99,6 +98,14 @@ class DuelPanel:
                 yield self._render(view)
         except RuleViolation as refusal:
             yield self._refusal(refusal)
+
+    def _voter(self, outcome: str):
+        """One handler per button; the outcome is fixed on the server, not sent by the page."""
+
+        def vote(battle_id: str | None, request: gr.Request) -> tuple:
+            return self._vote(battle_id, outcome, request)
+
+        return vote
 
     def _vote(self, battle_id: str | None, outcome: str, request: gr.Request) -> tuple:
         try:

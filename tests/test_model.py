@@ -1,0 +1,84 @@
+"""The real bundled SmolLM2 through the transformers backend: no fakes."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from arena.backends.transformers_local import TransformersBackend
+from arena.config import GenerationSettings, load_config
+from arena.roster import Roster
+from tests.conftest import write_config
+
+pytestmark = pytest.mark.model
+
+TWO_PERSONALITIES = """
+    models:
+      - name: terse
+        backend: transformers
+        source: bundled:smollm2
+        system_prompt: Answer in one short sentence.
+        temperature: 0
+        max_new_tokens: 12
+      - name: chatty
+        backend: transformers
+        source: bundled:smollm2
+        temperature: 0.8
+        max_new_tokens: 12
+"""
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("model")
+    config = load_config(write_config(directory, TWO_PERSONALITIES))
+    roster = Roster(config, cache_dir=directory / "cache")
+    messages = []
+    roster.load(report=messages.append)
+    yield roster, directory, messages
+    roster.close()
+
+
+def test_entries_on_the_same_weights_share_one_loaded_copy(loaded):
+    roster, _, messages = loaded
+    terse, chatty = roster.contestants["terse"], roster.contestants["chatty"]
+    assert terse.backend is chatty.backend
+    assert any("dequantising GGUF" in m for m in messages)  # progress was reported
+
+
+def test_bundled_model_answers_through_its_chat_template(loaded):
+    roster, _, _ = loaded
+    deltas = list(roster.contestants["terse"].stream([{"role": "user", "content": "What is the capital of France?"}], threading.Event()))
+    text = "".join(d.text for d in deltas)
+    assert "Paris" in text
+    assert 0 < sum(d.tokens for d in deltas) <= 12
+    assert len(deltas) > 1  # it streamed, not one final blob
+
+
+def test_cancel_stops_generation_early(loaded):
+    roster, _, _ = loaded
+    backend = roster.contestants["chatty"].backend
+    cancel = threading.Event()
+    received = 0
+    for delta in backend.stream([{"role": "user", "content": "Count from one to one hundred."}],
+                                GenerationSettings(max_new_tokens=200, temperature=0), cancel):
+        received += delta.tokens
+        cancel.set()
+    assert received < 20
+
+
+def test_converted_weights_are_cached_and_give_the_same_answer(loaded):
+    roster, directory, _ = loaded
+    cached = list((directory / "cache").iterdir())
+    assert len(cached) == 1 and (cached[0] / "model.safetensors").is_file()
+    entry = roster.contestants["terse"].entry
+    again = TransformersBackend(entry, cache_dir=directory / "cache")
+    reports = []
+    again.load(reports.append)
+    assert any("cached conversion" in r for r in reports)
+    prompt = [{"role": "user", "content": "Name a colour."}]
+    greedy = GenerationSettings(max_new_tokens=8, temperature=0)
+    first = "".join(d.text for d in roster.contestants["terse"].backend.stream(prompt, greedy, threading.Event()))
+    second = "".join(d.text for d in again.stream(prompt, greedy, threading.Event()))
+    assert first == second and first.strip()
