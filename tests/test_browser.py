@@ -35,8 +35,8 @@ def test_full_battle_in_chromium(start_arena, browser_page, tmp_path):
     prompt = page.locator("#battle-prompt textarea")
     prompt.fill("What is the capital of France?")
     prompt.press("Enter")
-    vote_a = page.locator("#battle-vote-model_a")
-    page.wait_for_function("() => !document.querySelector('#battle-vote-model_a').disabled", timeout=120_000)
+    vote_a = page.locator("#battle-vote-a")
+    page.wait_for_function("() => !document.querySelector('#battle-vote-a').disabled", timeout=120_000)
 
     # Before the vote: neither the page nor anything the browser received names a model.
     html = page.content()
@@ -57,5 +57,5 @@ def test_full_battle_in_chromium(start_arena, browser_page, tmp_path):
     assert winner == "model_a" and status_row == "voted" and {model_a, model_b} == set(NAMES)
     shown = status.inner_text()
     assert f"Model A was {model_a}" in shown and f"Model B was {model_b}" in shown
-    assert page.locator("#battle-vote-model_a").is_disabled()
+    assert page.locator("#battle-vote-a").is_disabled()
     page.screenshot(path=str(tmp_path / "battle.png"), full_page=True)

@@ -15,7 +15,9 @@ import gradio as gr
 from arena.battle import Mode, RuleViolation
 from arena.service import SIDE_LABELS, ArenaService, BattleView
 
-VOTES = (("model_a", "A is better"), ("model_b", "B is better"), ("tie", "Tie"), ("tie (bothbad)", "Both are bad"))
+# (outcome stored, button label, short name used in element ids and API names)
+VOTES = (("model_a", "A is better", "a"), ("model_b", "B is better", "b"), ("tie", "Tie", "tie"),
+         ("tie (bothbad)", "Both are bad", "bothbad"))
 
 
 class DuelPanel:
@@ -42,10 +44,7 @@ class DuelPanel:
             }
         self.status = gr.Markdown(self.service.loading_message() or _intro(self.mode), elem_id=f"{self.key}-status")
         with gr.Row():
-            self.vote_buttons = [
-                gr.Button(label, interactive=False, elem_id=f"{self.key}-vote-{outcome.replace(' ', '-').replace('(', '').replace(')', '')}")
-                for outcome, label in VOTES
-            ]
+            self.vote_buttons = [gr.Button(label, interactive=False, elem_id=f"{self.key}-vote-{short}") for _, label, short in VOTES]
         with gr.Row():
             self.prompt = gr.Textbox(placeholder="Type a prompt and press Enter", show_label=False, scale=6,
                                      elem_id=f"{self.key}-prompt", max_lines=8)
@@ -64,15 +63,14 @@ class DuelPanel:
 
     def _wire(self) -> None:
         ask_inputs = [self.prompt, self.battle_id, *self.pickers]
-        for trigger in (self.send.click, self.prompt.submit):
-            trigger(self._ask, ask_inputs, self._outputs, api_name=f"{self.key}_ask", api_visibility="undocumented",
-                    concurrency_id="generation", concurrency_limit=self.generation_slots)
+        gr.on([self.send.click, self.prompt.submit], self._ask, ask_inputs, self._outputs, api_name=f"{self.key}_ask",
+              api_visibility="undocumented", concurrency_id="generation", concurrency_limit=self.generation_slots)
         self.regenerate_button.click(self._regenerate, [self.battle_id], self._outputs, api_name=f"{self.key}_regenerate",
                                      api_visibility="undocumented", concurrency_id="generation",
                                      concurrency_limit=self.generation_slots)
-        for (outcome, _), button in zip(VOTES, self.vote_buttons):
+        for (outcome, _, short), button in zip(VOTES, self.vote_buttons):
             event = button.click(self._voter(outcome), [self.battle_id], self._outputs,
-                                 api_name=f"{self.key}_vote_{outcome.split(' ')[-1].strip('()')}", api_visibility="undocumented")
+                                 api_name=f"{self.key}_vote_{short}", api_visibility="undocumented")
             self.vote_events.append(event)
         self.new_round.click(self._clear, None, self._outputs, api_name=f"{self.key}_new_round", api_visibility="undocumented")
         for picker in self.pickers:  # another pair means another battle

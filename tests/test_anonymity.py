@@ -1,0 +1,88 @@
+"""Anonymity until the vote, attacked through Gradio's own API.
+
+A client that skips the page and calls every endpoint the app exposes must
+learn nothing about which model is A and which is B before it votes.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from gradio_client import Client
+
+# Distinctive names so a leak cannot hide behind a common word; answers never contain them.
+ANONYMITY_MODELS = """
+    settings: {sampling: uniform, limits: {battles_per_hour: 1000}}
+    models:
+      - {name: zebra-model-xq, backend: scripted, script: "reply: The first answer here."}
+      - {name: otter-model-kv, backend: scripted, script: "reply: A second answer there."}
+      - {name: heron-model-jw, backend: scripted, script: "reply: Yet another answer."}
+"""
+NAMES = ("zebra-model-xq", "otter-model-kv", "heron-model-jw")
+
+
+def endpoints(url: str) -> dict[str, dict]:
+    config = httpx.get(f"{url}/config").json()
+    return {d["api_name"]: d for d in config["dependencies"] if d.get("api_visibility") != "private"}
+
+
+def names_in(value) -> set[str]:
+    text = json.dumps(value, default=str)
+    return {name for name in NAMES if name in text}
+
+
+def test_no_endpoint_reveals_the_pair_before_the_vote(start_arena):
+    arena = start_arena(ANONYMITY_MODELS)
+    exposed = endpoints(arena.url)
+    # Only what the page needs, and nothing that takes a model identity as input.
+    assert set(exposed) == {
+        "battle_ask", "battle_regenerate", "battle_vote_a", "battle_vote_b", "battle_vote_tie", "battle_vote_bothbad",
+        "battle_new_round", "named_ask", "named_regenerate", "named_vote_a", "named_vote_b", "named_vote_tie",
+        "named_vote_bothbad", "named_new_round", "leaderboard",
+    }, exposed.keys()
+
+    # Responses that may name models (the public list of contestants) must be the same whether or not
+    # a battle is running: then they cannot carry anything about it.
+    bystander = Client(arena.url, verbose=False)
+    baseline = {"page": httpx.get(arena.url).text, "config": httpx.get(f"{arena.url}/config").text,
+                "leaderboard": bystander.predict(api_name="/leaderboard")}
+
+    client = Client(arena.url, verbose=False)
+    seen: list[tuple[str, object]] = []
+    for update in client.submit("Hello there", api_name="/battle_ask"):
+        seen.append(("battle_ask", update))
+    seen.append(("battle_ask", client.submit("Hello there", api_name="/battle_ask").result()))  # a follow-up
+    seen.append(("battle_regenerate", client.predict(api_name="/battle_regenerate")))
+    seen.append(("page", httpx.get(arena.url).text))
+    seen.append(("config", httpx.get(f"{arena.url}/config").text))
+    seen.append(("info", httpx.get(f"{arena.url}/gradio_api/info").text))
+    seen.append(("leaderboard", client.predict(api_name="/leaderboard")))
+    for endpoint, value in seen:
+        found = names_in(value)
+        if found:
+            assert endpoint in baseline and names_in(baseline[endpoint]) == found and json.dumps(value, default=str) == \
+                json.dumps(baseline[endpoint], default=str), f"{endpoint} named {found} during a battle"
+
+    receipt = client.predict(api_name="/battle_vote_a")
+    assert len(names_in(receipt)) == 2  # the vote reveals exactly the pair
+    assert "your vote is recorded" in json.dumps(receipt)
+
+
+def test_votes_sent_without_the_page_follow_the_rules(start_arena):
+    arena = start_arena(ANONYMITY_MODELS)
+    attacker = Client(arena.url, verbose=False)
+    # No battle in this session: every vote endpoint refuses, nothing is stored.
+    for outcome in ("a", "b", "tie", "bothbad"):
+        assert "not yours" in json.dumps(attacker.predict(api_name=f"/battle_vote_{outcome}"))
+    voter = Client(arena.url, verbose=False)
+    voter.submit("Hello there", api_name="/battle_ask").result()
+    first = json.dumps(voter.predict(api_name="/battle_vote_b"))
+    replay = json.dumps(voter.predict(api_name="/battle_vote_a"))
+    assert "your vote is recorded" in first and "already voted" in replay
+    import sqlite3
+
+    with sqlite3.connect(arena.db) as db:
+        assert db.execute("select winner from votes").fetchall() == [("model_b",)]
+

@@ -1,0 +1,72 @@
+"""No acknowledged vote is lost, even when the server is killed with SIGKILL.
+
+A driver (this test process, separate from the server's) plays battles and
+votes through the running server's API; the server is killed at random
+moments again and again, restarted on the same database, and every vote the
+driver saw acknowledged must be there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import threading
+import time
+
+from gradio_client import Client
+
+from tests.conftest import RunningArena, write_config
+
+KILLS = 20
+FAST_MODELS = """
+    settings: {sampling: uniform, limits: {battles_per_hour: 100000}}
+    models:
+      - {name: quick-one, backend: scripted, script: "reply: First."}
+      - {name: quick-two, backend: scripted, script: "reply: Second."}
+"""
+
+
+def drive(url: str, prefix: str, acknowledged: list[str], stop: threading.Event) -> None:
+    """Battle and vote until the server goes away; remember each acknowledged vote's prompt."""
+    try:
+        client = Client(url, verbose=False)
+        number = 0
+        while not stop.is_set():
+            prompt = f"{prefix}-{number}"
+            client.submit(prompt, api_name="/battle_ask").result()
+            receipt = json.dumps(client.predict(api_name="/battle_vote_a"))
+            if "your vote is recorded" in receipt:
+                acknowledged.append(prompt)
+            number += 1
+    except Exception:  # the server was killed under us: that is the point
+        return
+
+
+def test_acknowledged_votes_survive_kill_9(tmp_path):
+    config = write_config(tmp_path, FAST_MODELS)
+    db = tmp_path / "arena.db"
+    acknowledged: list[str] = []
+    chance = random.Random(20261124)
+    for round_ in range(KILLS):
+        arena = RunningArena(config, db)
+        stop = threading.Event()
+        drivers = [threading.Thread(target=drive, args=(arena.url, f"r{round_}d{d}", acknowledged, stop)) for d in range(3)]
+        for driver in drivers:
+            driver.start()
+        time.sleep(chance.uniform(0.2, 1.5))
+        os.kill(arena.process.pid, signal.SIGKILL)
+        arena.process.wait()
+        stop.set()
+        for driver in drivers:
+            driver.join(30)
+    assert len(acknowledged) >= KILLS  # the drivers really voted
+
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("pragma integrity_check").fetchone() == ("ok",)
+        stored = {row[0] for row in connection.execute(
+            "select m.content from votes v join messages m on m.battle_id = v.battle_id where m.role = 'user'")}
+    lost = [prompt for prompt in acknowledged if prompt not in stored]
+    assert not lost, f"{len(lost)} acknowledged votes lost: {lost[:5]}"
