@@ -16,6 +16,27 @@ BUNDLED_ARENA = """
       - {name: smol-sampled, backend: transformers, source: bundled:smollm2, temperature: 0.8, max_new_tokens: 24}
 """
 NAMES = ("smol-greedy", "smol-sampled")
+# Streamed responses (server-sent events read through fetch) are not visible to Playwright's response
+# events, so the page keeps a copy of every streamed chunk for the test to search.
+CAPTURE_STREAMS = """
+window.__arenaStreams = [];
+const originalFetch = window.fetch;
+window.fetch = async (...args) => {
+  const response = await originalFetch(...args);
+  if (response.body) {
+    const reader = response.clone().body.getReader();
+    const decoder = new TextDecoder();
+    (async () => {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        window.__arenaStreams.push(decoder.decode(value, { stream: true }));
+      }
+    })();
+  }
+  return response;
+};
+"""
 
 
 def test_full_battle_in_chromium(start_arena, browser_page, tmp_path):
@@ -31,18 +52,27 @@ def test_full_battle_in_chromium(start_arena, browser_page, tmp_path):
                 pass
 
     page.on("response", keep)
+    page.add_init_script(CAPTURE_STREAMS)
     page.goto(arena.url)
     prompt = page.locator("#battle-prompt textarea")
+    prompt.wait_for()
+    page.wait_for_timeout(3000)  # let the page's start-up requests (leaderboard, loading banner) finish
+    before_battle = len(payloads)  # the page and the public list of contestants (side-by-side tab)
+    streams_before_battle = page.evaluate("window.__arenaStreams.length")
     prompt.fill("What is the capital of France?")
     prompt.press("Enter")
     vote_a = page.locator("#battle-vote-a")
     page.wait_for_function("() => !document.querySelector('#battle-vote-a').disabled", timeout=120_000)
 
-    # Before the vote: neither the page nor anything the browser received names a model.
-    html = page.content()
+    # Before the vote: nothing on the battle tab, and nothing received since the battle began, names a model.
+    battle_tab = page.locator("#battle-tab").inner_html()
+    assert "What is the capital of France?" in battle_tab
+    streamed = page.evaluate(f"window.__arenaStreams.slice({streams_before_battle}).join('')")
+    assert "capital of France" in streamed and len(streamed) > 200  # the streamed updates were captured
+    payloads.append(streamed)
     for name in NAMES:
-        assert name not in html
-        assert not [p for p in payloads if name in p], f"{name} leaked in a response before the vote"
+        assert name not in battle_tab
+        assert not [p for p in payloads[before_battle:] if name in p], f"{name} leaked in a response before the vote"
     answers = page.locator("#battle-chat-a, #battle-chat-b").all_inner_texts()
     assert all(len(text.strip()) > 0 for text in answers)
 
