@@ -1,0 +1,50 @@
+"""Hostile markup in answers and prompts stays inert in a real browser."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.browser
+
+PAYLOAD = (
+    "Hello <script>window.__pwned='script'</script> <img src=x onerror=\"window.__pwned='img'\"> "
+    "[click me](javascript:window.__pwned='md-link') <a href=\"javascript:window.__pwned='a-link'\">link</a> "
+    "<svg onload=\"window.__pwned='svg'\"></svg> <iframe src=\"javascript:window.__pwned='iframe'\"></iframe>"
+)
+HOSTILE_MODELS = yaml.safe_dump({
+    "settings": {"sampling": "uniform"},
+    "models": [
+        {"name": "hostile-one", "backend": "scripted", "script": f"reply: {PAYLOAD}"},
+        {"name": "hostile-two", "backend": "scripted", "script": "echo"},
+    ],
+})
+INERT_CHECK = """() => {
+  const chats = [...document.querySelectorAll('#battle-chat-a, #battle-chat-b')];
+  return {
+    pwned: window.__pwned ?? null,
+    scripts: chats.flatMap(c => [...c.querySelectorAll('script')]).length,
+    handlers: chats.flatMap(c => [...c.querySelectorAll('*')])
+      .filter(e => [...e.attributes].some(a => a.name.startsWith('on'))).length,
+    jsLinks: chats.flatMap(c => [...c.querySelectorAll('[href], [src]')])
+      .filter(e => /^\\s*javascript:/i.test(e.getAttribute('href') || e.getAttribute('src') || '')).length,
+    text: chats.map(c => c.innerText).join(' '),
+  };
+}"""
+
+
+def test_hostile_answers_and_prompts_are_inert(start_arena, browser_page):
+    arena = start_arena(HOSTILE_MODELS)
+    page = browser_page
+    page.goto(arena.url)
+    prompt = page.locator("#battle-prompt textarea")
+    prompt.fill("Echo <img src=x onerror=\"window.__pwned='prompt'\"> and <script>window.__pwned='prompt-script'</script>")
+    prompt.press("Enter")
+    page.wait_for_function("() => !document.querySelector('#battle-vote-a').disabled", timeout=60_000)
+    page.wait_for_timeout(500)  # let images fail to load and handlers (if any survived) fire
+    for link in page.locator("#battle-chat-a a, #battle-chat-b a").all():
+        link.click(force=True, no_wait_after=True)
+    page.wait_for_timeout(300)
+    result = page.evaluate(INERT_CHECK)
+    assert "Hello" in result["text"] and "click me" in result["text"]  # the content is shown, as text
+    assert result == {**result, "pwned": None, "scripts": 0, "handlers": 0, "jsLinks": 0}
