@@ -17,10 +17,11 @@ from arena.config import ArenaConfig, ModelEntry
 
 
 class ModelLoadError(RuntimeError):
-    def __init__(self, name: str, cause: BaseException):
+    def __init__(self, name: str, cause: BaseException, source: str = ""):
         self.name = name
         self.cause = cause
-        super().__init__(f"model '{name}' failed to load: {type(cause).__name__}: {cause}")
+        where = f" from {source}" if source else ""
+        super().__init__(f"model '{name}' failed to load{where}: {type(cause).__name__}: {cause}")
 
 
 @dataclass
@@ -71,7 +72,7 @@ class Roster:
                 backend.load(lambda message: report(f"    {message}"))
             except Exception as exc:  # any failure of a model's own code is reported, never a crash
                 if self.config.settings.on_load_failure == "stop":
-                    raise ModelLoadError(entries[0].name, exc) from exc
+                    raise ModelLoadError(entries[0].name, exc, entries[0].source or entries[0].base_url or "") from exc
                 for entry in entries:
                     self.failures[entry.name] = f"{type(exc).__name__}: {exc}"
                 report(f"    FAILED, disabled: {type(exc).__name__}: {exc}")

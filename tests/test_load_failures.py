@@ -1,0 +1,65 @@
+"""A model that cannot load: start-up stops naming it, or it is disabled and the rest serve."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from arena.config import load_config
+from arena.roster import ModelLoadError, Roster
+from tests.conftest import ROOT, free_port, write_config
+
+BROKEN = """
+    settings: {{on_load_failure: {policy}}}
+    models:
+      - {{name: fine-one, backend: scripted, script: echo}}
+      - {{name: fine-two, backend: scripted, script: echo}}
+      - {{name: hollow-model, backend: transformers, source: ./empty-weights}}
+"""
+
+
+@pytest.fixture
+def broken_config(tmp_path):
+    (tmp_path / "empty-weights").mkdir()  # exists, so the config is valid, but holds no model
+
+    def make(policy: str):
+        return write_config(tmp_path, BROKEN.format(policy=policy))
+
+    return make
+
+
+def test_stop_policy_names_the_model_and_the_cause(broken_config):
+    roster = Roster(load_config(broken_config("stop")))
+    with pytest.raises(ModelLoadError) as caught:
+        roster.load(report=lambda message: None)
+    assert caught.value.name == "hollow-model"
+    assert "hollow-model" in str(caught.value) and "empty-weights" in str(caught.value)
+    assert not roster.ready.is_set()
+
+
+def test_disable_policy_serves_the_rest(broken_config):
+    roster = Roster(load_config(broken_config("disable")))
+    roster.load(report=lambda message: None)
+    assert roster.names == ["fine-one", "fine-two"] and "hollow-model" in roster.failures
+    assert roster.ready.is_set()
+
+
+def test_serve_exits_with_the_model_name(broken_config, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "arena", "serve", "--config", str(broken_config("stop")), "--db", str(tmp_path / "a.db"),
+         "--port", str(free_port())],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 1
+    assert "model 'hollow-model' failed to load from" in done.stderr
+
+
+def test_bad_config_stops_serve_before_anything_starts(tmp_path):
+    config = write_config(tmp_path, "models:\n  - {name: one, backend: scripted, script: echo, colour: red}\n")
+    done = subprocess.run([sys.executable, "-m", "arena", "serve", "--config", str(config), "--db", str(tmp_path / "a.db")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert str(config) in done.stderr and "model 'one'" in done.stderr and "'colour'" in done.stderr
+    assert not (tmp_path / "a.db").exists()
