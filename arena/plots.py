@@ -1,0 +1,114 @@
+"""Leaderboard figures for the UI and for reports.
+
+Built on `matplotlib.figure.Figure` rather than pyplot: no global figure state,
+so concurrent requests in the web app cannot draw into each other's figures,
+and nothing needs a display.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+from arena.ratings import Leaderboard
+
+WIDTH_INCHES = 9.0  # about 900 px at the default 100 dpi
+_ANNOTATE_UP_TO = 15  # models; beyond this cell labels get unreadable
+
+
+def _label_size(models: int) -> float:
+    """Heatmap tick label size that still fits one name per cell for up to ~60 models."""
+    return float(np.clip(14 - models / 6, 6, 10))
+
+
+def _no_votes(title: str) -> Figure:
+    figure = Figure(figsize=(WIDTH_INCHES, 3), layout="constrained")
+    axes = figure.add_subplot()
+    axes.set_axis_off()
+    axes.set_title(title)
+    axes.text(0.5, 0.5, "No votes yet", ha="center", va="center", fontsize=16, color="dimgray",
+              transform=axes.transAxes)
+    return figure
+
+
+def ratings_with_intervals(leaderboard: Leaderboard) -> Figure:
+    """Each model's rating with its 95% interval, best at the top."""
+    title = "Model ratings with 95% confidence intervals"
+    if not leaderboard.rows:
+        return _no_votes(title)
+    if leaderboard.bootstrap_rounds:
+        title += f"\n({leaderboard.bootstrap_rounds:,} bootstrap rounds over {leaderboard.votes_used:,} votes)"
+    rows = leaderboard.rows
+    count = len(rows)
+    figure = Figure(figsize=(WIDTH_INCHES, max(3.0, 1.5 + 0.22 * count)), layout="constrained")
+    axes = figure.add_subplot()
+    positions = np.arange(count)
+    ratings = np.array([row.rating for row in rows])
+    below = ratings - np.array([row.ci_lower for row in rows])
+    above = np.array([row.ci_upper for row in rows]) - ratings
+    axes.errorbar(ratings, positions, xerr=np.clip([below, above], 0, None), fmt="o", color="tab:blue",
+                  ecolor="tab:gray", elinewidth=1.5, capsize=3, markersize=5)
+    axes.set_yticks(positions, [f"{row.rank}. {row.model}" for row in rows], fontsize=9)
+    axes.set_ylim(count - 0.5, -0.5)  # best at the top, no empty bands
+    axes.grid(axis="x", alpha=0.3)
+    axes.set_xlabel("Rating (Elo scale; +400 points = 10:1 odds of winning)")
+    axes.set_title(title)
+    return figure
+
+
+def _heatmap(
+    leaderboard: Leaderboard, values: np.ndarray, *, title: str, colour_label: str, cmap: str,
+    vmin: float | None, vmax: float | None, cell_format: str,
+) -> Figure:
+    if not leaderboard.rows:
+        return _no_votes(title)
+    models = leaderboard.models
+    count = len(models)
+    figure = Figure(figsize=(WIDTH_INCHES, WIDTH_INCHES * 0.85), layout="constrained")
+    axes = figure.add_subplot()
+    colours = colormaps[cmap].with_extremes(bad="#d4d4d4")
+    image = axes.imshow(np.ma.masked_invalid(values), cmap=colours, vmin=vmin, vmax=vmax, aspect="equal",
+                        interpolation="nearest")
+    size = _label_size(count)
+    axes.set_xticks(np.arange(count), models, rotation=90, fontsize=size)
+    axes.set_yticks(np.arange(count), models, fontsize=size)
+    axes.set_xlabel("Opponent (model B)")
+    axes.set_ylabel("Model A")
+    axes.set_title(title)
+    figure.colorbar(image, ax=axes, label=colour_label, shrink=0.8)
+    if count <= _ANNOTATE_UP_TO:
+        for (row, column), value in np.ndenumerate(values):
+            if np.isfinite(value):
+                red, green, blue, _ = image.cmap(image.norm(value))
+                dark_cell = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
+                axes.text(column, row, format(value, cell_format), ha="center", va="center", fontsize=size - 1,
+                          color="white" if dark_cell else "black")
+    return figure
+
+
+def win_fraction_heatmap(leaderboard: Leaderboard) -> Figure:
+    """Observed share of battles won by the row model (ties count half); grey where a pair never met."""
+    return _heatmap(
+        leaderboard, leaderboard.win_fraction, title="Observed win fraction of model A against model B",
+        colour_label="Share of battles won (ties count half)", cmap="RdBu", vmin=0.0, vmax=1.0, cell_format=".2f",
+    )
+
+
+def battle_count_heatmap(leaderboard: Leaderboard) -> Figure:
+    """How many battles each pair had: shows where the ratings rest on few votes."""
+    counts = leaderboard.battle_counts.astype(float)
+    counts[np.eye(len(counts), dtype=bool)] = np.nan
+    return _heatmap(
+        leaderboard, counts, title="Number of battles per model pair", colour_label="Battles",
+        cmap="Blues", vmin=0.0, vmax=None, cell_format=".0f",
+    )
+
+
+def predicted_win_probability_heatmap(leaderboard: Leaderboard) -> Figure:
+    """Win probability the ratings predict for the row model, to compare with the observed fractions."""
+    return _heatmap(
+        leaderboard, leaderboard.predicted_win_probability,
+        title="Predicted probability that model A beats model B", colour_label="Predicted win probability",
+        cmap="RdBu", vmin=0.0, vmax=1.0, cell_format=".2f",
+    )

@@ -1,0 +1,623 @@
+"""Votes in, ranking out: Bradley-Terry ratings with bootstrap intervals, plus online Elo.
+
+Works on plain vote records (dicts in FastChat's clean-battle shape) with numpy
+alone, so a researcher can rerun the ranking on an exported vote file without
+the app. Votes are first aggregated into per-pair counts: every later step
+costs in proportion to the number of model pairs, not the number of votes.
+
+Ratings are on the Elo scale: a difference of 400 points means 10:1 odds.
+Ties, of either kind, count as half a win for each side, as Chatbot Arena does.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import numpy as np
+
+ELO_SCALE = 400.0
+ELO_BASE = 10.0
+INITIAL_RATING = 1000.0
+
+# Penalty (natural-log units, per model) that keeps strengths finite when the
+# data cannot: models that never lost, never won, or were never compared with
+# the rest. Small enough to move a rating resting on a dozen votes by about 0.001 points.
+DEFAULT_RIDGE = 1e-4
+
+# Score of model_a for each winner label; ties of both kinds are half a win.
+SCORE_OF_MODEL_A = MappingProxyType({"model_a": 1.0, "model_b": 0.0, "tie": 0.5, "tie (bothbad)": 0.5})
+
+# Bootstrap rounds are fitted together in chunks: big enough to amortise the
+# Python overhead, small enough to keep the rounds x pairs arrays modest and to
+# report progress often.
+_MAX_CHUNK_ROUNDS = 100
+_CHUNK_CELLS = 1_000_000
+# Resampled fits stop when no strength moves by more than this (natural-log
+# units; 1e-7 is about 2e-5 rating points).
+_BOOTSTRAP_TOLERANCE = 1e-7
+# Steps with the full-data curvature before a resample falls back to Newton.
+_SHARED_STEP_LIMIT = 30
+
+_ProgressCallback = Callable[[int, int], None]
+
+
+# --- aggregation ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PairCounts:
+    """Vote outcomes aggregated per ordered model pair.
+
+    `wins[i, j]` counts decisive wins of `models[i]` over `models[j]`;
+    `ties` is symmetric and counts ties of both kinds.
+    """
+
+    models: list[str]
+    wins: np.ndarray
+    ties: np.ndarray
+
+    @property
+    def battles(self) -> np.ndarray:
+        """Symmetric number of battles between each pair."""
+        return self.wins + self.wins.T + self.ties
+
+    @property
+    def scores(self) -> np.ndarray:
+        """What `fit_bradley_terry` takes: wins with ties as half a win each way."""
+        return self.wins + 0.5 * self.ties
+
+    @property
+    def votes_per_model(self) -> np.ndarray:
+        return self.battles.sum(axis=1)
+
+    @property
+    def total_votes(self) -> int:
+        return int(self.wins.sum() + self.ties.sum() // 2)
+
+    def subset(self, models: Sequence[str]) -> PairCounts:
+        """The counts among `models` only (votes against anyone else are dropped)."""
+        index = {name: position for position, name in enumerate(self.models)}
+        picked = np.array([index[name] for name in models], dtype=np.intp)
+        grid = np.ix_(picked, picked)
+        return PairCounts(list(models), self.wins[grid], self.ties[grid])
+
+
+def outcome_score(winner: str) -> float:
+    """Score of model_a for a winner label (1, 0 or 0.5); unknown labels are an error, not a tie."""
+    try:
+        return SCORE_OF_MODEL_A[winner]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown winner {winner!r}; expected one of {', '.join(SCORE_OF_MODEL_A)}") from None
+
+
+def aggregate(records: Iterable[Mapping], models: Sequence[str] | None = None) -> PairCounts:
+    """Count every record given (no filtering: see `select_votes`).
+
+    Models are indexed in `models` order when given, and votes naming any other
+    model are skipped; otherwise every model seen is indexed, sorted by name.
+    A record pitting a model against itself carries no information and is skipped.
+    """
+    records = list(records)
+    if models is None:
+        models = sorted({r["model_a"] for r in records} | {r["model_b"] for r in records})
+    models = list(models)
+    index = {name: position for position, name in enumerate(models)}
+    n = len(models)
+    first = np.fromiter((index.get(r["model_a"], -1) for r in records), dtype=np.int64, count=len(records))
+    second = np.fromiter((index.get(r["model_b"], -1) for r in records), dtype=np.int64, count=len(records))
+    score = np.fromiter((outcome_score(r["winner"]) for r in records), dtype=np.float64, count=len(records))
+    usable = (first >= 0) & (second >= 0) & (first != second)
+    first, second, score = first[usable], second[usable], score[usable]
+
+    def count(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        return np.bincount(rows[mask] * n + cols[mask], minlength=n * n).reshape(n, n)
+
+    wins = count(score == 1.0, first, second) + count(score == 0.0, second, first)
+    one_way_ties = count(score == 0.5, first, second)
+    return PairCounts(models, wins, one_way_ties + one_way_ties.T)
+
+
+def select_votes(records: Iterable[Mapping], *, include_named: bool = False) -> list[Mapping]:
+    """The votes that count: never flagged ones, and anonymous ones only unless `include_named`.
+
+    A missing `anony` means anonymous and a missing `flagged` means not flagged.
+    """
+    return [
+        r for r in records
+        if not r.get("flagged", False) and (include_named or r.get("anony", True))
+    ]
+
+
+# --- online Elo -------------------------------------------------------------
+
+
+def _replay_order(records: Iterable[Mapping]) -> list[Mapping]:
+    """Time order for replaying votes; votes without a timestamp count as older than any with one."""
+    return sorted(records, key=lambda r: (r.get("tstamp") is not None, r.get("tstamp") or 0.0))
+
+
+def online_elo(
+    records: Iterable[Mapping],
+    *,
+    k: float = 4.0,
+    scale: float = ELO_SCALE,
+    base: float = ELO_BASE,
+    initial: float = INITIAL_RATING,
+) -> dict[str, float]:
+    """Classic sequential Elo over every record given, in time order (see `_replay_order`).
+
+    Kept alongside Bradley-Terry because it is what people expect to see, but it
+    depends on vote order and forgets early votes; the ranking uses Bradley-Terry.
+    """
+    ratings: dict[str, float] = {}
+    for record in _replay_order(records):
+        a, b = record["model_a"], record["model_b"]
+        rating_a, rating_b = ratings.get(a, initial), ratings.get(b, initial)
+        expected_a = 1.0 / (1.0 + base ** ((rating_b - rating_a) / scale))
+        change = k * (outcome_score(record["winner"]) - expected_a)
+        ratings[a] = rating_a + change
+        ratings[b] = rating_b - change
+    return ratings
+
+
+# --- Bradley-Terry fit ------------------------------------------------------
+
+
+def _log_sigmoid(x: np.ndarray) -> np.ndarray:
+    return -np.logaddexp(0.0, -x)
+
+
+@dataclass(frozen=True)
+class _PairLayout:
+    """Which pairs have battles: pair p is `rows[p]` vs `cols[p]` among `n` models."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    n: int
+
+    @classmethod
+    def of(cls, battles: np.ndarray) -> _PairLayout:
+        rows, cols = np.triu_indices(battles.shape[0], k=1)
+        played = battles[rows, cols] > 0
+        return cls(rows[played], cols[played], battles.shape[0])
+
+    def differences(self, theta: np.ndarray) -> np.ndarray:
+        return theta[:, self.rows] - theta[:, self.cols]
+
+    def net_flow(self, per_pair: np.ndarray) -> np.ndarray:
+        """Per model: sum over its pairs of `per_pair`, counted + for the row model and - for the column."""
+        rounds = per_pair.shape[0]
+        offsets = (np.arange(rounds) * self.n)[:, None]
+        size = rounds * self.n
+        weights = per_pair.ravel()
+        into_rows = np.bincount((self.rows + offsets).ravel(), weights, minlength=size)
+        into_cols = np.bincount((self.cols + offsets).ravel(), weights, minlength=size)
+        return (into_rows - into_cols).reshape(rounds, self.n)
+
+    def information(self, curvature: np.ndarray, ridge: float) -> np.ndarray:
+        """Minus the Hessian of the penalised log-likelihood (a weighted graph Laplacian + ridge)."""
+        matrix = np.zeros((curvature.shape[0], self.n, self.n))
+        matrix[:, self.rows, self.cols] = -curvature
+        matrix[:, self.cols, self.rows] = -curvature
+        diagonal = np.arange(self.n)
+        matrix[:, diagonal, diagonal] = -matrix.sum(axis=2) + ridge
+        return matrix
+
+
+def _fit_log_strengths(
+    layout: _PairLayout,
+    scores: np.ndarray,
+    battles: np.ndarray,
+    *,
+    ridge: float,
+    start: np.ndarray | None = None,
+    inverse_information: np.ndarray | None = None,
+    tolerance: float = 1e-9,
+    max_iterations: int = 200,
+) -> np.ndarray:
+    """Penalised Bradley-Terry maximum likelihood for many data sets at once.
+
+    Row r of `scores`/`battles` is one data set over `layout`'s pairs: what the
+    row model earned and how many battles the pair had. Returns natural-log
+    strengths, shape (R, n). Newton's method with step halving: the
+    log-likelihood is concave and the ridge makes it strictly so, so this
+    converges from any start, quadratically near the optimum.
+
+    Given `inverse_information` of a nearby problem (the full data, for
+    bootstrap resamples), steps reuse it instead of solving a fresh system per
+    data set: linear convergence, but no batched factorisation (which is what
+    dominates, and what multithreaded BLAS handles badly for small matrices).
+    Data sets still unconverged after `_SHARED_STEP_LIMIT` steps switch to Newton.
+    """
+    rounds = scores.shape[0]
+    theta = np.zeros((rounds, layout.n)) if start is None else np.array(np.broadcast_to(start, (rounds, layout.n)))
+    losses = battles - scores
+
+    def objective(theta_: np.ndarray, sets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        diff = layout.differences(theta_)
+        log_p = _log_sigmoid(diff)
+        fit = (battles[sets] * log_p - losses[sets] * diff).sum(axis=1)
+        return fit - 0.5 * ridge * (theta_**2).sum(axis=1), log_p
+
+    active = np.arange(rounds)
+    value, log_p = objective(theta, active)
+    for iteration in range(max_iterations):
+        if active.size == 0:
+            break
+        p = np.exp(log_p)
+        gradient = layout.net_flow(scores[active] - battles[active] * p) - ridge * theta[active]
+        if inverse_information is not None and iteration < _SHARED_STEP_LIMIT:
+            step = gradient @ inverse_information
+        else:
+            information = layout.information(battles[active] * p * (1.0 - p), ridge)
+            step = np.linalg.solve(information, gradient[..., None])[..., 0]
+
+        old_value = value[active]
+        new_theta = theta[active] + step
+        new_value, new_log_p = objective(new_theta, active)
+        slack = 1e-12 * (1.0 + np.abs(old_value))
+        worse = new_value < old_value - slack
+        for _ in range(60):
+            if not worse.any():
+                break
+            step[worse] *= 0.5
+            new_theta[worse] = theta[active[worse]] + step[worse]
+            retry_value, retry_log_p = objective(new_theta[worse], active[worse])
+            new_value[worse], new_log_p[worse] = retry_value, retry_log_p
+            worse[worse] = retry_value < old_value[worse] - slack[worse]
+
+        theta[active] = new_theta
+        value[active] = new_value
+        unconverged = np.abs(step).max(axis=1) >= tolerance
+        log_p = new_log_p[unconverged]
+        active = active[unconverged]
+    return theta
+
+
+def _to_elo(log_strengths: np.ndarray, *, scale: float, base: float, mean: float) -> np.ndarray:
+    centred = log_strengths - log_strengths.mean(axis=-1, keepdims=True)
+    return mean + centred * (scale / math.log(base))
+
+
+def fit_bradley_terry(
+    wins: np.ndarray,
+    *,
+    ridge: float = DEFAULT_RIDGE,
+    scale: float = ELO_SCALE,
+    base: float = ELO_BASE,
+    mean: float = INITIAL_RATING,
+) -> np.ndarray:
+    """Bradley-Terry ratings on the Elo scale, with mean `mean` (1000).
+
+    `wins[i, j]` is the (possibly fractional, ties as 0.5 each way) number of
+    times model i beat model j; the diagonal is ignored. Agrees with an
+    unpenalised logistic regression (Chatbot Arena's method) wherever that has
+    a finite answer; the tiny `ridge` only matters where it does not.
+    """
+    wins = np.asarray(wins, dtype=float)
+    layout = _PairLayout.of(wins + wins.T)
+    if layout.n == 0:
+        return np.zeros(0)
+    earned = wins[layout.rows, layout.cols]
+    battles = earned + wins[layout.cols, layout.rows]
+    theta = _fit_log_strengths(layout, earned[None, :], battles[None, :], ridge=ridge)
+    return _to_elo(theta[0], scale=scale, base=base, mean=mean)
+
+
+def bootstrap_ratings(
+    counts: PairCounts,
+    rounds: int,
+    *,
+    seed: int | None = None,
+    progress: _ProgressCallback | None = None,
+    workers: int | None = None,
+    ridge: float = DEFAULT_RIDGE,
+    scale: float = ELO_SCALE,
+    base: float = ELO_BASE,
+    mean: float = INITIAL_RATING,
+) -> np.ndarray:
+    """Elo-scale ratings refitted on `rounds` resamples of the votes, shape (rounds, models).
+
+    Resampling votes with replacement is the same as a multinomial draw over the
+    (pair, outcome) cells with the observed proportions, so each round is drawn
+    from the aggregated counts and all rounds are fitted together, starting
+    from the full-data fit. Each round has mean `mean`. `progress(done, total)`
+    is called after every chunk of rounds, from the calling thread. `workers`
+    threads share the rounds (default: one per core).
+    """
+    n = len(counts.models)
+    if rounds <= 0 or n == 0:
+        return np.zeros((max(rounds, 0), n))
+    layout = _PairLayout.of(counts.battles)
+    rows, cols = layout.rows, layout.cols
+    cells = np.concatenate([counts.wins[rows, cols], counts.wins[cols, rows], counts.ties[rows, cols]]).astype(float)
+    total = int(cells.sum())
+    full_scores, full_battles = _cell_scores(cells[None, :], rows.size)
+    start = _fit_log_strengths(layout, full_scores, full_battles, ridge=ridge)
+    p = np.exp(_log_sigmoid(layout.differences(start)))
+    inverse_information = np.linalg.inv(layout.information(full_battles * p * (1.0 - p), ridge)[0])
+
+    chunk = max(1, min(_MAX_CHUNK_ROUNDS, _CHUNK_CELLS // max(1, rows.size)))
+    chunk_starts = range(0, rounds, chunk)
+    seeds = np.random.SeedSequence(seed).spawn(len(chunk_starts))
+    result = np.empty((rounds, n))
+
+    def fit_chunk(position: int) -> int:
+        first = chunk_starts[position]
+        size = min(chunk, rounds - first)
+        draws = np.random.default_rng(seeds[position]).multinomial(total, cells / total, size=size).astype(float)
+        scores, battles = _cell_scores(draws, rows.size)
+        theta = _fit_log_strengths(
+            layout, scores, battles, ridge=ridge, start=start, inverse_information=inverse_information,
+            tolerance=_BOOTSTRAP_TOLERANCE,
+        )
+        result[first:first + size] = _to_elo(theta, scale=scale, base=base, mean=mean)
+        return size
+
+    # numpy releases the GIL in the multinomial draws and the array arithmetic,
+    # so chunks fitted on separate threads use separate cores. Each chunk has
+    # its own seed, so the result does not depend on the number of workers.
+    workers = max(1, min(workers or os.cpu_count() or 1, len(chunk_starts)))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bootstrap")
+    try:
+        done = 0
+        for size in pool.map(fit_chunk, range(len(chunk_starts))):
+            done += size
+            if progress is not None:
+                progress(done, rounds)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return result
+
+
+def _cell_scores(cells: np.ndarray, pairs: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row-model score, battles) per pair from [row wins | column wins | ties] cell counts."""
+    row_wins, col_wins, ties = cells[:, :pairs], cells[:, pairs:2 * pairs], cells[:, 2 * pairs:]
+    return row_wins + 0.5 * ties, row_wins + col_wins + ties
+
+
+def ranks_from_intervals(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """1 + how many models are surely better (their lower bound above this one's upper bound)."""
+    lower, upper = np.asarray(lower, dtype=float), np.asarray(upper, dtype=float)
+    return 1 + (lower[None, :] > upper[:, None]).sum(axis=1)
+
+
+# --- diagnostics ------------------------------------------------------------
+
+
+def _reachability(adjacency: np.ndarray) -> np.ndarray:
+    """reach[i, j]: j can be reached from i along edges (transitive closure by squaring)."""
+    reach = adjacency.astype(bool) | np.eye(adjacency.shape[0], dtype=bool)
+    while True:
+        wider = (reach.astype(float) @ reach.astype(float)) > 0
+        if np.array_equal(wider, reach):
+            return reach
+        reach = wider
+
+
+def _groups(mutual_reach: np.ndarray, members: Sequence[int]) -> list[list[int]]:
+    """Equivalence classes of `members` under a symmetric reachability matrix, in first-seen order."""
+    seen: set[int] = set()
+    groups = []
+    for member in members:
+        if member not in seen:
+            group = [m for m in members if mutual_reach[member, m]]
+            seen.update(group)
+            groups.append(group)
+    return groups
+
+
+def _named(models: Sequence[str], group: Sequence[int], limit: int = 8) -> str:
+    names = [models[i] for i in group]
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def comparison_notes(counts: PairCounts) -> list[str]:
+    """Say where the data cannot pin ratings down, so the regularisation does instead.
+
+    Maximum likelihood has a finite answer only when, inside each connected
+    group of compared models, every model can be linked to every other by a
+    chain of wins (ties link both ways). Otherwise the ridge decides how far
+    apart the ratings go, and readers should know.
+    """
+    models, n = counts.models, len(counts.models)
+    if n == 0:
+        return []
+    compared = _reachability(counts.battles > 0)
+    components = _groups(compared, range(n))
+    notes = []
+    if len(components) > 1:
+        groups = "; ".join(f"[{_named(models, group, 5)}]" for group in components[:6])
+        more = f"; and {len(components) - 6} more" if len(components) > 6 else ""
+        notes.append(
+            f"comparison graph has {len(components)} components: ratings are not comparable across them "
+            f"(groups: {groups}{more})"
+        )
+    beats = counts.scores > 0
+    linked = _reachability(beats)
+    strongly = linked & linked.T
+    for component in components:
+        for group in _groups(strongly, component):
+            others = [m for m in component if m not in group]
+            if not others:
+                continue
+            lost = counts.scores[np.ix_(others, group)].sum() > 0
+            won = counts.scores[np.ix_(group, others)].sum() > 0
+            if lost and won:
+                continue
+            what = "only wins" if not lost else "only losses"
+            if len(group) == 1:
+                notes.append(f"model {models[group[0]]} has {what}: its rating is bounded by the regularisation, "
+                             "not by the votes")
+            else:
+                notes.append(f"models {_named(models, group)} have {what} against the other models they were "
+                             "compared with: their ratings are bounded by the regularisation, not by the votes")
+    return notes
+
+
+# --- leaderboard ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelRating:
+    """One leaderboard row. `win_rate` is (wins + ties/2) / votes."""
+
+    rank: int
+    model: str
+    rating: float
+    ci_lower: float
+    ci_upper: float
+    elo: float
+    votes: int
+    win_rate: float
+
+
+@dataclass
+class Leaderboard:
+    """A ranking and the matrices behind it, all in `models` order (best first).
+
+    `win_fraction[i, j]` is the share of i-vs-j battles won by i (ties half) and
+    `predicted_win_probability[i, j]` what the ratings predict for it; both are
+    NaN on the diagonal, and `win_fraction` where a pair never met.
+    """
+
+    rows: list[ModelRating]
+    models: list[str]
+    battle_counts: np.ndarray
+    win_fraction: np.ndarray
+    predicted_win_probability: np.ndarray
+    notes: list[str]
+    bootstrap_rounds: int
+    votes_used: int
+
+    def as_dicts(self) -> list[dict]:
+        """Rows as plain dicts for JSON/CSV: ratings to 2 decimals, win rate to 4."""
+        return [
+            {
+                "rank": row.rank,
+                "model": row.model,
+                "rating": round(row.rating, 2),
+                "ci_lower": round(row.ci_lower, 2),
+                "ci_upper": round(row.ci_upper, 2),
+                "elo": round(row.elo, 2),
+                "votes": row.votes,
+                "win_rate": round(row.win_rate, 4),
+            }
+            for row in self.rows
+        ]
+
+
+def _empty_leaderboard(notes: list[str], bootstrap_rounds: int) -> Leaderboard:
+    nothing = np.zeros((0, 0))
+    return Leaderboard([], [], nothing, nothing.copy(), nothing.copy(), notes, bootstrap_rounds, 0)
+
+
+def _exclusion_notes(total: int, used: int, include_named: bool, records: Sequence[Mapping]) -> list[str]:
+    if used == total:
+        return []
+    flagged = sum(1 for r in records if r.get("flagged", False))
+    named = 0 if include_named else sum(1 for r in records if not r.get("flagged", False) and not r.get("anony", True))
+    parts = [f"{flagged} flagged"] if flagged else []
+    if named:
+        parts.append(f"{named} named (non-anonymous)")
+    return [f"{total - used} of {total} votes left out: {' and '.join(parts)}"]
+
+
+def _without_rare_models(counts: PairCounts, min_votes: int) -> tuple[PairCounts, list[str]]:
+    """Drop models with fewer than `min_votes` votes, then any left with no opponent at all."""
+    notes = []
+    for reason, keep in (
+        (f"fewer than {min_votes} votes", lambda c: c.votes_per_model >= min_votes),
+        ("no votes against the remaining models", lambda c: c.votes_per_model > 0),
+    ):
+        kept = keep(counts)
+        if not kept.all():
+            dropped = [m for m, k in zip(counts.models, kept) if not k]
+            noun = "model" if len(dropped) == 1 else "models"
+            notes.append(f"{len(dropped)} {noun} left out for {reason}: {_named(dropped, range(len(dropped)))}")
+            counts = counts.subset([m for m, k in zip(counts.models, kept) if k])
+    return counts, notes
+
+
+def compute_leaderboard(
+    records: Iterable[Mapping],
+    *,
+    bootstrap_rounds: int = 1000,
+    seed: int | None = None,
+    anchor: tuple[str, float] | None = None,
+    min_votes: int = 0,
+    include_named: bool = False,
+    progress: _ProgressCallback | None = None,
+) -> Leaderboard:
+    """The leaderboard: Bradley-Terry ratings, 95% bootstrap intervals, ranks, Elo and matrices.
+
+    Uses anonymous votes only unless `include_named`, never flagged ones, and only
+    models with at least `min_votes` of those votes (counted before dropping the
+    others; `votes` in each row counts the votes actually used). Ratings have mean
+    1000, or put `anchor=(model, rating)` at exactly that rating, in every
+    bootstrap round too, so intervals are relative to the anchor.
+    A model's rank is 1 + the number of models whose interval lies wholly above its own.
+    """
+    if bootstrap_rounds < 0:
+        raise ValueError(f"bootstrap_rounds must be 0 or more, got {bootstrap_rounds}")
+    records = list(records)
+    votes = select_votes(records, include_named=include_named)
+    notes = _exclusion_notes(len(records), len(votes), include_named, records)
+    counts = aggregate(votes)
+
+    if min_votes > 0:
+        counts, dropped_notes = _without_rare_models(counts, min_votes)
+        if dropped_notes:
+            notes += dropped_notes
+            kept = set(counts.models)
+            votes = [r for r in votes if r["model_a"] in kept and r["model_b"] in kept]
+
+    if not counts.models or counts.total_votes == 0:
+        return _empty_leaderboard(notes + ["no votes to rank yet"], bootstrap_rounds)
+    if anchor is not None and anchor[0] not in counts.models:
+        raise ValueError(f"anchor model {anchor[0]!r} has no usable votes (models: {', '.join(counts.models)})")
+
+    ratings = fit_bradley_terry(counts.scores)
+    samples = bootstrap_ratings(counts, bootstrap_rounds, seed=seed, progress=progress)
+    if anchor is not None:
+        position = counts.models.index(anchor[0])
+        ratings = ratings + (anchor[1] - ratings[position])
+        samples = samples + (anchor[1] - samples[:, [position]])
+    if bootstrap_rounds > 0:
+        lower, upper = np.percentile(samples, [2.5, 97.5], axis=0)
+    else:
+        lower, upper = ratings, ratings
+    ranks = ranks_from_intervals(lower, upper)
+    notes += comparison_notes(counts)
+
+    order = sorted(range(len(counts.models)), key=lambda i: (-ratings[i], counts.models[i]))
+    counts = counts.subset([counts.models[i] for i in order])
+    ratings, lower, upper, ranks = ratings[order], lower[order], upper[order], ranks[order]
+    elo = online_elo(votes)
+    battles = counts.battles
+    votes_per_model = battles.sum(axis=1)
+    earned = counts.scores.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        win_fraction = np.where(battles > 0, counts.scores / battles, np.nan)
+    predicted = 1.0 / (1.0 + ELO_BASE ** ((ratings[None, :] - ratings[:, None]) / ELO_SCALE))
+    np.fill_diagonal(predicted, np.nan)
+
+    rows = [
+        ModelRating(
+            rank=int(ranks[i]), model=model, rating=float(ratings[i]), ci_lower=float(lower[i]),
+            ci_upper=float(upper[i]), elo=float(elo[model]), votes=int(votes_per_model[i]),
+            win_rate=float(earned[i] / votes_per_model[i]),
+        )
+        for i, model in enumerate(counts.models)
+    ]
+    return Leaderboard(
+        rows=rows, models=list(counts.models), battle_counts=battles, win_fraction=win_fraction,
+        predicted_win_probability=predicted, notes=notes, bootstrap_rounds=bootstrap_rounds,
+        votes_used=counts.total_votes,
+    )

@@ -1,0 +1,108 @@
+"""A leaderboard as text people and tools read: terminal table, JSON, CSV, Markdown, export files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from arena.battle_files import atomic_text_writer, write_battles
+from arena.ratings import Leaderboard
+
+FORMATS = ("table", "json", "csv", "md")
+COLUMNS = ("rank", "model", "rating", "ci_lower", "ci_upper", "elo", "votes", "win_rate")
+_EMPTY = "No votes yet."
+
+
+def _interval(row: Mapping) -> str:
+    """The 95% interval as distances from the rating, the way arena leaderboards print it."""
+    return f"+{row['ci_upper'] - row['rating']:.1f}/-{row['rating'] - row['ci_lower']:.1f}"
+
+
+def _display_rows(leaderboard: Leaderboard) -> tuple[list[str], list[list[str]]]:
+    """Header and cells shared by the table and Markdown renderings."""
+    header = ["Rank", "Model", "Rating", "95% CI", "Elo", "Votes", "Win rate"]
+    cells = [
+        [str(row["rank"]), row["model"], f"{row['rating']:.1f}", _interval(row), f"{row['elo']:.1f}",
+         str(row["votes"]), f"{row['win_rate']:.1%}"]
+        for row in leaderboard.as_dicts()
+    ]
+    return header, cells
+
+
+def _summary(leaderboard: Leaderboard) -> str:
+    rounds = leaderboard.bootstrap_rounds
+    intervals = f"95% intervals from {rounds:,} bootstrap rounds" if rounds else "no bootstrap: intervals not computed"
+    return f"{leaderboard.votes_used:,} votes, {len(leaderboard.models)} models; {intervals}."
+
+
+def _table(leaderboard: Leaderboard) -> str:
+    if not leaderboard.rows:
+        return "\n".join([_EMPTY, *(f"note: {note}" for note in leaderboard.notes)]) + "\n"
+    header, cells = _display_rows(leaderboard)
+    widths = [max(len(line[column]) for line in [header, *cells]) for column in range(len(header))]
+    left_aligned = {1}
+
+    def line(values: list[str]) -> str:
+        padded = [v.ljust(w) if i in left_aligned else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths))]
+        return "  ".join(padded).rstrip()
+
+    text = [line(header), line(["-" * w for w in widths]), *(line(values) for values in cells)]
+    text += ["", _summary(leaderboard)]
+    text += [f"note: {note}" for note in leaderboard.notes]
+    return "\n".join(text) + "\n"
+
+
+def _markdown(leaderboard: Leaderboard) -> str:
+    if not leaderboard.rows:
+        return "\n\n".join([f"_{_EMPTY}_", *(f"> {note}" for note in leaderboard.notes)]) + "\n"
+    header, cells = _display_rows(leaderboard)
+
+    def line(values: list[str]) -> str:
+        return "| " + " | ".join(v.replace("\\", "\\\\").replace("|", "\\|") for v in values) + " |"
+
+    alignment = "| " + " | ".join("---" if i == 1 else "---:" for i in range(len(header))) + " |"
+    text = [line(header), alignment, *(line(values) for values in cells), "", _summary(leaderboard)]
+    text += [f"\n> Note: {note}" for note in leaderboard.notes]
+    return "\n".join(text) + "\n"
+
+
+def _csv(leaderboard: Leaderboard) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(leaderboard.as_dicts())
+    return buffer.getvalue()
+
+
+def _json(leaderboard: Leaderboard) -> str:
+    return json.dumps(leaderboard.as_dicts(), indent=2, ensure_ascii=False) + "\n"
+
+
+def render(leaderboard: Leaderboard, fmt: str) -> str:
+    """The leaderboard as text in one of FORMATS."""
+    renderers = {"table": _table, "json": _json, "csv": _csv, "md": _markdown}
+    if fmt not in renderers:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    return renderers[fmt](leaderboard)
+
+
+def write_exports(leaderboard: Leaderboard, records: Iterable[Mapping], out_dir: Path | str) -> list[Path]:
+    """Write leaderboard.{csv,json,md} and every vote record (unfiltered) as battles.jsonl.
+
+    Each file is replaced atomically, so a reader sees the old or the new export, never half of one.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt, name in (("csv", "leaderboard.csv"), ("json", "leaderboard.json"), ("md", "leaderboard.md")):
+        path = out_dir / name
+        with atomic_text_writer(path) as stream:
+            stream.write(render(leaderboard, fmt))
+        written.append(path)
+    battles = out_dir / "battles.jsonl"
+    write_battles(battles, records)
+    written.append(battles)
+    return written

@@ -1,0 +1,203 @@
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from arena.battle_files import WINNERS, BattleFileError, read_battles, write_battles
+
+DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+GOOD = {"model_a": "alpha", "model_b": "beta", "winner": "model_a"}
+
+
+def write_lines(path: Path, *lines: str) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def problems_of(path: Path, **options) -> list[tuple[int, str]]:
+    with pytest.raises(BattleFileError) as caught:
+        read_battles(path, **options)
+    assert caught.value.path == path
+    return caught.value.problems
+
+
+def test_round_trip_fills_defaults(tmp_path):
+    records = [
+        {**GOOD, "tstamp": 1_700_000_000.5, "turn": 2, "anony": False},
+        {"model_a": "beta", "model_b": "gamma ✓", "winner": "tie (bothbad)", "flagged": True},
+    ]
+    path = tmp_path / "votes.jsonl"
+    write_battles(path, records)
+    read = read_battles(path)
+    assert read == [
+        {**records[0], "flagged": False},
+        {**records[1], "tstamp": None, "turn": 1, "anony": True},
+    ]
+    assert "gamma ✓" in path.read_text(encoding="utf-8")  # ensure_ascii=False
+    first = json.loads(path.read_text(encoding="utf-8").splitlines()[0])
+    assert list(first) == ["model_a", "model_b", "winner", "tstamp", "turn", "anony"]
+    assert read_battles(write_lines(tmp_path / "again.jsonl", *path.read_text().splitlines())) == read
+
+
+def test_json_array_and_blank_lines_and_extra_keys(tmp_path):
+    array = tmp_path / "votes.json"
+    array.write_text("  \n" + json.dumps([GOOD, {**GOOD, "winner": "tie", "judge": "w1"}], indent=2))
+    records = read_battles(array)
+    assert [r["winner"] for r in records] == ["model_a", "tie"]
+    assert records[1]["judge"] == "w1"
+    jsonl = write_lines(tmp_path / "votes.jsonl", "", json.dumps(GOOD), "   ", json.dumps(GOOD), "")
+    assert len(read_battles(jsonl)) == 2
+
+
+MALFORMED_LINES = [
+    ('{"model_a": "a", "model_b": "b", "winner": "model_a"', "invalid JSON"),
+    ('["model_a", "b"]', "expected a JSON object"),
+    ('{"model_b": "b", "winner": "tie"}', "model_a is missing"),
+    ('{"model_a": "a", "model_b": "b"}', "winner is missing"),
+    ('{"model_a": "", "model_b": "b", "winner": "tie"}', "model_a is empty"),
+    ('{"model_a": "a", "model_b": 3, "winner": "tie"}', "model_b must be a string"),
+    ('{"model_a": " a ", "model_b": "a", "winner": "tie"}', "the same model"),
+    ('{"model_a": "' + "x" * 201 + '", "model_b": "b", "winner": "tie"}', "longer than 200"),
+    ('{"model_a": "a", "model_b": "b", "winner": "draw"}', "winner must be one of"),
+    ('{"model_a": "a", "model_b": "b", "winner": "tie", "tstamp": "noon"}', "tstamp must be"),
+    ('{"model_a": "a", "model_b": "b", "winner": "tie", "tstamp": NaN}', "tstamp must be"),
+    ('{"model_a": "a", "model_b": "b", "winner": "tie", "turn": 0}', "turn must be"),
+    ('{"model_a": "a", "model_b": "b", "winner": "tie", "turn": true}', "turn must be"),
+    ('{"model_a": "a", "model_b": "b", "winner": "tie", "anony": "yes"}', "anony must be"),
+    ('{"model_a": "a", "model_b": "b", "winner": "tie", "flagged": 1}', "flagged must be"),
+    ('{"model_a": "\\ud800", "model_b": "b", "winner": "tie"}', "not valid Unicode"),
+    ('{"model_a": "a", "model_b": "b", "winner": "tie", "tstamp": 1e400}', "tstamp must be"),
+    ('{"model_a": "a", "model_b": "b", "winner": "tie", "tstamp": 1' + "0" * 400 + "}", "tstamp must be"),
+    ('{"model_a": "a", "model_b": "b", "winner": "tie", "turn": 1' + "0" * 5000 + "}", "invalid JSON"),
+    ("[" * 100_000 + "]" * 100_000, "invalid JSON"),
+]
+
+
+@pytest.mark.parametrize(("line", "message"), MALFORMED_LINES, ids=[message for _, message in MALFORMED_LINES])
+def test_each_malformed_record_is_reported_at_its_line(tmp_path, line, message):
+    path = write_lines(tmp_path / "votes.jsonl", json.dumps(GOOD), "", line, json.dumps(GOOD))
+    problems = problems_of(path)
+    assert len(problems) == 1
+    assert problems[0][0] == 3 and message in problems[0][1]
+
+
+def test_undecodable_bytes_are_a_problem_on_their_line(tmp_path):
+    path = tmp_path / "votes.jsonl"
+    path.write_bytes(json.dumps(GOOD).encode() + b'\n{"model_a": "\xff\xfe"}\n')
+    assert problems_of(path) == [(2, "not valid UTF-8 (byte 14 of the line)")]
+    array = tmp_path / "votes.json"
+    array.write_bytes(b"[\n" + json.dumps(GOOD).encode() + b',\n{"model_a": "\xc3"}]')
+    assert problems_of(array) == [(3, "not valid UTF-8")]
+
+
+def test_all_problems_are_collected_and_nothing_is_returned(tmp_path):
+    lines = [json.dumps(GOOD) if i % 3 else "not json" for i in range(60)]
+    path = write_lines(tmp_path / "votes.jsonl", *lines)
+    with pytest.raises(BattleFileError) as caught:
+        read_battles(path)
+    error = caught.value
+    assert [line for line, _ in error.problems] == list(range(1, 61, 3))
+    text = str(error)
+    assert str(path) in text and "line 1:" in text and "line 58:" in text
+    assert "... and" not in text  # 20 problems: all shown
+    many = write_lines(tmp_path / "many.jsonl", *(["{}"] * 30))
+    assert "... and 70 more" in str(pytest.raises(BattleFileError, read_battles, many).value)
+
+
+def test_json_array_problems_use_element_numbers(tmp_path):
+    path = tmp_path / "votes.json"
+    path.write_text(json.dumps([GOOD, GOOD, {**GOOD, "winner": "x"}, 5]))
+    assert [line for line, _ in problems_of(path)] == [3, 4]
+    broken = tmp_path / "broken.json"
+    broken.write_text('[\n{"model_a": "a",\n "model_b": "b" "winner": "tie"}\n]')
+    assert problems_of(broken)[0][0] == 3
+
+
+def test_size_and_record_limits(tmp_path):
+    path = write_lines(tmp_path / "votes.jsonl", *[json.dumps(GOOD)] * 10)
+    problems = problems_of(path, max_bytes=100)
+    assert problems[0][0] == 0 and "limit" in problems[0][1]
+    assert problems_of(path, max_records=9)[-1][0] == 10
+    assert len(read_battles(path, max_records=10)) == 10
+
+
+def test_missing_file_is_a_battle_file_error(tmp_path):
+    assert problems_of(tmp_path / "absent.jsonl")[0][0] == 0
+
+
+@pytest.mark.parametrize("name, count", [("chatbot_arena_2023_battles.jsonl", 25_938), ("llmfao_battles.jsonl", 8_931)])
+def test_real_files_read_completely(name, count):
+    path = DATA_DIR / name
+    if not path.exists():
+        pytest.skip(f"real vote data not found at {path} (the shared/ folder beside the project)")
+    records = read_battles(path)
+    assert len(records) == count
+    assert all(r["anony"] and not r["flagged"] and r["tstamp"] is None for r in records)
+
+
+# --- property-based ----------------------------------------------------------
+
+names = st.text(min_size=1, max_size=40).map(str.strip).filter(bool)
+records = st.builds(
+    lambda pair, winner, tstamp, turn, anony, flagged: {
+        "model_a": pair[0], "model_b": pair[1], "winner": winner, "tstamp": tstamp, "turn": turn,
+        "anony": anony, "flagged": flagged,
+    },
+    st.tuples(names, names).filter(lambda pair: pair[0] != pair[1]),
+    st.sampled_from(WINNERS),
+    st.none() | st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(min_value=1, max_value=10**6),
+    st.booleans(),
+    st.booleans(),
+)
+quick = settings(
+    max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@quick
+@given(st.lists(records, max_size=8))
+def test_valid_records_round_trip_exactly(tmp_path, generated):
+    path = tmp_path / "round_trip.jsonl"
+    write_battles(path, generated)
+    assert read_battles(path) == generated
+
+
+def assert_only_battle_file_errors(path: Path, content: bytes) -> None:
+    path.write_bytes(content)
+    try:
+        records = read_battles(path)
+    except BattleFileError as error:
+        assert error.problems and str(error)
+    else:
+        assert all(set(WINNERS) >= {r["winner"]} for r in records)
+
+
+@quick
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_never_raise_anything_else(tmp_path, content):
+    assert_only_battle_file_errors(tmp_path / "bytes.jsonl", content)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+near_records = st.dictionaries(
+    st.sampled_from(["model_a", "model_b", "winner", "tstamp", "turn", "anony", "flagged", "other"]),
+    json_values | st.sampled_from(WINNERS),
+)
+
+
+@quick
+@given(st.lists(st.one_of(near_records, json_values, st.text(max_size=30)), max_size=5), st.booleans())
+def test_arbitrary_json_never_raises_anything_else(tmp_path, values, as_array):
+    def encode(value):
+        return value if isinstance(value, str) else json.dumps(value)
+
+    text = json.dumps(values) if as_array else "\n".join(map(encode, values))
+    assert_only_battle_file_errors(tmp_path / "text.jsonl", text.encode("utf-8", "surrogatepass"))

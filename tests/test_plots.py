@@ -1,0 +1,66 @@
+import io
+import json
+from pathlib import Path
+
+import pytest
+from matplotlib.figure import Figure
+
+from arena import plots
+from arena.ratings import compute_leaderboard
+
+DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+FIGURES = [
+    plots.ratings_with_intervals,
+    plots.win_fraction_heatmap,
+    plots.battle_count_heatmap,
+    plots.predicted_win_probability_heatmap,
+]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def texts(figure: Figure) -> str:
+    return " ".join(text.get_text() for text in figure.findobj(lambda artist: hasattr(artist, "get_text")))
+
+
+@pytest.fixture(scope="module")
+def real_board():
+    path = DATA_DIR / "chatbot_arena_2023_battles.jsonl"
+    if not path.exists():
+        pytest.skip(f"real vote data not found at {path} (the shared/ folder beside the project)")
+    votes = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return compute_leaderboard(votes, bootstrap_rounds=100, seed=0)
+
+
+@pytest.mark.parametrize("draw", FIGURES, ids=lambda draw: draw.__name__)
+def test_figures_for_real_data_render_with_titles_and_names(real_board, draw):
+    figure = draw(real_board)
+    assert isinstance(figure, Figure)
+    axes = figure.axes[0]
+    assert axes.get_title() and axes.get_xlabel()
+    labels = " ".join(label.get_text() for label in axes.get_yticklabels())
+    assert "gpt-4" in labels and "llama-13b" in labels
+    image = png(figure)
+    assert image.startswith(PNG_MAGIC)
+    assert 850 <= figure.get_figwidth() * figure.dpi <= 950
+
+
+@pytest.mark.parametrize("draw", FIGURES, ids=lambda draw: draw.__name__)
+def test_empty_leaderboard_says_no_votes_yet(draw):
+    figure = draw(compute_leaderboard([]))
+    assert "No votes yet" in texts(figure)
+    assert png(figure).startswith(PNG_MAGIC)
+
+
+def test_small_heatmaps_are_annotated_and_large_ones_are_not(real_board):
+    pairs = [("x", "y"), ("y", "z"), ("z", "x"), ("x", "z")]
+    votes = [{"model_a": a, "model_b": b, "winner": "model_a"} for a, b in pairs]
+    small = plots.battle_count_heatmap(compute_leaderboard(votes, bootstrap_rounds=0))
+    assert {"1", "2"} <= set(texts(small).split())
+    large = plots.win_fraction_heatmap(real_board)
+    assert not any(text.get_text().startswith("0.") for text in large.axes[0].texts)

@@ -1,0 +1,311 @@
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from arena import ratings
+from arena.ratings import (
+    PairCounts,
+    aggregate,
+    bootstrap_ratings,
+    compute_leaderboard,
+    fit_bradley_terry,
+    online_elo,
+    ranks_from_intervals,
+    select_votes,
+)
+
+DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ELO_PER_NAT = 400 / math.log(10)
+
+
+def real_votes(name: str) -> list[dict]:
+    path = DATA_DIR / name
+    if not path.exists():
+        pytest.skip(f"real vote data not found at {path} (the shared/ folder beside the project)")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def vote(a: str, b: str, winner: str = "model_a", **extra) -> dict:
+    return {"model_a": a, "model_b": b, "winner": winner, **extra}
+
+
+def simulated_votes(
+    true_ratings: np.ndarray, count: int, rng: np.random.Generator, tie_share: float = 0.0
+) -> list[dict]:
+    """Votes from a Bradley-Terry world.
+
+    A share of votes are ties; the decisive ones are skewed so that each side's
+    expected score (a tie being half a win) is still what the ratings predict.
+    """
+    n = len(true_ratings)
+    first = rng.integers(0, n, count)
+    second = (first + rng.integers(1, n, count)) % n
+    p_first = 1 / (1 + 10 ** ((true_ratings[second] - true_ratings[first]) / 400))
+    assert np.all((p_first >= tie_share / 2) & (p_first <= 1 - tie_share / 2)), "too many ties for these ratings"
+    tie = rng.random(count) < tie_share
+    first_wins = rng.random(count) < (p_first - tie_share / 2) / (1 - tie_share)
+    winners = np.where(tie, "tie", np.where(first_wins, "model_a", "model_b"))
+    return [vote(f"m{a}", f"m{b}", w) for a, b, w in zip(first.tolist(), second.tolist(), winners.tolist())]
+
+
+def logistic_regression_ratings(votes: list[dict], models: list[str]) -> np.ndarray:
+    """Chatbot Arena's way, independently: every vote twice, a tie as one win each way; mean 1000."""
+    from sklearn.linear_model import LogisticRegression
+
+    index = {m: i for i, m in enumerate(models)}
+    rows, labels = [], []
+    for v in votes:
+        row = np.zeros(len(models))
+        row[index[v["model_a"]]], row[index[v["model_b"]]] = math.log(10), -math.log(10)
+        outcomes = {"model_a": (1, 1), "model_b": (0, 0)}.get(v["winner"], (1, 0))
+        rows += [row, row]
+        labels += list(outcomes)
+    fit = LogisticRegression(fit_intercept=False, C=np.inf, tol=1e-10, max_iter=10_000).fit(np.array(rows), labels)
+    ratings = 400 * fit.coef_[0]
+    return ratings - ratings.mean() + 1000
+
+
+# --- Bradley-Terry against independent computations --------------------------
+
+
+def test_bradley_terry_agrees_with_logistic_regression_on_small_data():
+    rng = np.random.default_rng(7)
+    votes = simulated_votes(np.array([0, 60, 120, -80, 30, -150.0]), 400, rng, tie_share=0.25)
+    board = compute_leaderboard(votes, bootstrap_rounds=0)
+    reference = logistic_regression_ratings(votes, board.models)
+    ours = np.array([row.rating for row in board.rows])
+    assert np.abs(ours - reference).max() < 0.5
+
+
+def test_bradley_terry_two_models_closed_form():
+    ratings = fit_bradley_terry(np.array([[0.0, 30.0], [10.0, 0.0]]))
+    assert ratings[0] - ratings[1] == pytest.approx(400 * math.log10(3), abs=0.01)
+    assert ratings.mean() == pytest.approx(1000)
+
+
+def test_ties_count_half_a_win_each_way():
+    votes = [vote("a", "b")] * 20 + [vote("a", "b", "model_b")] * 10 + [vote("b", "a", "tie (bothbad)")] * 6
+    votes += [vote("a", "b", "tie")] * 4
+    board = compute_leaderboard(votes, bootstrap_rounds=0)
+    by_model = {row.model: row for row in board.rows}
+    assert by_model["a"].rating - by_model["b"].rating == pytest.approx(400 * math.log10(25 / 15), abs=0.01)
+    assert by_model["a"].win_rate == pytest.approx(25 / 40)
+    assert board.win_fraction[0, 1] == pytest.approx(25 / 40)
+
+
+def test_real_2023_data_matches_logistic_regression_and_published_order():
+    votes = real_votes("chatbot_arena_2023_battles.jsonl")
+    board = compute_leaderboard(votes, bootstrap_rounds=200, seed=1)
+    assert len(board.models) == 20 and board.votes_used == 25_938
+    assert board.models[:2] == ["gpt-4", "claude-v1"]
+    ours = np.array([row.rating for row in board.rows])
+    assert np.abs(ours - logistic_regression_ratings(votes, board.models)).max() < 0.5
+    for row in board.rows:
+        assert all(map(math.isfinite, (row.rating, row.ci_lower, row.ci_upper, row.elo)))
+        assert row.ci_lower < row.rating < row.ci_upper
+    assert board.rows[0].rank == 1
+    assert board.notes == []
+
+
+def test_real_llmfao_data_many_models_few_votes():
+    votes = real_votes("llmfao_battles.jsonl")
+    board = compute_leaderboard(votes, bootstrap_rounds=100, seed=1)
+    assert len(board.models) == 59 and board.votes_used == 8_931
+    assert all(math.isfinite(row.ci_lower) and math.isfinite(row.ci_upper) for row in board.rows)
+    assert np.mean([row.rating for row in board.rows]) == pytest.approx(1000)
+
+
+# --- bootstrap -----------------------------------------------------------------
+
+
+def test_intervals_cover_true_strengths_about_95_percent_of_the_time():
+    rng = np.random.default_rng(2024)
+    true_ratings = np.linspace(-150, 150, 8)
+    centred = true_ratings - true_ratings.mean() + 1000
+    covered = []
+    for repetition in range(40):
+        votes = simulated_votes(true_ratings, 1500, rng, tie_share=0.2 if repetition % 2 else 0.0)
+        board = compute_leaderboard(votes, bootstrap_rounds=200, seed=repetition)
+        for row in board.rows:
+            truth = centred[int(row.model[1:])]
+            covered.append(row.ci_lower <= truth <= row.ci_upper)
+    assert 0.85 <= np.mean(covered) <= 0.99
+
+
+def test_bootstrap_is_reproducible_and_reports_progress():
+    votes = simulated_votes(np.array([0.0, 100, 200]), 300, np.random.default_rng(3))
+    calls = []
+    first = compute_leaderboard(
+        votes, bootstrap_rounds=250, seed=11, progress=lambda done, total: calls.append((done, total))
+    )
+    second = compute_leaderboard(votes, bootstrap_rounds=250, seed=11)
+    assert first.rows == second.rows
+    counts = aggregate(votes)
+    one_thread = bootstrap_ratings(counts, 250, seed=11, workers=1)
+    assert np.array_equal(one_thread, bootstrap_ratings(counts, 250, seed=11, workers=3))
+    assert not np.array_equal(one_thread, bootstrap_ratings(counts, 250, seed=12, workers=1))
+    assert calls and calls[-1] == (250, 250)
+    assert [done for done, _ in calls] == sorted(done for done, _ in calls)
+
+
+def test_bootstrap_resamples_keep_the_number_of_votes_and_mean():
+    counts = aggregate(simulated_votes(np.array([0.0, 50, -50, 120]), 500, np.random.default_rng(5)))
+    samples = bootstrap_ratings(counts, 64, seed=0)
+    assert samples.shape == (64, 4)
+    assert np.allclose(samples.mean(axis=1), 1000)
+    assert samples.std(axis=0).min() > 1  # rounds really differ
+
+
+@pytest.mark.parametrize("case", ["simulated", "unbeaten and disconnected"])
+def test_bootstrap_shortcut_steps_reach_the_exact_newton_answer(monkeypatch, case):
+    if case == "simulated":
+        votes = simulated_votes(np.linspace(-250, 250, 12), 3000, np.random.default_rng(8), tie_share=0.08)
+    else:
+        votes = [vote("a", "b")] * 5 + [vote("b", "a")] * 2 + [vote("top", "a")] * 4 + [vote("c", "d")] * 3
+        votes += [vote("d", "c", "tie")] * 2
+    counts = aggregate(votes)
+    shortcut = bootstrap_ratings(counts, 200, seed=4)
+    monkeypatch.setattr(ratings, "_SHARED_STEP_LIMIT", 0)  # every step a full Newton step
+    assert np.abs(shortcut - bootstrap_ratings(counts, 200, seed=4)).max() < 1e-3
+
+
+# --- ranks, anchor, filters ------------------------------------------------------
+
+
+def test_ranks_count_only_models_surely_better():
+    lower = np.array([10.0, 5, 0, -10])
+    upper = np.array([20.0, 15, 4, 1])
+    assert ranks_from_intervals(lower, upper).tolist() == [1, 1, 3, 3]
+
+
+def test_overlapping_intervals_share_a_rank():
+    votes = [vote("strong", "x")] * 90 + [vote("x", "strong")] * 10
+    votes += [vote("strong", "y")] * 90 + [vote("y", "strong")] * 10
+    votes += [vote("x", "y")] * 51 + [vote("y", "x")] * 49
+    board = compute_leaderboard(votes, bootstrap_rounds=300, seed=0)
+    assert [(row.model, row.rank) for row in board.rows] == [("strong", 1), ("x", 2), ("y", 2)]
+
+
+def test_without_bootstrap_intervals_are_the_rating_and_ranks_follow_it():
+    votes = [vote("a", "b")] * 3 + [vote("b", "c")] * 3 + [vote("c", "a")] * 1 + [vote("a", "c")] * 2
+    board = compute_leaderboard(votes, bootstrap_rounds=0)
+    assert all(row.ci_lower == row.rating == row.ci_upper for row in board.rows)
+    assert [row.rank for row in board.rows] == [1, 2, 3]
+
+
+def test_anchor_puts_the_model_at_the_given_rating():
+    votes = simulated_votes(np.array([0.0, 80, 160]), 600, np.random.default_rng(9))
+    plain = compute_leaderboard(votes, bootstrap_rounds=100, seed=0)
+    anchored = compute_leaderboard(votes, bootstrap_rounds=100, seed=0, anchor=("m1", 1200.0))
+    by_model = {row.model: row for row in anchored.rows}
+    assert by_model["m1"].rating == pytest.approx(1200.0, abs=1e-9)
+    shift = 1200.0 - {row.model: row for row in plain.rows}["m1"].rating
+    for row in plain.rows:
+        assert by_model[row.model].rating == pytest.approx(row.rating + shift)
+    with pytest.raises(ValueError, match="no-such-model"):
+        compute_leaderboard(votes, anchor=("no-such-model", 1000.0))
+
+
+def test_min_votes_drops_rare_models_before_fitting():
+    votes = [vote("a", "b")] * 6 + [vote("b", "a")] * 4 + [vote("a", "rare"), vote("rare", "b")]
+    votes += [vote("lonely", "r1")] * 2 + [vote("r2", "lonely")] * 2  # lonely has 4 votes, all against rare models
+    board = compute_leaderboard(votes, bootstrap_rounds=0, min_votes=3)
+    assert board.models == ["a", "b"]
+    assert [row.votes for row in board.rows] == [10, 10]
+    assert board.rows[0].rating - board.rows[1].rating == pytest.approx(400 * math.log10(6 / 4), abs=0.01)
+    assert board.notes == [
+        "3 models left out for fewer than 3 votes: r1, r2, rare",
+        "1 model left out for no votes against the remaining models: lonely",
+    ]
+
+
+def test_flagged_votes_never_count_and_named_votes_only_on_request():
+    votes = [vote("a", "b")] * 5 + [vote("b", "a")] * 5
+    votes += [vote("a", "b", flagged=True)] * 50 + [vote("b", "a", anony=False)] * 20
+    default = compute_leaderboard(votes, bootstrap_rounds=0)
+    assert default.votes_used == 10
+    assert default.rows[0].rating == pytest.approx(1000)
+    assert any("50 flagged" in note and "20 named" in note for note in default.notes)
+    named = compute_leaderboard(votes, bootstrap_rounds=0, include_named=True)
+    assert named.votes_used == 30 and named.models[0] == "b"
+    assert select_votes([vote("a", "b", flagged=True, anony=True)], include_named=True) == []
+
+
+def test_disconnected_groups_and_unbeaten_models_stay_finite_and_are_explained():
+    votes = [vote("a", "b")] * 5 + [vote("b", "a")] * 3
+    votes += [vote("c", "d")] * 4 + [vote("d", "c")] * 4
+    votes += [vote("champion", "a")] * 7 + [vote("b", "loser")] * 3
+    board = compute_leaderboard(votes, bootstrap_rounds=100, seed=0)
+    assert all(math.isfinite(v) for row in board.rows for v in (row.rating, row.ci_lower, row.ci_upper))
+    notes = " ".join(board.notes)
+    assert "2 components" in notes and "not comparable" in notes
+    assert "champion has only wins" in notes and "loser has only losses" in notes
+    ratings = {row.model: row.rating for row in board.rows}
+    assert ratings["champion"] > ratings["a"] and ratings["loser"] < ratings["b"]
+
+
+def test_zero_votes_give_an_empty_leaderboard():
+    for records in ([], [vote("a", "b", flagged=True)]):
+        board = compute_leaderboard(records, anchor=("a", 1000.0))
+        assert board.rows == [] and board.models == [] and board.votes_used == 0
+        assert board.as_dicts() == []
+        assert board.notes
+
+
+def test_leaderboard_matrices_and_dicts():
+    votes = simulated_votes(np.array([0.0, 100, 200, 300]), 400, np.random.default_rng(1), tie_share=0.2)
+    board = compute_leaderboard(votes, bootstrap_rounds=50, seed=0)
+    n = len(board.models)
+    assert board.battle_counts.shape == board.win_fraction.shape == board.predicted_win_probability.shape == (n, n)
+    assert np.array_equal(board.battle_counts, board.battle_counts.T)
+    assert board.battle_counts.sum() == 2 * 400
+    off = ~np.eye(n, dtype=bool)
+    assert np.allclose((board.win_fraction + board.win_fraction.T)[off], 1)
+    assert np.allclose((board.predicted_win_probability + board.predicted_win_probability.T)[off], 1)
+    assert np.isnan(np.diag(board.predicted_win_probability)).all()
+    assert board.predicted_win_probability[0, -1] > 0.5
+    rows = board.as_dicts()
+    assert list(rows[0]) == ["rank", "model", "rating", "ci_lower", "ci_upper", "elo", "votes", "win_rate"]
+    assert [r["rating"] for r in rows] == sorted((r["rating"] for r in rows), reverse=True)
+
+
+# --- aggregation and online Elo ----------------------------------------------------
+
+
+def test_aggregate_counts_wins_and_ties_per_pair():
+    counts = aggregate(
+        [vote("b", "a"), vote("a", "b", "model_b"), vote("a", "b", "tie"), vote("a", "b", "tie (bothbad)")]
+    )
+    assert counts.models == ["a", "b"]
+    assert counts.wins.tolist() == [[0, 0], [2, 0]]
+    assert counts.ties.tolist() == [[0, 2], [2, 0]]
+    assert counts.total_votes == 4
+    assert isinstance(counts.subset(["b"]), PairCounts)
+    with pytest.raises(ValueError, match="unknown winner"):
+        aggregate([vote("a", "b", "draw")])
+
+
+def test_online_elo_hand_checked():
+    votes = [vote("a", "b", tstamp=1.0), vote("b", "c", tstamp=3.0), vote("a", "b", "tie", tstamp=2.0)]
+    ratings = online_elo(votes)  # replayed in time order: a>b, a=b, b>c
+    # 1) equal ratings, expected 0.5: a +2, b -2.
+    a, b = 1002.0, 998.0
+    # 2) tie: a was expected to score 1 / (1 + 10^(-4/400)).
+    change = 4 * (0.5 - 1 / (1 + 10 ** (-4 / 400)))
+    a, b = a + change, b - change
+    assert a == pytest.approx(1001.97698, abs=1e-5)
+    # 3) b (998.02) beats newcomer c (1000).
+    change = 4 * (1 - 1 / (1 + 10 ** ((1000 - b) / 400)))
+    b, c = b + change, 1000 - change
+    assert ratings == pytest.approx({"a": a, "b": b, "c": c})
+    assert online_elo(votes[:1], k=32) == {"a": 1016.0, "b": 984.0}
+
+
+def test_online_elo_replays_votes_without_time_first_in_input_order():
+    votes = [vote("a", "b", tstamp=5.0), vote("b", "a"), vote("b", "a", tstamp=1.0)]
+    untimed = [{k: v for k, v in record.items() if k != "tstamp"} for record in votes]
+    assert online_elo(votes) == online_elo([untimed[1], untimed[2], untimed[0]])
+    assert online_elo(votes) != online_elo(untimed)  # order matters, so the rule above is doing something

@@ -1,0 +1,91 @@
+import csv
+import io
+import json
+
+import pytest
+
+from arena.battle_files import read_battles
+from arena.ratings import compute_leaderboard
+from arena.reports import COLUMNS, render, write_exports
+
+
+def vote(a, b, winner="model_a", **extra):
+    return {"model_a": a, "model_b": b, "winner": winner, **extra}
+
+
+@pytest.fixture(scope="module")
+def records():
+    votes = [vote("gpt|pipe", "small")] * 30 + [vote("small", "gpt|pipe")] * 10 + [vote("mid", "small", "tie")] * 8
+    votes += [vote("mid", "gpt|pipe", "model_b")] * 12 + [vote("mid", "gpt|pipe")] * 6
+    votes += [vote("small", "mid", flagged=True, tstamp=5.0), vote("small", "mid", anony=False, turn=3)]
+    return votes
+
+
+@pytest.fixture(scope="module")
+def board(records):
+    return compute_leaderboard(records, bootstrap_rounds=100, seed=0)
+
+
+def test_json_is_sorted_best_first_with_required_keys(board):
+    rows = json.loads(render(board, "json"))
+    assert [list(row) for row in rows] == [list(COLUMNS)] * 3
+    assert [row["model"] for row in rows] == ["gpt|pipe", "mid", "small"]
+    assert rows[0]["rating"] > rows[1]["rating"] > rows[2]["rating"]
+    assert rows == board.as_dicts()
+
+
+def test_csv_has_the_documented_header_and_one_row_per_model(board):
+    text = render(board, "csv")
+    assert text.splitlines()[0] == "rank,model,rating,ci_lower,ci_upper,elo,votes,win_rate"
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [row["model"] for row in rows] == board.models
+    assert float(rows[0]["win_rate"]) == board.as_dicts()[0]["win_rate"]
+
+
+def test_table_aligns_columns_and_shows_intervals_and_notes(board):
+    text = render(board, "table")
+    lines = text.splitlines()
+    assert lines[0].split() == ["Rank", "Model", "Rating", "95%", "CI", "Elo", "Votes", "Win", "rate"]
+    body = lines[2:5]
+    assert len({line.index(row.model) for line, row in zip(body, board.rows)}) == 1  # names line up
+    first = board.as_dicts()[0]
+    assert f"+{first['ci_upper'] - first['rating']:.1f}/-{first['rating'] - first['ci_lower']:.1f}" in body[0]
+    assert "100 bootstrap rounds" in text
+    assert "note: 2 of 68 votes left out: 1 flagged and 1 named" in text
+
+
+def test_markdown_is_a_table_with_escaped_names(board):
+    text = render(board, "md")
+    lines = text.splitlines()
+    assert lines[0].startswith("| Rank | Model |") and set(lines[1]) <= set("|-: ")
+    assert "gpt\\|pipe" in text
+    assert sum(line.startswith("| ") for line in lines) == 2 + len(board.rows)
+
+
+def test_empty_leaderboard_renders_in_every_format():
+    empty = compute_leaderboard([])
+    assert json.loads(render(empty, "json")) == []
+    assert render(empty, "csv").strip() == ",".join(COLUMNS)
+    assert "No votes yet" in render(empty, "table") and "No votes yet" in render(empty, "md")
+
+
+def test_unknown_format_is_refused(board):
+    with pytest.raises(ValueError, match="xml"):
+        render(board, "xml")
+
+
+def test_write_exports_writes_four_files_and_every_vote(tmp_path, board, records):
+    out = tmp_path / "exports" / "today"
+    paths = write_exports(board, records, out)
+    assert sorted(p.name for p in paths) == ["battles.jsonl", "leaderboard.csv", "leaderboard.json", "leaderboard.md"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in paths)  # no temporary files left
+    assert json.loads((out / "leaderboard.json").read_text()) == board.as_dicts()
+    battles = read_battles(out / "battles.jsonl")
+    assert len(battles) == len(records)  # flagged and named ones too
+    assert battles[-2]["flagged"] is True and battles[-2]["tstamp"] == 5.0
+    assert battles[-1]["anony"] is False and battles[-1]["turn"] == 3
+    assert [(b["model_a"], b["model_b"], b["winner"]) for b in battles] == [
+        (r["model_a"], r["model_b"], r["winner"]) for r in records
+    ]
+    write_exports(board, records[:3], out)  # replacing an export works
+    assert len(read_battles(out / "battles.jsonl")) == 3
