@@ -16,8 +16,8 @@ class LeaderboardTab:
 
     def build(self) -> None:
         self.summary = gr.Markdown(elem_id="leaderboard-summary")
-        self.table = gr.Dataframe(headers=COLUMNS, interactive=False, elem_id="leaderboard-table", wrap=True)
         self.ratings_plot = gr.Plot(label="Ratings with 95% confidence intervals", elem_id="leaderboard-ratings")
+        self.table = gr.Dataframe(headers=COLUMNS, interactive=False, elem_id="leaderboard-table", wrap=True)
         with gr.Row():
             self.win_fraction = gr.Plot(label="Win fraction (row beat column)")
             self.predicted = gr.Plot(label="Predicted win probability")
@@ -27,7 +27,7 @@ class LeaderboardTab:
 
     @property
     def outputs(self) -> list:
-        return [self.summary, self.table, self.ratings_plot, self.win_fraction, self.predicted, self.battle_counts]
+        return [self.summary, self.ratings_plot, self.table, self.win_fraction, self.predicted, self.battle_counts]
 
     def refresh(self) -> tuple:
         board = self.service.leaderboard()
@@ -45,8 +45,8 @@ class LeaderboardTab:
             summary += "\n\n" + "\n".join(f"- {note}" for note in board.notes)
         return (
             summary,
-            gr.update(value=rows, headers=COLUMNS),
             plots.ratings_with_intervals(board),
+            gr.update(value=rows, headers=COLUMNS),
             plots.win_fraction_heatmap(board),
             plots.predicted_win_probability_heatmap(board),
             plots.battle_count_heatmap(board),
