@@ -1,0 +1,182 @@
+"""Models behind an OpenAI-compatible HTTP endpoint (vLLM, TGI, Ollama, llama.cpp, hosted APIs).
+
+They all speak the same streaming dialect (`POST /chat/completions` answered
+with server-sent events), so one code path serves them all. Only httpx is
+needed: an arena of remote models never imports torch.
+
+`repetition_penalty` is not part of the OpenAI API; it is sent only when it
+differs from 1.0. vLLM honours it, some servers ignore it, and strict ones
+(`transformers serve`) refuse the request with HTTP 422: leave it at 1.0 there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from arena.backends.base import Backend, Delta, GenerationError, Message, ProgressReport
+from arena.config import GenerationSettings, ModelEntry
+
+EXCERPT_CHARS = 200
+
+
+class OpenAICompatibleBackend(Backend):
+    def __init__(self, entry: ModelEntry, *, cache_dir: Path | None = None):
+        super().__init__(entry, cache_dir=cache_dir)
+        self.base_url = (entry.base_url or "").rstrip("/")
+        self.api_key: str | None = None
+        self.client: httpx.Client | None = None
+
+    @staticmethod
+    def sharing_key(entry: ModelEntry) -> Hashable:
+        # The key variable and timeout belong to the connection, so entries
+        # that differ in them must not share one.
+        return ("openai", (entry.base_url or "").rstrip("/"), entry.model, entry.api_key_env, entry.request_timeout_s)
+
+    def load(self, report: ProgressReport) -> None:
+        headers = {}
+        if self.entry.api_key_env:
+            self.api_key = os.environ.get(self.entry.api_key_env, "").strip() or None  # a stray newline is never part of a key
+            if self.api_key is None:
+                raise GenerationError(
+                    f"the environment variable {self.entry.api_key_env} is not set; "
+                    f"it must hold the API key for {self.base_url}"
+                )
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=httpx.Timeout(self.entry.request_timeout_s))
+        report(f"checking {self.base_url}/models")
+        with self._translated_errors():
+            response = self.client.get("/models")
+        if response.status_code == 404:
+            report(f"{self.base_url} has no /models listing; '{self.entry.model}' is checked at the first request")
+            return
+        self._raise_for_status(response)
+        served = _listed_models(response)
+        if self.entry.model in served:
+            report(f"{self.base_url} serves '{self.entry.model}'")
+        else:
+            listed = ", ".join(sorted(served)[:10]) or "nothing"
+            report(f"warning: {self.base_url} does not list '{self.entry.model}' (it lists {listed}); it may still load on demand")
+
+    def stream(self, messages: list[Message], settings: GenerationSettings, cancel: threading.Event) -> Iterator[Delta]:
+        if self.client is None:
+            raise GenerationError("the endpoint is not loaded")
+        if cancel.is_set():
+            return
+        with self._translated_errors(cancel):
+            with self.client.stream("POST", "/chat/completions", json=self._request_body(messages, settings)) as response:
+                if response.status_code >= 400:
+                    response.read()
+                self._raise_for_status(response)
+                yield from self._deltas(response, cancel)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+    # --- protocol ---------------------------------------------------------
+
+    def _request_body(self, messages: list[Message], settings: GenerationSettings) -> dict:
+        body = {
+            "model": self.entry.model,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "max_tokens": settings.max_new_tokens,
+            "temperature": settings.temperature,  # 0 asks the server for greedy decoding
+            "top_p": settings.top_p,
+        }
+        if settings.repetition_penalty != 1.0:
+            body["repetition_penalty"] = settings.repetition_penalty
+        return body
+
+    def _deltas(self, response: httpx.Response, cancel: threading.Event) -> Iterator[Delta]:
+        """Turn the event stream into deltas, one token per content chunk until `usage` says better."""
+        counted = 0
+        for line in response.iter_lines():
+            if cancel.is_set():
+                return  # leaving the `with` closes the response, which tells the server to stop
+            if not line.startswith("data:"):
+                continue  # blank separators, comments (": ping") and `event:` lines
+            data = line[len("data:"):].strip()
+            if data == "[DONE]":
+                return
+            chunk = self._parse_chunk(data)
+            for choice in chunk.get("choices") or []:
+                text = (choice.get("delta") or {}).get("content")
+                if text:
+                    counted += 1
+                    yield Delta(text, 1)
+            completion_tokens = (chunk.get("usage") or {}).get("completion_tokens")
+            if isinstance(completion_tokens, int) and completion_tokens > counted:
+                yield Delta("", completion_tokens - counted)
+                counted = completion_tokens
+
+    def _parse_chunk(self, data: str) -> dict:
+        try:
+            chunk = json.loads(data)
+        except json.JSONDecodeError:
+            chunk = None
+        if not isinstance(chunk, dict):
+            raise self._error(f"{self.base_url} sent a malformed event: {self._excerpt(data)}")
+        if chunk.get("error"):
+            raise self._error(f"{self.base_url} failed mid-answer: {self._excerpt(json.dumps(chunk['error']))}")
+        return chunk
+
+    # --- errors -----------------------------------------------------------
+
+    def _raise_for_status(self, response: httpx.Response) -> None:
+        if response.status_code < 400:
+            return
+        if response.status_code in (401, 403):
+            source = f"the key in {self.entry.api_key_env}" if self.entry.api_key_env else "a request without an API key (set api_key_env)"
+            cause = f"refused {source}"
+        else:
+            cause = "answered"
+        raise self._error(f"{self.base_url} {cause}: HTTP {response.status_code} for model '{self.entry.model}': {self._excerpt(response.text)}")
+
+    @contextmanager
+    def _translated_errors(self, cancel: threading.Event | None = None) -> Iterator[None]:
+        """Turn httpx failures into messages an operator can act on."""
+        try:
+            yield
+        except httpx.HTTPError as exc:
+            if cancel is not None and cancel.is_set():
+                return  # the connection dropped because we stopped listening
+            if isinstance(exc, httpx.TimeoutException):
+                message = f"{self.base_url} did not answer within {self.entry.request_timeout_s:g} s (request_timeout_s)"
+            elif isinstance(exc, httpx.ConnectError):
+                message = f"cannot connect to {self.base_url}: {exc}"
+            else:
+                message = f"the connection to {self.base_url} failed: {type(exc).__name__}: {exc}"
+            raise self._error(message) from exc
+
+    def _error(self, message: str) -> GenerationError:
+        return GenerationError(self._hide_key(message))
+
+    def _excerpt(self, text: str) -> str:
+        """A short one-line quote of what the server said; the key is hidden before cutting."""
+        flat = re.sub(r"\s+", " ", self._hide_key(text)).strip()
+        return flat if len(flat) <= EXCERPT_CHARS else flat[:EXCERPT_CHARS] + "…"
+
+    def _hide_key(self, text: str) -> str:
+        """Servers sometimes echo the key they refused; it must never reach a log or a page."""
+        return text.replace(self.api_key, "[API key]") if self.api_key else text
+
+
+def _listed_models(response: httpx.Response) -> set[str]:
+    try:
+        listing = response.json()
+    except ValueError:
+        return set()
+    entries = listing.get("data") if isinstance(listing, dict) else None
+    return {e["id"] for e in entries or [] if isinstance(e, dict) and isinstance(e.get("id"), str)}
+

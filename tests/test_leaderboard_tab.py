@@ -1,0 +1,45 @@
+"""The leaderboard tab over a running server: real imported votes plus a fresh one."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from gradio_client import Client
+
+from tests.conftest import ROOT, SHARED_DATA
+
+ARENA_2023 = SHARED_DATA / "chatbot_arena_2023_battles.jsonl"
+MODELS = """
+    settings: {sampling: uniform}
+    models:
+      - {name: lark-model, backend: scripted, script: "reply: One answer."}
+      - {name: wren-model, backend: scripted, script: "reply: Another answer."}
+"""
+
+
+def table_of(outputs) -> list[list]:
+    summary, ratings_plot, table, *heatmaps = outputs
+    assert ratings_plot and all(heatmaps)  # plots are rendered, not just the table
+    return table["value"]["data"]
+
+
+@pytest.mark.skipif(not ARENA_2023.is_file(), reason="../shared/data is missing")
+def test_leaderboard_shows_imported_votes_and_moves_after_a_vote(start_arena, tmp_path):
+    db = tmp_path / "arena.db"
+    subprocess.run([sys.executable, "-m", "arena", "import", str(ARENA_2023), "--db", str(db)], cwd=ROOT, check=True,
+                   capture_output=True)
+    arena = start_arena(MODELS)
+    assert arena.db == db
+    client = Client(arena.url, verbose=False)
+    before = table_of(client.predict(api_name="/leaderboard"))
+    assert len(before) == 20 and before[0][1] == "gpt-4"
+    assert "lark-model" not in str(before)
+
+    client.submit("Hello", api_name="/battle_ask").result()
+    client.predict(api_name="/battle_vote_a")
+    after = table_of(client.predict(api_name="/leaderboard"))
+    assert len(after) == 22
+    rows = {row[1]: row for row in after}
+    assert rows["lark-model"][5] == 1 and rows["wren-model"][5] == 1  # one vote each

@@ -1,0 +1,342 @@
+"""The OpenAI-compatible backend against real HTTP servers on 127.0.0.1, never elsewhere.
+
+Answers come from `transformers serve` running the bundled model (the same
+protocol as vLLM); failures come from tiny local listeners that misbehave
+on purpose, because a real server only times out or echoes keys by accident.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from arena.backends import GenerationError
+from arena.backends.openai_compatible import OpenAICompatibleBackend
+from arena.backends.transformers_local import TransformersBackend
+from arena.battle import Mode
+from arena.config import GenerationSettings, ModelEntry, bundled_model_path
+from tests.conftest import MODEL_CACHE, free_port
+
+HOST = "127.0.0.1"
+SERVER_LIFETIME_S = 300  # `transformers serve` exits by itself even if pytest is killed
+GREEDY = GenerationSettings(max_new_tokens=20, temperature=0)
+CAPITAL = [{"role": "user", "content": "What is the capital of France?"}]
+KEY_VARIABLE = "ARENA_TEST_REMOTE_KEY"
+
+
+def remote_entry(base_url: str, model: str = "smollm2", **fields) -> ModelEntry:
+    return ModelEntry(name="remote", backend="openai", base_url=base_url, model=model, **fields)
+
+
+def loaded(entry: ModelEntry, reports: list[str] | None = None) -> OpenAICompatibleBackend:
+    backend = OpenAICompatibleBackend(entry)
+    backend.load((reports if reports is not None else []).append)
+    return backend
+
+
+def answer(backend: OpenAICompatibleBackend, settings: GenerationSettings = GREEDY, messages=CAPITAL):
+    return list(backend.stream(messages, settings, threading.Event()))
+
+
+@pytest.fixture(autouse=True)
+def direct_connections(monkeypatch):
+    """Every request here must go straight to 127.0.0.1, whatever proxy the machine is set up with."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+# --- a real server ------------------------------------------------------------
+
+
+def converted_bundled_model() -> Path:
+    """The bundled GGUF as safetensors: the local backend's cold-start cache, written once and shared."""
+    gguf = bundled_model_path("smollm2")
+    local = TransformersBackend(ModelEntry(name="local", backend="transformers", source=str(gguf.parent), gguf_file=gguf.name),
+                                cache_dir=MODEL_CACHE)
+    weights = local._cache_path()
+    if not (weights / "model.safetensors").is_file():
+        local.load(lambda message: None)
+        local.close()
+    return weights
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """`transformers serve` on 127.0.0.1 with the bundled model; yields (base_url, model id).
+
+    The weights go in as a path relative to the cache (a short model id in
+    messages); the hub cache is empty but must exist, or /v1/models answers 500.
+    """
+    weights = converted_bundled_model()
+    model_id, port = f"./{weights.name}", free_port()
+    home = tmp_path_factory.mktemp("serve")
+    (home / "hub").mkdir()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_UPDATE_CHECK": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+           "HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub")}
+    command = [sys.executable, "-m", "transformers.cli.transformers", "serve", model_id, "--host", HOST, "--port", str(port)]
+    if shutil.which("timeout"):
+        command = ["timeout", str(SERVER_LIFETIME_S), *command]
+    log = (home / "serve.log").open("w")
+    process = subprocess.Popen(command, cwd=weights.parent, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_until_healthy(f"http://{HOST}:{port}/health", process, home / "serve.log")
+        yield f"http://{HOST}:{port}/v1", model_id
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen, log: Path, limit_s: float = 120) -> None:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(url, timeout=1, trust_env=False).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"transformers serve did not become healthy:\n{log.read_text()[-3000:]}")
+
+
+@pytest.mark.model
+def test_streams_a_coherent_answer_in_several_deltas(served):
+    base_url, model_id = served
+    reports: list[str] = []
+    deltas = answer(loaded(remote_entry(base_url, model_id), reports))
+    assert "Paris" in "".join(d.text for d in deltas)
+    assert sum(1 for d in deltas if d.text) > 1  # it streamed, not one final blob
+    assert 0 < sum(d.tokens for d in deltas) <= GREEDY.max_new_tokens
+    assert any(base_url in r for r in reports)
+
+
+@pytest.mark.model
+def test_cancel_stops_the_answer_early(served):
+    base_url, model_id = served
+    backend = loaded(remote_entry(base_url, model_id))
+    cancel = threading.Event()
+    received, started = 0, time.monotonic()
+    for delta in backend.stream([{"role": "user", "content": "Count from one to one hundred."}],
+                                GenerationSettings(max_new_tokens=48, temperature=0), cancel):  # the server may finish it anyway
+        received += delta.tokens
+        cancel.set()
+    assert received < 5 and time.monotonic() - started < 15
+    assert "Paris" in "".join(d.text for d in answer(backend))  # the connection pool still works after the hang-up
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("change, settings, expected", [
+    ({"model": "no-such-model"}, GREEDY, "HTTP 400"),
+    ({}, replace(GREEDY, repetition_penalty=1.3), "HTTP 422.*repetition_penalty"),  # transformers serve is strict
+    ({"path": ""}, GREEDY, "HTTP 404"),  # base_url without /v1: no /models (tolerated), then no /chat/completions
+])
+def test_server_refusals_become_errors_with_the_status(served, change, settings, expected):
+    base_url, model_id = served
+    if "path" in change:
+        base_url = base_url.removesuffix("/v1")
+    backend = loaded(remote_entry(base_url, change.get("model", model_id)))
+    with pytest.raises(GenerationError, match=expected):
+        answer(backend, settings)
+
+
+@pytest.mark.model
+def test_a_battle_between_a_local_and_a_remote_model(served, make_service):
+    base_url, model_id = served
+    service = make_service(f"""
+        settings: {{sampling: uniform, generation_timeout_s: 60}}
+        models:
+          - {{name: local-echo, backend: scripted, script: echo}}
+          - name: remote-smollm
+            backend: openai
+            base_url: {base_url}
+            model: "{model_id}"
+            request_timeout_s: 30
+            temperature: 0
+            max_new_tokens: 16
+    """)
+    view = None
+    for view in service.ask(None, "What is the capital of France?", "10.0.0.1", Mode.ANONYMOUS):
+        pass
+    assert view.votable and not view.failed, view.status
+    battle = service.store.battle(view.battle_id)
+    remote_side = "a" if battle["model_a"] == "remote-smollm" else "b"
+    assert "Paris" in view.conversations[remote_side][-1]["content"]
+    service.vote(view.battle_id, "10.0.0.1", f"model_{remote_side}")
+    (record,) = service.store.vote_records()
+    assert record[f"model_{remote_side}"] == "remote-smollm" and record["winner"] == f"model_{remote_side}"
+
+
+# --- local listeners that misbehave on purpose -----------------------------------
+
+Reply = Callable[[BaseHTTPRequestHandler], "tuple[int, str | Iterable[str]] | None"]
+
+
+class Listener:
+    """A throwaway HTTP endpoint on 127.0.0.1 that records requests and answers via `reply`.
+
+    `reply` returns (status, body), where a body given as pieces is written
+    piece by piece until the client hangs up; or None to keep the client waiting.
+    """
+
+    def __init__(self, reply: Reply):
+        self.headers: list[dict[str, str]] = []
+        self.release = threading.Event()
+        self.hung_up = threading.Event()
+        listener = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def handle_one(self):
+                listener.headers.append(dict(self.headers))
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                result = reply(self)
+                if result is None:
+                    listener.release.wait(30)
+                    return
+                status, body = result
+                self.send_response(status)
+                json_body = isinstance(body, str) and body.startswith("{")
+                self.send_header("Content-Type", "application/json" if json_body else "text/event-stream")
+                if isinstance(body, str):
+                    self.send_header("Content-Length", str(len(body.encode())))
+                self.end_headers()
+                try:
+                    for piece in [body] if isinstance(body, str) else body:
+                        self.wfile.write(piece.encode())
+                        self.wfile.flush()
+                except OSError:
+                    listener.hung_up.set()
+
+            do_GET = do_POST = handle_one
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer((HOST, 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.url = f"http://{HOST}:{self.server.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def listen():
+    listeners: list[Listener] = []
+
+    def start(reply: Reply) -> Listener:
+        listeners.append(Listener(reply))
+        return listeners[-1]
+
+    yield start
+    for listener in listeners:
+        listener.close()
+
+
+def no_model_listing_then(post: Reply) -> Reply:
+    """Like llama.cpp's older servers: no /models, so load() cannot check the key or model up front."""
+    return lambda request: (404, '{"detail": "Not Found"}') if request.command == "GET" else post(request)
+
+
+def events(*chunks) -> str:
+    return "".join(c if isinstance(c, str) else f"data: {json.dumps(c)}\n\n" for c in chunks)
+
+
+def content(text: str) -> dict:
+    return {"choices": [{"index": 0, "delta": {"content": text}}]}
+
+
+def test_event_stream_dialects_are_read_alike(listen):
+    stream = events(": keep-alive\n\n", {"choices": [{"index": 0, "delta": {"role": "assistant"}}]},
+                    content("Hel"), content("lo"), {"choices": [], "usage": {"completion_tokens": 3}},
+                    "data: [DONE]\n\n", content(" ignored after DONE"))
+    listener = listen(no_model_listing_then(lambda request: (200, stream)))
+    deltas = answer(loaded(remote_entry(listener.url)))
+    assert "".join(d.text for d in deltas) == "Hello"
+    assert sum(d.tokens for d in deltas) == 3  # the server's usage count wins over one-per-chunk
+
+
+def test_an_error_event_mid_answer_fails_the_answer(listen):
+    stream = events(content("Half an"), {"error": {"message": "engine died", "code": 500}})
+    listener = listen(no_model_listing_then(lambda request: (200, stream)))
+    with pytest.raises(GenerationError, match="engine died"):
+        answer(loaded(remote_entry(listener.url)))
+
+
+def test_cancel_hangs_up_on_the_server_at_once(listen):
+    def endless(request):
+        def ticks():
+            for _ in range(200):  # 10 s at most, should the client never hang up
+                time.sleep(0.05)
+                yield events(content(" tick"))
+
+        return 200, ticks()
+
+    listener = listen(no_model_listing_then(endless))
+    cancel = threading.Event()
+    for _ in loaded(remote_entry(listener.url)).stream(CAPITAL, GREEDY, cancel):
+        cancel.set()
+        cancelled = time.monotonic()
+    assert listener.hung_up.wait(2) and time.monotonic() - cancelled < 1  # the server may stop generating
+
+
+def test_nothing_listening_fails_fast():
+    started = time.monotonic()
+    with pytest.raises(GenerationError, match="cannot connect"):
+        loaded(remote_entry(f"http://{HOST}:{free_port()}/v1", request_timeout_s=10))
+    assert time.monotonic() - started < 2
+
+
+def test_a_server_that_never_answers_times_out(listen):
+    with socket.create_server((HOST, 0)) as silent:  # the kernel accepts connections; nobody reads them
+        started = time.monotonic()
+        with pytest.raises(GenerationError, match=r"did not answer within 1 s"):
+            loaded(remote_entry(f"http://{HOST}:{silent.getsockname()[1]}/v1", request_timeout_s=1))
+        assert time.monotonic() - started < 3
+    listener = listen(no_model_listing_then(lambda request: None))  # stalls once asked for an answer
+    backend = loaded(remote_entry(listener.url, request_timeout_s=1))
+    started = time.monotonic()
+    with pytest.raises(GenerationError, match=r"did not answer within 1 s"):
+        answer(backend)
+    assert time.monotonic() - started < 3
+
+
+def test_a_missing_key_variable_is_named_before_any_request(listen, monkeypatch):
+    monkeypatch.delenv(KEY_VARIABLE, raising=False)
+    listener = listen(lambda request: (200, '{"data": []}'))
+    with pytest.raises(GenerationError, match=KEY_VARIABLE):
+        loaded(remote_entry(listener.url, api_key_env=KEY_VARIABLE))
+    assert listener.headers == []
+
+
+def test_the_key_is_sent_as_a_bearer_token_and_never_shown(listen, monkeypatch):
+    key = "sk-test-" + secrets.token_hex(16)
+    monkeypatch.setenv(KEY_VARIABLE, key)
+    echo = lambda request: (401, json.dumps({"error": f"invalid key {request.headers['Authorization']}"}))  # noqa: E731
+    listener = listen(no_model_listing_then(echo))
+    backend = loaded(remote_entry(listener.url, api_key_env=KEY_VARIABLE))
+    with pytest.raises(GenerationError) as refused:
+        answer(backend)
+    assert "HTTP 401" in str(refused.value) and KEY_VARIABLE in str(refused.value)
+    assert key not in str(refused.value) and "[API key]" in str(refused.value)
+    assert [h.get("Authorization") for h in listener.headers] == [f"Bearer {key}"] * 2  # /models and the answer
