@@ -15,9 +15,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 
+from arena.battle_files import WINNERS as OUTCOMES  # the labels of FastChat's clean-battle records
 from arena.config import Limits
 
-OUTCOMES = ("model_a", "model_b", "tie", "tie (bothbad)")
 SIDES = ("a", "b")
 
 

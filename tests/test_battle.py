@@ -234,3 +234,20 @@ def test_identity_leak_matching():
 def test_battle_book_refuses_same_model_twice():
     with pytest.raises(RuleViolation):
         BattleBook(Limits()).open(Mode.ANONYMOUS, "c", "x", "x")
+
+
+def test_while_models_load_the_page_says_so_and_battles_wait(tmp_path, scripted_config):
+    from arena.roster import Roster
+    from arena.service import ArenaService
+    from arena.storage import ArenaStore
+
+    store = ArenaStore(tmp_path / "loading.db")
+    roster = Roster(scripted_config)
+    service = ArenaService(scripted_config, roster, store)
+    assert "still loading" in service.loading_message()
+    with pytest.raises(RuleViolation, match="still loading"):
+        service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS)
+    roster.load(report=lambda message: None)
+    assert service.loading_message() == ""
+    assert finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS)).votable
+    store.close()
