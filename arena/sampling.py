@@ -1,0 +1,268 @@
+"""Choose which two models meet in the next anonymous battle.
+
+Three policies share one interface (``PairSampler``):
+
+* ``uniform``  -- every unordered pair of enabled models is equally likely;
+* ``weighted`` -- models are picked in proportion to a configured weight;
+* ``active``   -- pairs whose order is still uncertain are preferred, so the
+  leaderboard settles with fewer votes, while every pair keeps a floor
+  probability so nothing starves and no voter can predict the pairing.
+
+Every policy flips a coin for the A/B sides, so position bias cannot line up
+with any particular model.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from arena.ratings import aggregate, outcome_score
+
+POLICIES = ("uniform", "weighted", "active")
+
+# Start-up fit of the history: stop when no strength moves more than this
+# (natural-log units), or after this many MM sweeps.
+_STARTUP_TOLERANCE = 1e-6
+_MAX_STARTUP_SWEEPS = 2000
+
+
+def _sample_index(rng: np.random.Generator, weights: np.ndarray) -> int:
+    """Index drawn with probability proportional to ``weights`` (>= 0)."""
+    cumulative = np.cumsum(weights)
+    index = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
+    if index >= len(weights):  # u * total rounded up to total: take the last live entry
+        index = int(np.flatnonzero(weights)[-1])
+    return index
+
+
+class PairSampler:
+    """Shared bookkeeping of every policy: names, the lock, the A/B coin flip.
+
+    Subclasses pick an unordered pair of indices (``_draw_indices``), say how
+    likely each pair is (``_pair_probability_vector``) and may learn from
+    votes (``_record``). The app may call ``draw``/``observe`` from several
+    threads, so both take the lock.
+    """
+
+    def __init__(self, models: Sequence[str]):
+        models = tuple(models)
+        if len(models) < 2:
+            raise ValueError(
+                f"a battle needs at least 2 enabled models, got {len(models)}: {list(models)}"
+            )
+        duplicates = sorted({m for m in models if models.count(m) > 1})
+        if duplicates:
+            raise ValueError(f"model names must be unique, repeated: {duplicates}")
+        self.models = models
+        self._index = {name: i for i, name in enumerate(models)}
+        self._pair_rows, self._pair_cols = np.triu_indices(len(models), k=1)
+        self._lock = threading.Lock()
+
+    def draw(self, rng: np.random.Generator) -> tuple[str, str]:
+        """Two different models as (model_a, model_b), sides assigned by a coin flip."""
+        with self._lock:
+            first, second = self._draw_indices(rng)
+        if rng.random() < 0.5:
+            first, second = second, first
+        return self.models[first], self.models[second]
+
+    def observe(self, model_a: str, model_b: str, winner: str) -> None:
+        """Learn from one vote; votes naming models this sampler does not know are ignored."""
+        score_a = outcome_score(winner)
+        a, b = self._index.get(model_a), self._index.get(model_b)
+        if a is None or b is None or a == b:
+            return
+        with self._lock:
+            self._record(a, b, score_a)
+
+    def pair_probabilities(self) -> dict[tuple[str, str], float]:
+        """Chance that the next draw is each unordered pair, keyed in ``models`` order."""
+        with self._lock:
+            probabilities = self._pair_probability_vector()
+        return {
+            (self.models[i], self.models[j]): float(p)
+            for i, j, p in zip(self._pair_rows, self._pair_cols, probabilities)
+        }
+
+    def _draw_indices(self, rng: np.random.Generator) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def _pair_probability_vector(self) -> np.ndarray:
+        """Probabilities aligned with ``np.triu_indices(len(models), 1)``."""
+        raise NotImplementedError
+
+    def _record(self, a: int, b: int, score_a: float) -> None:
+        """Static policies learn nothing from votes."""
+
+
+class UniformSampler(PairSampler):
+    """Every unordered pair equally likely: the unbiased baseline."""
+
+    def _draw_indices(self, rng):
+        count = len(self.models)
+        first = int(rng.integers(count))
+        second = int(rng.integers(count - 1))
+        return first, second + (second >= first)
+
+    def _pair_probability_vector(self):
+        return np.full(len(self._pair_rows), 1.0 / len(self._pair_rows))
+
+
+class WeightedSampler(PairSampler):
+    """First model with probability proportional to its weight, second likewise among the rest.
+
+    Lets operators give a newly added or sponsored model more traffic without
+    ever pairing a model with itself. Models missing from ``weights`` get 1.0.
+    """
+
+    def __init__(self, models: Sequence[str], weights: Mapping[str, float] | None = None):
+        super().__init__(models)
+        weights = weights or {}
+        values = np.array([float(weights.get(name, 1.0)) for name in self.models])
+        bad = [name for name, w in zip(self.models, values) if not (math.isfinite(w) and w > 0)]
+        if bad:
+            raise ValueError(f"model weights must be finite and > 0; invalid for {bad}")
+        self._weights = values
+
+    def _draw_indices(self, rng):
+        first = _sample_index(rng, self._weights)
+        rest = self._weights.copy()
+        rest[first] = 0.0
+        return first, _sample_index(rng, rest)
+
+    def _pair_probability_vector(self):
+        w = self._weights
+        total = w.sum()
+        wi, wj = w[self._pair_rows], w[self._pair_cols]
+        return wi * wj / total * (1.0 / (total - wi) + 1.0 / (total - wj))
+
+
+class ActiveSampler(PairSampler):
+    """Spend votes where they can still change the ranking.
+
+    Keeps the aggregated results and Bradley-Terry strengths (natural-log
+    scale), refined by a couple of warm-started MM sweeps per vote rather than
+    refitted from scratch. A pair scores high when one more vote is
+    informative (the two look close, so the outcome is not a foregone
+    conclusion) and when its models can still be confused with many others
+    given their uncertainty. Pairs are drawn in proportion to the sharpened
+    score, mixed with a uniform share, so every pair keeps at least
+    ``floor_share / n_pairs`` probability: nothing starves and no voter can
+    predict the pairing.
+
+    A virtual opponent of average strength, met ``prior_games`` times with one
+    split result, keeps strengths finite for unbeaten or unplayed models and
+    gives a new model a wide uncertainty; that makes it confusable with
+    everyone, which is what earns it warm-up traffic until it is placed.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[str],
+        history: Iterable[Mapping] = (),
+        *,
+        floor_share: float = 0.1,
+        sharpness: float = 3.0,
+        prior_games: float = 1.0,
+        sweeps_per_vote: int = 2,
+    ):
+        super().__init__(models)
+        if not 0.0 < floor_share <= 1.0:
+            raise ValueError(f"floor_share must be in (0, 1], got {floor_share}")
+        self._floor_share = floor_share
+        self._sharpness = sharpness
+        self._prior_games = prior_games
+        self._sweeps_per_vote = sweeps_per_vote
+        counts = aggregate(history, self.models)
+        self._scores = counts.scores.astype(float)  # [i, j]: what i earned against j
+        self._games = counts.battles.astype(float)
+        self._strength = np.zeros(len(self.models))
+        self._settle_strengths()
+        self._refresh_probabilities()
+
+    def _record(self, a, b, score_a):
+        self._scores[a, b] += score_a
+        self._scores[b, a] += 1.0 - score_a
+        self._games[a, b] += 1.0
+        self._games[b, a] += 1.0
+        self._refine_strengths(self._sweeps_per_vote)
+        self._refresh_probabilities()
+
+    def _refine_strengths(self, sweeps: int) -> float:
+        """MM sweeps of the MAP Bradley-Terry fit from the current strengths; returns the last move."""
+        prior = self._prior_games
+        earned = self._scores.sum(axis=1) + prior / 2.0
+        strength = np.exp(self._strength)
+        moved = 0.0
+        for _ in range(sweeps):
+            meetings = self._games / (strength[:, None] + strength[None, :])
+            updated = earned / (meetings.sum(axis=1) + prior / (strength + 1.0))
+            moved = float(np.abs(np.log(updated / strength)).max())
+            strength = updated
+        self._strength = np.log(strength)
+        return moved
+
+    def _settle_strengths(self) -> None:
+        """Fit the start-up history closely; per-vote sweeps only have to track it."""
+        for _ in range(_MAX_STARTUP_SWEEPS // 50):
+            if self._refine_strengths(50) < _STARTUP_TOLERANCE:
+                break
+
+    def _pair_scores(self) -> np.ndarray:
+        rows, cols = self._pair_rows, self._pair_cols
+        gap = self._strength[:, None] - self._strength[None, :]
+        win_probability = 1.0 / (1.0 + np.exp(-gap))
+        variance = self._strength_variance(win_probability)
+        gap_variance = variance[:, None] + variance[None, :]
+        confusable = np.exp(-0.5 * gap**2 / gap_variance)
+        np.fill_diagonal(confusable, 0.0)
+        confusion = confusable.sum(axis=1)  # roughly: how many models each could swap places with
+        informativeness = win_probability[rows, cols] * (1.0 - win_probability[rows, cols])
+        return informativeness * (confusion[rows] + confusion[cols])
+
+    def _strength_variance(self, win_probability: np.ndarray) -> np.ndarray:
+        """Inverse Fisher information of each strength, the prior game included."""
+        information = (self._games * win_probability * (1.0 - win_probability)).sum(axis=1)
+        versus_prior = 1.0 / (1.0 + np.exp(-self._strength))
+        information += self._prior_games * versus_prior * (1.0 - versus_prior)
+        return 1.0 / information
+
+    def _refresh_probabilities(self) -> None:
+        scores = self._pair_scores()
+        pairs = len(scores)
+        top = scores.max()
+        if not (np.isfinite(top) and top > 0):
+            self._probabilities = np.full(pairs, 1.0 / pairs)
+            return
+        preference = (scores / top) ** self._sharpness
+        self._probabilities = (
+            self._floor_share / pairs
+            + (1.0 - self._floor_share) * preference / preference.sum()
+        )
+
+    def _draw_indices(self, rng):
+        pair = _sample_index(rng, self._probabilities)
+        return int(self._pair_rows[pair]), int(self._pair_cols[pair])
+
+    def _pair_probability_vector(self):
+        return self._probabilities.copy()
+
+
+def make_sampler(
+    policy: str,
+    models: Sequence[str],
+    weights: Mapping[str, float] | None = None,
+    history: Iterable[Mapping] = (),
+) -> PairSampler:
+    """Build the sampler for ``policy``; ``history`` (vote records) warms ``active``."""
+    if policy == "uniform":
+        return UniformSampler(models)
+    if policy == "weighted":
+        return WeightedSampler(models, weights)
+    if policy == "active":
+        return ActiveSampler(models, history)
+    raise ValueError(f"unknown sampling policy {policy!r}; valid policies: {', '.join(POLICIES)}")
