@@ -71,43 +71,45 @@ def run_duel(streams: dict[str, StreamFactory], *, stall_timeout_s: float, frame
         threading.Thread(target=pump, args=(name, factory), name=f"duel-{name}", daemon=True).start()
 
     last_yield = 0.0
-    while not frame.done:
-        try:
-            name, item = events.get(timeout=frame_interval_s)
-        except queue.Empty:
-            name, item = None, None
-        now = time.monotonic()
-        if name is not None:
-            side = frame.sides[name]
-            if isinstance(item, Delta):
-                if not side.done:
-                    side.text += item.text
-                    side.tokens += item.tokens
-                    if side.first_token_s is None and item.text:
-                        side.first_token_s = now - started
-                    last_progress[name] = now
-            elif isinstance(item, Exception):
-                _fail(side, f"{type(item).__name__}: {item}", now - started)
-            elif item is _FINISHED and not side.done:
-                side.done = True
-                side.latency_s = now - started
-                if not side.text.strip():
-                    side.error = "returned an empty answer"
-        for stalled, side in frame.sides.items():
-            if not side.done and now - last_progress[stalled] > stall_timeout_s:
-                _fail(side, f"no output for {stall_timeout_s:g} s (timeout)", now - started)
-                cancels[stalled].set()
-        if frame.failed_sides:
-            for other, side in frame.sides.items():
-                cancels[other].set()
-                if not side.done:
+    try:
+        while not frame.done:
+            try:
+                name, item = events.get(timeout=frame_interval_s)
+            except queue.Empty:
+                name, item = None, None
+            now = time.monotonic()
+            if name is not None:
+                side = frame.sides[name]
+                if isinstance(item, Delta):
+                    if not side.done:
+                        side.text += item.text
+                        side.tokens += item.tokens
+                        if side.first_token_s is None and item.text:
+                            side.first_token_s = now - started
+                        last_progress[name] = now
+                elif isinstance(item, Exception):
+                    _fail(side, f"{type(item).__name__}: {item}", now - started)
+                elif item is _FINISHED and not side.done:
                     side.done = True
                     side.latency_s = now - started
-        if frame.done or now - last_yield >= frame_interval_s:
-            last_yield = now
-            yield frame
-    for cancel in cancels.values():
-        cancel.set()
+                    if not side.text.strip():
+                        side.error = "returned an empty answer"
+            for stalled, side in frame.sides.items():
+                if not side.done and now - last_progress[stalled] > stall_timeout_s:
+                    _fail(side, f"no output for {stall_timeout_s:g} s (timeout)", now - started)
+                    cancels[stalled].set()
+            if frame.failed_sides:
+                for other, side in frame.sides.items():
+                    cancels[other].set()
+                    if not side.done:
+                        side.done = True
+                        side.latency_s = now - started
+            if frame.done or now - last_yield >= frame_interval_s:
+                last_yield = now
+                yield frame
+    finally:  # also when the caller stops listening (a volunteer closed the page)
+        for cancel in cancels.values():
+            cancel.set()
 
 
 def _fail(side: SideResult, message: str, elapsed: float) -> None:

@@ -251,3 +251,19 @@ def test_while_models_load_the_page_says_so_and_battles_wait(tmp_path, scripted_
     assert service.loading_message() == ""
     assert finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS)).votable
     store.close()
+
+
+def test_a_volunteer_leaving_mid_answer_stops_generation_and_ends_the_battle(make_service):
+    import time
+
+    service = make_service(FAILING.format(script="hang").replace("generation_timeout_s: 1", "generation_timeout_s: 60"))
+    views = service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS)
+    first = next(views)
+    assert first.generating
+    views.close()  # what Gradio does when the page goes away
+    deadline = time.monotonic() + 5
+    while any(t.name.startswith("duel-") for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("duel-")]
+    stored = service.store.battle(first.battle_id)
+    assert stored["status"] == "failed" and "interrupted" in stored["failure"]
