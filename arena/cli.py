@@ -140,7 +140,8 @@ def _export(args) -> int:
 
 def _import(args) -> int:
     records = _read_battle_file(args.file)
-    digest = hashlib.sha256(Path(args.file).read_bytes()).hexdigest()
+    with open(args.file, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
     summary = _open_store(args.db, must_exist=False).import_votes(records, digest)
     print(f"{args.file}: {summary.added} votes added to {args.db}, {summary.already_present} already there")
     if summary.new_models:
