@@ -16,8 +16,9 @@ from typing import Any, Callable
 
 import yaml
 
+from arena.sampling import POLICIES as SAMPLING_POLICIES
+
 BACKENDS = ("transformers", "openai", "scripted")
-SAMPLING_POLICIES = ("uniform", "weighted", "active")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 BUNDLED_PREFIX = "bundled:"
 # Model files that ship inside a Python package, so the arena runs offline.
