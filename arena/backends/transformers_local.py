@@ -3,12 +3,13 @@
 The same code loads a hub id, a local directory or a GGUF file (the bundled
 SmolLM2 ships as one). Dequantising a GGUF costs ~20 s at every start, so the
 converted weights are cached as safetensors, keyed by the GGUF's hash.
+Generation goes through one `BatchedDecoder` per loaded model, so every
+contestant sharing these weights is decoded in the same forward passes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import queue
 import shutil
 import threading
 from collections.abc import Hashable, Iterator
@@ -17,22 +18,26 @@ from pathlib import Path
 from arena.backends.base import Backend, Delta, GenerationError, Message, ProgressReport
 from arena.config import GenerationSettings, ModelEntry
 
-_END = object()
-
 
 class TransformersBackend(Backend):
     def __init__(self, entry: ModelEntry, *, cache_dir: Path | None = None):
         super().__init__(entry, cache_dir=cache_dir)
         self.model = None
         self.tokenizer = None
+        self.decoder = None  # a batching.BatchedDecoder once loaded
 
     @staticmethod
     def sharing_key(entry: ModelEntry) -> Hashable:
         return ("transformers", entry.source, entry.gguf_file, entry.dtype, entry.device)
 
     def load(self, report: ProgressReport) -> None:
+        from arena.backends.cpu_threads import configure_cpu_threads
+
+        configure_cpu_threads()  # before torch's first import
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from arena.backends.batching import BatchedDecoder
 
         source, options = self.entry.source, {}
         cached = self._cached_conversion(report)
@@ -53,33 +58,21 @@ class TransformersBackend(Backend):
             raise GenerationError(f"{source} has no chat template; use an instruct/chat model")
         if cached is None and self.entry.gguf_file and self.cache_dir is not None:
             self._write_conversion(report)
+        self.decoder = BatchedDecoder(self.model, _stop_ids(self.model, self.tokenizer))
 
     def stream(self, messages: list[Message], settings: GenerationSettings, cancel: threading.Event) -> Iterator[Delta]:
-        if self.model is None:
+        if self.decoder is None:
             raise GenerationError("model is not loaded")
-        inputs = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-        inputs = inputs.to(self.model.device)
-        streamer = _TokenStreamer(self.tokenizer, cancel)
-        options = dict(
-            **inputs,
-            max_new_tokens=settings.max_new_tokens,
-            repetition_penalty=settings.repetition_penalty,
-            streamer=streamer,
-            stopping_criteria=_cancel_criteria(cancel),
-            pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
-        )
-        if settings.greedy:
-            options.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        else:
-            options.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0)
-        worker = threading.Thread(target=streamer.run, args=(self.model.generate, options), daemon=True)
-        worker.start()
-        try:
-            yield from streamer.deltas()
-        finally:
-            cancel.set()
+        prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if limit and len(prompt) + settings.max_new_tokens > limit:
+            raise GenerationError(f"the conversation is too long for this model ({len(prompt)} tokens, limit {limit})")
+        yield from _text_deltas(self.tokenizer, self.decoder.generate(prompt, settings, cancel))
 
     def close(self) -> None:
+        if self.decoder is not None:
+            self.decoder.close()
+        self.decoder = None
         self.model = None
         self.tokenizer = None
 
@@ -135,67 +128,32 @@ def _best_device(torch) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _cancel_criteria(cancel: threading.Event):
-    from transformers import StoppingCriteria, StoppingCriteriaList
-
-    class CancelCriteria(StoppingCriteria):
-        def __call__(self, input_ids, scores, **kwargs):
-            import torch
-
-            return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
-
-    return StoppingCriteriaList([CancelCriteria()])
+def _stop_ids(model, tokenizer) -> set[int]:
+    """The tokens that end an answer, as `generate` would read them."""
+    configured = model.generation_config.eos_token_id
+    if configured is None:
+        configured = tokenizer.eos_token_id
+    return set(configured) if isinstance(configured, (list, tuple)) else {configured} if configured is not None else set()
 
 
-class _TokenStreamer:
-    """Receives token ids from `generate` on a worker thread and hands out text deltas.
+def _text_deltas(tokenizer, tokens: Iterator[int]) -> Iterator[Delta]:
+    """Turn token ids into text pieces as they arrive.
 
     Decoding the whole answer each time (instead of token by token) keeps
     multi-token characters and leading spaces right.
     """
-
-    def __init__(self, tokenizer, cancel: threading.Event):
-        self.tokenizer = tokenizer
-        self.cancel = cancel
-        self.items: queue.Queue = queue.Queue()
-        self.seen_prompt = False
-
-    # generate() calls put/end
-    def put(self, value) -> None:
-        if not self.seen_prompt:  # the first call carries the prompt
-            self.seen_prompt = True
-            return
-        self.items.put(value.reshape(-1).tolist())
-
-    def end(self) -> None:
-        self.items.put(_END)
-
-    def run(self, generate, options) -> None:
-        try:
-            generate(**options)
-        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
-            self.items.put(exc)
-        finally:
-            self.items.put(_END)
-
-    def deltas(self) -> Iterator[Delta]:
-        tokens: list[int] = []
-        shown = ""
-        pending = 0
-        while True:
-            item = self.items.get()
-            if item is _END:
-                break
-            if isinstance(item, BaseException):
-                raise GenerationError(f"generation failed: {type(item).__name__}: {item}") from item
-            tokens.extend(item)
-            pending += len(item)
-            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
-                continue
-            if len(text) > len(shown) and text.startswith(shown):
-                yield Delta(text[len(shown):], pending)
-                shown, pending = text, 0
-        if pending:
-            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+    answer: list[int] = []
+    shown = ""
+    pending = 0
+    for token in tokens:
+        answer.append(token)
+        pending += 1
+        text = tokenizer.decode(answer, skip_special_tokens=True)
+        if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
+            continue
+        if len(text) > len(shown) and text.startswith(shown):
             yield Delta(text[len(shown):], pending)
+            shown, pending = text, 0
+    if pending:
+        text = tokenizer.decode(answer, skip_special_tokens=True)
+        yield Delta(text[len(shown):], pending)

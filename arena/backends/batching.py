@@ -1,0 +1,345 @@
+"""One forward pass per step for every answer a loaded model is writing.
+
+Decoding a small model on a CPU is bound by reading the weights from memory:
+a step that extends sixteen sequences reads them once, like a step for one.
+So every request to the same weights joins one running batch instead of
+running its own `generate` on its own thread (two of those only compete for
+the same cores and memory bus).
+
+A scheduler thread owns the model. Between steps it prefills newcomers, each
+prompt on its own and in bounded chunks so a long conversation cannot freeze
+the others' streams, then merges their key/value cache into the batch (left
+padded, masked). Each step decodes one token for every row; each row picks it
+with its own settings (`next_token`). A row that finishes, is cancelled or
+fails leaves the batch; the others carry on.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn import functional
+from transformers.cache_utils import DynamicCache, DynamicLayer
+
+from arena.backends.base import GenerationError
+from arena.backends.next_token import RowState, choose_next_tokens
+from arena.config import GenerationSettings
+
+log = logging.getLogger("arena")
+
+_END = object()
+
+
+@dataclass
+class _Request:
+    prompt: list[int]
+    settings: GenerationSettings
+    cancel: threading.Event
+    outbox: queue.Queue = field(default_factory=queue.Queue)
+    cache: object = None  # the request's own key/value cache while its prompt is prefilled
+    prefilled: int = 0
+    generated: int = 0
+    last_token: int = 0
+    row: RowState | None = None
+
+    def __post_init__(self):
+        self.row = RowState(self.settings, torch.tensor(sorted(set(self.prompt)), dtype=torch.long))
+
+    def accept(self, token: int, stop_ids: frozenset[int]) -> bool:
+        """Hand a new token to the reader; True once the answer is complete."""
+        self.generated += 1
+        self.last_token = token
+        self.outbox.put(token)
+        if self.settings.repetition_penalty != 1.0 and not bool((self.row.seen == token).any()):
+            self.row.seen = torch.cat([self.row.seen, torch.tensor([token])])
+        return token in stop_ids or self.generated >= self.settings.max_new_tokens
+
+    def finish(self) -> None:
+        self.cache = None
+        self.outbox.put(_END)
+
+    def fail(self, error: BaseException) -> None:
+        self.cache = None
+        self.outbox.put(error)
+        self.outbox.put(_END)
+
+
+class _KVBatch:
+    """The running batch: one key/value cache for all rows, left padded to a common length."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.requests: list[_Request] = []
+        self.cache = None
+        self.mask = torch.zeros((0, 0), dtype=torch.long, device=device)  # 1 where a cache column holds a real token of that row
+        self.positions = torch.zeros(0, dtype=torch.long, device=device)  # the position the row's next token takes
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+    def join(self, request: _Request) -> None:
+        """Add a prefilled request, padding either side's cache on the left to the longer length."""
+        length = request.prefilled
+        row_mask = torch.ones((1, length), dtype=torch.long, device=self.device)
+        if not self.requests:
+            self.cache, self.mask = request.cache, row_mask
+            self.cache.layers = [_ReservedLayer.holding(layer.keys, layer.values) if type(layer) is DynamicLayer else layer
+                                 for layer in self.cache.layers]
+        else:
+            width = max(length, self.mask.shape[1])
+            self.cache.layers = [
+                _ReservedLayer.holding(torch.cat([_pad_left(ours.keys, width), _pad_left(theirs.keys, width)]),
+                                       torch.cat([_pad_left(ours.values, width), _pad_left(theirs.values, width)]))
+                for ours, theirs in zip(self.cache.layers, request.cache.layers)
+            ]
+            self.mask = torch.cat([_pad_left(self.mask, width, dim=1), _pad_left(row_mask, width, dim=1)])
+        self.positions = torch.cat([self.positions, torch.tensor([length], device=self.device)])
+        self.requests.append(request)
+        request.cache = None
+
+    def step(self, model) -> torch.Tensor:
+        """Run one token of every row through the model; returns next-token scores [rows, vocab]."""
+        tokens = torch.tensor([[r.last_token] for r in self.requests], device=self.device)
+        mask = torch.cat([self.mask, torch.ones((len(self.requests), 1), dtype=torch.long, device=self.device)], dim=1)
+        output = model(input_ids=tokens, attention_mask=mask, position_ids=self.positions.unsqueeze(1),
+                       past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        self.cache, self.mask = output.past_key_values, mask
+        self.positions = self.positions + 1
+        return output.logits[:, -1, :]
+
+    def keep(self, rows: list[int]) -> None:
+        """Drop every row not in `rows`, and the padding columns no remaining row needs."""
+        if len(rows) == len(self.requests):
+            return
+        self.requests = [self.requests[i] for i in rows]
+        if not rows:
+            self.cache, self.mask, self.positions = None, self.mask[:0, :0], self.positions[:0]
+            return
+        index = torch.tensor(rows, device=self.device)
+        start = int(self.mask[index].any(dim=0).int().argmax())
+        self.cache.layers = [_ReservedLayer.holding(layer.keys[index, :, start:], layer.values[index, :, start:])
+                             for layer in self.cache.layers]
+        self.mask, self.positions = self.mask[index, start:], self.positions[index]
+
+
+class _ReservedLayer(DynamicLayer):
+    """One layer's keys and values in buffers with room to grow.
+
+    transformers' own layer concatenates at every step, allocating and copying
+    the whole cache: with 16 rows that was a fifth of a step. Here a step
+    writes its column in place, and the buffer grows by `SPARE` columns at a time.
+    """
+
+    SPARE = 128
+
+    @classmethod
+    def holding(cls, keys: torch.Tensor, values: torch.Tensor) -> "_ReservedLayer":
+        layer = cls()
+        layer.lazy_initialization(keys, values)
+        layer._reserve(keys, values)
+        return layer
+
+    def _reserve(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        batch, heads, length, width = keys.shape
+        self.key_buffer = keys.new_empty((batch, heads, length + self.SPARE, width))
+        self.value_buffer = values.new_empty((batch, heads, length + self.SPARE, width))
+        self.key_buffer[:, :, :length] = keys
+        self.value_buffer[:, :, :length] = values
+        self.keys, self.values = self.key_buffer[:, :, :length], self.value_buffer[:, :, :length]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        start = self.keys.shape[2]
+        end = start + key_states.shape[2]
+        if end > self.key_buffer.shape[2]:
+            self._reserve(self.keys, self.values)
+        self.key_buffer[:, :, start:end] = key_states
+        self.value_buffer[:, :, start:end] = value_states
+        self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
+        return self.keys, self.values
+
+
+def _pad_left(tensor: torch.Tensor, width: int, dim: int = 2) -> torch.Tensor:
+    missing = width - tensor.shape[dim]
+    if missing == 0:
+        return tensor
+    padding = [0, 0] * (tensor.dim() - 1 - dim) + [missing, 0]
+    return functional.pad(tensor, padding)
+
+
+class BatchedDecoder:
+    """Serves every generation request for one loaded model from a single batch.
+
+    `max_rows` bounds the rows decoded at once (more requests wait their
+    turn); `prefill_chunk` bounds the prompt tokens processed between two
+    decode steps, which is how long running answers may pause for a newcomer.
+    Models whose cache cannot be padded and merged (sliding-window or
+    recurrent layers) get one single-row batch per request, stepped in turn.
+    """
+
+    def __init__(self, model, stop_ids: set[int], *, max_rows: int = 32, prefill_chunk: int = 128):
+        self.model = model
+        self.stop_ids = frozenset(stop_ids)
+        self.max_rows = max_rows
+        self.prefill_chunk = prefill_chunk
+        self.mergeable = all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
+        if not self.mergeable:
+            log.warning("%s has no plain key/value cache: its answers are decoded side by side, not batched",
+                        type(model).__name__)
+        self.inbox: queue.Queue = queue.Queue()
+        self.waiting: list[_Request] = []
+        self.batches: list[_KVBatch] = []
+        self.stopping = threading.Event()
+        self.widest_batch = 0  # the most rows one step has decoded: shows batching happened
+        self.worker = threading.Thread(target=self._run, name="batched-decoder", daemon=True)
+        self.worker.start()
+
+    @property
+    def rows(self) -> int:
+        return sum(len(batch) for batch in self.batches)
+
+    def generate(self, prompt: list[int], settings: GenerationSettings, cancel: threading.Event) -> Iterator[int]:
+        """Yield the answer's token ids one at a time, as the batch produces them."""
+        if self.stopping.is_set():
+            raise GenerationError("the model was unloaded")
+        request = _Request(list(prompt), settings, cancel)
+        self.inbox.put(request)
+        try:
+            while True:
+                try:
+                    item = request.outbox.get(timeout=1.0)
+                except queue.Empty:
+                    if not self.worker.is_alive():
+                        raise GenerationError("the model's decoding thread stopped") from None
+                    continue
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    if isinstance(item, GenerationError):
+                        raise item
+                    raise GenerationError(f"generation failed: {type(item).__name__}: {item}") from item
+                yield item
+        finally:
+            cancel.set()  # if the reader stopped early, its row leaves the batch at the next step
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.inbox.put(None)
+        self.worker.join(timeout=30)
+
+    # --- the scheduler thread ------------------------------------------------
+
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while not self.stopping.is_set():
+                try:
+                    self._admit(block=not self.batches and not self.waiting)
+                    self._drop_cancelled()
+                    self._prefill()
+                    self.batches = [batch for batch in self.batches if batch]
+                    for batch in self.batches:
+                        self._decode_step(batch)
+                except Exception as exc:  # noqa: BLE001 - a bug here must not stop the model for every later request
+                    log.exception("batched decoder failed; failing the requests in flight")
+                    self._fail_all(exc)
+        self.waiting.extend(self._drain_inbox())
+        self._fail_all(GenerationError("the model was unloaded"))
+
+    def _fail_all(self, error: BaseException) -> None:
+        for request in [*self.waiting, *(r for batch in self.batches for r in batch.requests)]:
+            request.fail(error)
+        self.waiting, self.batches = [], []
+
+    def _admit(self, block: bool) -> None:
+        if block:
+            try:
+                first = self.inbox.get(timeout=0.5)
+            except queue.Empty:
+                return
+            if first is not None:
+                self.waiting.append(first)
+        self.waiting.extend(self._drain_inbox())
+
+    def _drain_inbox(self) -> list[_Request]:
+        arrived = []
+        while True:
+            try:
+                request = self.inbox.get_nowait()
+            except queue.Empty:
+                return arrived
+            if request is not None:
+                arrived.append(request)
+
+    def _drop_cancelled(self) -> None:
+        for request in [r for r in self.waiting if r.cancel.is_set()]:
+            self.waiting.remove(request)
+            request.finish()
+        for batch in self.batches:
+            staying = []
+            for row, request in enumerate(batch.requests):
+                if request.cancel.is_set():
+                    request.finish()
+                else:
+                    staying.append(row)
+            batch.keep(staying)
+
+    def _prefill(self) -> None:
+        """Spend up to `prefill_chunk` prompt tokens on the oldest waiting requests."""
+        budget = self.prefill_chunk
+        for request in list(self.waiting):
+            if budget <= 0 or self.rows >= self.max_rows:
+                return
+            try:
+                budget -= self._prefill_chunk(request, budget)
+            except Exception as exc:  # noqa: BLE001 - this prompt fails alone
+                if request in self.waiting:
+                    self.waiting.remove(request)
+                request.fail(exc)
+
+    def _prefill_chunk(self, request: _Request, budget: int) -> int:
+        """Feed the next part of a prompt; once it is all in, pick the first token and seat the row."""
+        chunk = request.prompt[request.prefilled:request.prefilled + budget]
+        device = self.model.device
+        output = self.model(input_ids=torch.tensor([chunk], device=device), past_key_values=request.cache,
+                            position_ids=torch.arange(request.prefilled, request.prefilled + len(chunk), device=device).unsqueeze(0),
+                            use_cache=True, logits_to_keep=1)
+        request.cache = output.past_key_values
+        request.prefilled += len(chunk)
+        if request.prefilled < len(request.prompt):
+            return len(chunk)
+        [choice] = choose_next_tokens(output.logits[:, -1, :], [request.row])
+        if isinstance(choice, Exception):
+            raise choice
+        self.waiting.remove(request)
+        if request.accept(choice, self.stop_ids):
+            request.finish()
+        elif self.mergeable and self.batches:
+            self.batches[0].join(request)
+        else:
+            self.batches.append(_KVBatch(self.model.device))
+            self.batches[-1].join(request)
+        return len(chunk)
+
+    def _decode_step(self, batch: _KVBatch) -> None:
+        self.widest_batch = max(self.widest_batch, len(batch))
+        try:
+            logits = batch.step(self.model)
+        except Exception as exc:  # noqa: BLE001 - a shared step cannot be blamed on one row
+            log.exception("batched decoding step failed; failing its %d requests", len(batch))
+            for request in batch.requests:
+                request.fail(exc)
+            batch.keep([])
+            return
+        staying = []
+        for row, (request, choice) in enumerate(zip(batch.requests, choose_next_tokens(logits, [r.row for r in batch.requests]))):
+            if isinstance(choice, Exception):
+                request.fail(choice)
+            elif request.accept(choice, self.stop_ids):
+                request.finish()
+            else:
+                staying.append(row)
+        batch.keep(staying)

@@ -1,0 +1,59 @@
+"""More volunteers than generation slots: the extra ones wait in Gradio's queue and see their place.
+
+A real server whose one slot is held by a battle that cannot finish (two
+scripted models that hang until the stall timeout); a second volunteer in
+Chromium asks meanwhile and must be shown where they stand, then be served
+once the slot frees.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from gradio_client import Client
+
+pytestmark = pytest.mark.browser
+
+ONE_SLOT = """
+    settings:
+      sampling: uniform
+      max_concurrent_battles: 1
+      generation_timeout_s: 12
+      limits: {battles_per_hour: 1000}
+    models:
+      - {name: slow-one, backend: scripted, script: hang}
+      - {name: slow-two, backend: scripted, script: hang}
+"""
+
+
+def test_a_waiting_volunteer_sees_their_place_then_gets_served(start_arena, browser_page):
+    arena = start_arena(ONE_SLOT)
+    holder = Client(arena.url, verbose=False)
+    holding = holder.submit("Take the only slot.", api_name="/battle_ask")
+    deadline = time.monotonic() + 30
+    while not holding.outputs() and time.monotonic() < deadline:  # its first update: the battle holds the slot
+        time.sleep(0.1)
+    assert holding.outputs() and not holding.done(), "the first battle never started"
+
+    page = browser_page
+    page.goto(arena.url)
+    prompt = page.locator("#battle-prompt textarea")
+    prompt.wait_for()
+    prompt.fill("Am I in a queue?")
+    prompt.press("Enter")
+    battle_tab = page.locator("#battle-tab")
+    page.wait_for_function(
+        "() => /queue:\\s*\\d+\\s*\\/\\s*\\d+/.test(document.querySelector('#battle-tab').innerText)", timeout=20_000)
+    place = re.search(r"queue:\s*(\d+)\s*/\s*(\d+)", battle_tab.inner_text())
+    assert place and int(place.group(1)) == 1 and int(place.group(2)) >= 1
+    assert not holding.done()  # the place was shown while the slot was still held
+
+    holding.result(timeout=60)  # the holder's battle ends (failed by the stall timeout) and frees the slot
+    # Served: the queue notice goes away and the battle runs (these models hang too, so it ends with the timeout).
+    page.wait_for_function(
+        "() => !/queue:\\s*\\d+/.test(document.querySelector('#battle-tab').innerText)", timeout=30_000)
+    page.wait_for_function(
+        "() => /could not answer/.test(document.querySelector('#battle-status').innerText)", timeout=40_000)
+    holder.close()
