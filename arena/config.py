@@ -97,6 +97,7 @@ class ArenaSettings:
     limits: Limits = field(default_factory=Limits)
     count_named_votes: bool = False
     max_concurrent_battles: int = 4
+    leaderboard_interval_s: float = 5.0  # at most one recomputation (fit, bootstrap, plots) per interval
 
 
 @dataclass(frozen=True)
@@ -237,7 +238,7 @@ def _parse_settings(raw: Any, problems: _Problems) -> ArenaSettings:
     if not isinstance(raw, dict):
         problems.add(entry, "-", "must be a mapping")
         return ArenaSettings()
-    problems.unknown_keys(entry, raw, {"title", "sampling", "generation_timeout_s", "on_load_failure", "limits", "count_named_votes", "max_concurrent_battles"})
+    problems.unknown_keys(entry, raw, {"title", "sampling", "generation_timeout_s", "on_load_failure", "limits", "count_named_votes", "max_concurrent_battles", "leaderboard_interval_s"})
     defaults = ArenaSettings()
     raw_limits = raw.get("limits") or {}
     limits = Limits()
@@ -258,6 +259,7 @@ def _parse_settings(raw: Any, problems: _Problems) -> ArenaSettings:
         limits=limits,
         count_named_votes=_take(raw, "count_named_votes", entry, problems, _is_bool, defaults.count_named_votes),
         max_concurrent_battles=_take(raw, "max_concurrent_battles", entry, problems, _number(1, 1024, integer=True), defaults.max_concurrent_battles),
+        leaderboard_interval_s=float(_take(raw, "leaderboard_interval_s", entry, problems, _number(0, 86400), defaults.leaderboard_interval_s)),
     )
 
 

@@ -59,6 +59,14 @@ class VoteReceipt:
         return text + " Type a prompt to start a new round."
 
 
+@dataclass(frozen=True)
+class _CachedBoard:
+    board: ratings.Leaderboard
+    votes: int  # the vote count it was computed from
+    bootstrap_rounds: int
+    computed: float  # time.monotonic()
+
+
 class ArenaService:
     def __init__(self, config: ArenaConfig, roster: Roster, store: ArenaStore, *, seed: int | None = None):
         self.config = config
@@ -71,7 +79,7 @@ class ArenaService:
         self.sampler = None
         self.sampler_lock = threading.Lock()
         self.identity_terms = sorted({t for m in config.models for t in m.identity_terms})
-        self._leaderboard_cache: tuple[int, ratings.Leaderboard] | None = None
+        self._leaderboard_cache: _CachedBoard | None = None
         self._leaderboard_lock = threading.Lock()
 
     # --- status -----------------------------------------------------------
@@ -224,15 +232,23 @@ class ArenaService:
     # --- leaderboard ------------------------------------------------------
 
     def leaderboard(self, bootstrap_rounds: int = 200) -> ratings.Leaderboard:
-        """The current ranking, recomputed only when votes were added since the last call."""
+        """The current ranking, recomputed when votes were added, at most once per `leaderboard_interval_s`.
+
+        Every page load and every vote asks for it; without the interval a
+        crowd voting at once would spend the CPU refitting and re-plotting
+        instead of generating. A board is never older than the interval.
+        """
         with self._leaderboard_lock:
             votes = self.store.counts()["votes"]
-            if self._leaderboard_cache and self._leaderboard_cache[0] == votes:
-                return self._leaderboard_cache[1]
+            cached = self._leaderboard_cache
+            if cached and cached.bootstrap_rounds == bootstrap_rounds and (
+                    cached.votes == votes
+                    or time.monotonic() - cached.computed < self.config.settings.leaderboard_interval_s):
+                return cached.board
             board = ratings.compute_leaderboard(
                 self.store.vote_records(), bootstrap_rounds=bootstrap_rounds, seed=0,
                 include_named=self.config.settings.count_named_votes,
             )
-            self._leaderboard_cache = (votes, board)
+            self._leaderboard_cache = _CachedBoard(board, votes, bootstrap_rounds, time.monotonic())
             return board
 

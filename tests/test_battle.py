@@ -7,6 +7,7 @@ by chance (crash, hang, empty answer); the rules under test are the real ones.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 import pytest
@@ -267,3 +268,17 @@ def test_a_volunteer_leaving_mid_answer_stops_generation_and_ends_the_battle(mak
     assert not [t.name for t in threading.enumerate() if t.name.startswith("duel-")]
     stored = service.store.battle(first.battle_id)
     assert stored["status"] == "failed" and "interrupted" in stored["failure"]
+
+
+def test_leaderboard_is_recomputed_at_most_once_per_interval(make_service):
+    service = make_service(SCRIPTED_MODELS.replace("generation_timeout_s: 2\n", "generation_timeout_s: 2\n      leaderboard_interval_s: 1\n"))
+    assert service.config.settings.leaderboard_interval_s == 1
+    empty = service.leaderboard(bootstrap_rounds=0)
+    view = finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS))
+    service.vote(view.battle_id, CLIENT, "model_a")
+    assert service.leaderboard(bootstrap_rounds=0) is empty  # within the interval: the board from before
+    time.sleep(1.1)
+    fresh = service.leaderboard(bootstrap_rounds=0)
+    assert fresh.votes_used == 1
+    time.sleep(1.1)
+    assert service.leaderboard(bootstrap_rounds=0) is fresh  # no new votes: nothing to recompute

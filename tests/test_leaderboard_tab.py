@@ -8,11 +8,12 @@ import sys
 import pytest
 from gradio_client import Client
 
+from arena.battle import Mode
 from tests.conftest import ROOT, SHARED_DATA
 
 ARENA_2023 = SHARED_DATA / "chatbot_arena_2023_battles.jsonl"
 MODELS = """
-    settings: {sampling: uniform}
+    settings: {sampling: uniform, leaderboard_interval_s: 0}
     models:
       - {name: lark-model, backend: scripted, script: "reply: One answer."}
       - {name: wren-model, backend: scripted, script: "reply: Another answer."}
@@ -43,3 +44,24 @@ def test_leaderboard_shows_imported_votes_and_moves_after_a_vote(start_arena, tm
     assert len(after) == 22
     rows = {row[1]: row for row in after}
     assert rows["lark-model"][5] == 1 and rows["wren-model"][5] == 1  # one vote each
+
+
+def test_plots_are_drawn_once_per_leaderboard_not_per_visitor(make_service):
+    import gradio as gr
+    from gradio.components.plot import PlotData
+
+    from arena.ui.leaderboard_tab import LeaderboardTab
+
+    service = make_service(MODELS)
+    tab = LeaderboardTab(service)
+    with gr.Blocks():
+        tab.build()
+    first = tab.refresh()
+    assert isinstance(first[1], PlotData) and first[1].type == "matplotlib"
+    assert tab.refresh() is first  # a second visitor gets the same encoded plots
+    view = None
+    for view in service.ask(None, "Hello", "10.0.0.9", Mode.ANONYMOUS):
+        pass
+    service.vote(view.battle_id, "10.0.0.9", "model_a")
+    after = tab.refresh()
+    assert after is not first and "**1 anonymous votes**" in after[0]
