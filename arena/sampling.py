@@ -30,6 +30,30 @@ _STARTUP_TOLERANCE = 1e-6
 _MAX_STARTUP_SWEEPS = 2000
 
 
+# Warm-up: a model is placed once its strength variance is within this factor
+# of the median model's; below that its boost grows over this many halvings of
+# its information (so a model with 1/16 of the typical information gets all of it).
+_PLACED_VARIANCE_RATIO = 2.0
+_WARM_UP_DOUBLINGS = 3.0
+
+
+def _cap_model_shares(probabilities: np.ndarray, rows: np.ndarray, cols: np.ndarray, cap: float) -> np.ndarray:
+    """Blend with the uniform pairing just enough that no model is in more than ``cap`` of the draws.
+
+    A model's share is linear in the blend, so the least blend that brings
+    every model under the cap has a closed form. Blending (rather than cutting
+    one model's pairs) keeps the order of preference among all pairs.
+    """
+    count = int(max(rows.max(), cols.max())) + 1
+    fair = 2.0 / count
+    share = np.bincount(rows, probabilities, count) + np.bincount(cols, probabilities, count)
+    over = share > cap
+    if cap < fair or not over.any():
+        return probabilities
+    blend = float(((share[over] - cap) / (share[over] - fair)).max())
+    return (1.0 - blend) * probabilities + blend / len(probabilities)
+
+
 def _sample_index(rng: np.random.Generator, weights: np.ndarray) -> int:
     """Index drawn with probability proportional to ``weights`` (>= 0)."""
     cumulative = np.cumsum(weights)
@@ -146,18 +170,25 @@ class ActiveSampler(PairSampler):
 
     Keeps the aggregated results and Bradley-Terry strengths (natural-log
     scale), refined by a couple of warm-started MM sweeps per vote rather than
-    refitted from scratch. A pair scores high when one more vote is
-    informative (the two look close, so the outcome is not a foregone
-    conclusion) and when its models can still be confused with many others
-    given their uncertainty. Pairs are drawn in proportion to the sharpened
-    score, mixed with a uniform share, so every pair keeps at least
-    ``floor_share / n_pairs`` probability: nothing starves and no voter can
-    predict the pairing.
+    refitted from scratch, and their Laplace covariance. A pair of models is
+    *confusable* while its estimated gap is within a few posterior standard
+    deviations; a candidate battle scores by how much one vote would shrink
+    the gap variances of all confusable pairs (relative to their size),
+    counting indirect evidence: A-vs-C also informs A-vs-B when B and C are
+    close. That is what the ranking needs: comparing two neighbours directly
+    is often not the cheapest way to order them.
+
+    Pairs are drawn in proportion to the sharpened score, mixed with a uniform
+    share, so every pair keeps at least ``floor_share / n_pairs`` probability:
+    nothing starves and no voter can predict the pairing. No model takes more
+    than ``max_model_share`` of the draws before that floor is added.
 
     A virtual opponent of average strength, met ``prior_games`` times with one
     split result, keeps strengths finite for unbeaten or unplayed models and
-    gives a new model a wide uncertainty; that makes it confusable with
-    everyone, which is what earns it warm-up traffic until it is placed.
+    gives a new model a wide uncertainty. A model whose variance is far above
+    the typical one gets an explicit warm-up share (up to ``warm_up_share``)
+    against opponents across the ladder, tapering to nothing once its
+    variance is within twice the median model's.
     """
 
     def __init__(
@@ -166,13 +197,22 @@ class ActiveSampler(PairSampler):
         history: Iterable[Mapping] = (),
         *,
         floor_share: float = 0.1,
-        sharpness: float = 3.0,
+        sharpness: float = 4.0,
         prior_games: float = 1.0,
         sweeps_per_vote: int = 2,
+        warm_up_share: float = 0.3,
+        max_model_share: float | None = None,
     ):
         super().__init__(models)
         if not 0.0 < floor_share <= 1.0:
             raise ValueError(f"floor_share must be in (0, 1], got {floor_share}")
+        if not 0.0 <= warm_up_share < 1.0:
+            raise ValueError(f"warm_up_share must be in [0, 1), got {warm_up_share}")
+        # Every draw involves two models, so with n models someone has at least
+        # 2/n of the draws: the cap can never be below that.
+        default_cap = max(1.0 / 3.0, min(1.0, 4.0 / len(self.models)))
+        self._max_model_share = max(max_model_share or default_cap, 2.0 / len(self.models))
+        self._warm_up_share = warm_up_share
         self._floor_share = floor_share
         self._sharpness = sharpness
         self._prior_games = prior_games
@@ -212,37 +252,69 @@ class ActiveSampler(PairSampler):
             if self._refine_strengths(50) < _STARTUP_TOLERANCE:
                 break
 
-    def _pair_scores(self) -> np.ndarray:
-        rows, cols = self._pair_rows, self._pair_cols
+    def _covariance(self) -> tuple[np.ndarray, np.ndarray]:
+        """Laplace covariance of the strengths (the prior game included) and each pair's vote information."""
+        count = len(self.models)
         gap = self._strength[:, None] - self._strength[None, :]
         win_probability = 1.0 / (1.0 + np.exp(-gap))
-        variance = self._strength_variance(win_probability)
-        gap_variance = variance[:, None] + variance[None, :]
-        confusable = np.exp(-0.5 * gap**2 / gap_variance)
-        np.fill_diagonal(confusable, 0.0)
-        confusion = confusable.sum(axis=1)  # roughly: how many models each could swap places with
-        informativeness = win_probability[rows, cols] * (1.0 - win_probability[rows, cols])
-        return informativeness * (confusion[rows] + confusion[cols])
-
-    def _strength_variance(self, win_probability: np.ndarray) -> np.ndarray:
-        """Inverse Fisher information of each strength, the prior game included."""
-        information = (self._games * win_probability * (1.0 - win_probability)).sum(axis=1)
+        information = win_probability * (1.0 - win_probability)
+        precision = -self._games * information
+        np.fill_diagonal(precision, 0.0)
         versus_prior = 1.0 / (1.0 + np.exp(-self._strength))
-        information += self._prior_games * versus_prior * (1.0 - versus_prior)
-        return 1.0 / information
+        diagonal = -precision.sum(axis=1) + self._prior_games * versus_prior * (1.0 - versus_prior)
+        precision[np.diag_indices(count)] = diagonal
+        return np.linalg.inv(precision), information
+
+    def _pair_scores(self, covariance: np.ndarray, information: np.ndarray) -> np.ndarray:
+        rows, cols = self._pair_rows, self._pair_cols
+        variance = np.diag(covariance)
+        gap_variance = variance[:, None] + variance[None, :] - 2.0 * covariance
+        np.fill_diagonal(gap_variance, 1.0)
+        gap = self._strength[:, None] - self._strength[None, :]
+        standardised = gap**2 / gap_variance
+        # weight of each pair in the objective: confusable pairs count, in relative terms
+        weight = np.exp(-0.5 * standardised) / gap_variance
+        np.fill_diagonal(weight, 0.0)
+        laplacian = np.diag(weight.sum(axis=1)) - weight
+        spread = covariance @ laplacian @ covariance
+        # one vote on (a, b) shrinks the covariance by w S d d'S / (1 + w d'S d), d = e_a - e_b;
+        # the weighted sum of the gap variances then falls by w / (1 + w q) * d' S L S d
+        through = np.diag(spread)
+        reduction = through[rows] + through[cols] - 2.0 * spread[rows, cols]
+        vote_information = information[rows, cols]
+        return vote_information / (1.0 + vote_information * gap_variance[rows, cols]) * reduction
 
     def _refresh_probabilities(self) -> None:
-        scores = self._pair_scores()
+        covariance, information = self._covariance()
+        scores = self._pair_scores(covariance, information)
         pairs = len(scores)
         top = scores.max()
-        if not (np.isfinite(top) and top > 0):
-            self._probabilities = np.full(pairs, 1.0 / pairs)
-            return
-        preference = (scores / top) ** self._sharpness
-        self._probabilities = (
-            self._floor_share / pairs
-            + (1.0 - self._floor_share) * preference / preference.sum()
-        )
+        if np.isfinite(top) and top > 0:
+            preference = (scores / top) ** self._sharpness
+            preference /= preference.sum()
+        else:
+            preference = np.full(pairs, 1.0 / pairs)
+        preference = self._with_warm_up(preference, np.diag(covariance))
+        preference = _cap_model_shares(preference, self._pair_rows, self._pair_cols, self._max_model_share)
+        self._probabilities = self._floor_share / pairs + (1.0 - self._floor_share) * preference
+
+    def _with_warm_up(self, preference: np.ndarray, variance: np.ndarray) -> np.ndarray:
+        """Send up to ``warm_up_share`` of the draws to unplaced models, against opponents across the ladder.
+
+        A model counts as placed once its strength variance is within
+        ``_PLACED_VARIANCE_RATIO`` of the median model's; its need then rises
+        with each further halving of its information, reaching 1 after
+        ``_WARM_UP_DOUBLINGS`` of them. Tied to the variance, not to a vote
+        count, so a model that loses nearly every battle (little information
+        per vote) keeps its boost longer than one in a close race.
+        """
+        excess = np.log2(variance / (_PLACED_VARIANCE_RATIO * np.median(variance)))
+        need = np.clip(excess / _WARM_UP_DOUBLINGS, 0.0, 1.0)
+        boost = self._warm_up_share * float(need.max())
+        if boost <= 0.0:
+            return preference
+        placement = need[self._pair_rows] + need[self._pair_cols]
+        return (1.0 - boost) * preference + boost * placement / placement.sum()
 
     def _draw_indices(self, rng):
         pair = _sample_index(rng, self._probabilities)

@@ -153,19 +153,50 @@ def share_with(sampler, name, draws=6000, seed=0):
     return sum(name in sampler.draw(rng) for _ in range(draws)) / draws
 
 
-def test_active_gives_a_new_model_warm_up_traffic_until_it_has_votes():
-    established = [f"old-{i}" for i in range(8)]
-    history = decided_history(established, np.linspace(-1.5, 1.5, 8), 300)
-    sampler = make_sampler("active", established + ["new"], history=history)
-    fair_share = 2 / 9  # what uniform would give it
-    before = share_with(sampler, "new")
-    assert before > 2.5 * fair_share
+def play(sampler, truth, own_votes, name, seed=5):
+    """Let the sampler pick battles, answered by Bradley-Terry on `truth`, until `name` has `own_votes` of them."""
+    rng = np.random.default_rng(seed)
+    played = 0
+    while played < own_votes:
+        a, b = sampler.draw(rng)
+        p_a = 1.0 / (1.0 + np.exp(truth[b] - truth[a]))
+        sampler.observe(a, b, "model_a" if rng.random() < p_a else "model_b")
+        played += name in (a, b)
 
-    rng = np.random.default_rng(5)
-    for _ in range(2000):  # the newcomer plays, and turns out average
-        opponent = established[rng.integers(8)]
-        sampler.observe("new", opponent, "model_a" if rng.random() < 0.5 else "model_b")
-    assert share_with(sampler, "new") < before - 0.15
+
+def model_shares(sampler):
+    shares = dict.fromkeys(sampler.models, 0.0)
+    for (a, b), p in sampler.pair_probabilities().items():
+        shares[a] += p
+        shares[b] += p
+    return shares
+
+
+def test_active_new_model_gets_a_capped_boost_that_tapers_once_placed():
+    established = [f"old-{i}" for i in range(8)]
+    ladder = np.linspace(-1.5, 1.5, 8)
+    sampler = make_sampler("active", established + ["new"], history=decided_history(established, ladder, 300))
+    fair_share = 2 / 9  # what uniform would give it
+    cap = 4 / 9  # the default cap for 9 models
+    start = share_with(sampler, "new")
+    assert 1.5 * fair_share < start <= cap + 0.02  # boosted, yet most battles still go to the others
+    assert model_shares(sampler)["new"] <= cap
+
+    # the newcomer is clearly the best: once its votes show it, it deserves no special traffic
+    truth = dict(zip(established, ladder)) | {"new": 3.0}
+    play(sampler, truth, 300, "new")
+    assert share_with(sampler, "new") < 1.2 * fair_share
+
+
+@pytest.mark.parametrize("count", [4, 9, 20, 40])
+def test_active_caps_any_model_share(count):
+    # one model never played, the rest settled: the uncertain one would take nearly every draw uncapped
+    names = [f"m{i}" for i in range(count)]
+    history = decided_history(names[1:], np.linspace(-2.0, 2.0, count - 1), 60)
+    sampler = make_sampler("active", names, history=history)
+    cap = max(1 / 3, min(1.0, 4 / count))
+    assert max(model_shares(sampler).values()) <= cap + 1e-9
+    assert model_shares(sampler)["m0"] > 1.5 * 2 / count
 
 
 def test_active_prefers_close_pairs_over_decided_ones():
