@@ -43,8 +43,14 @@ class DuelFrame:
 
 _FINISHED = object()
 
+# Five updates a second reads as smooth streaming. Every update is rendered and
+# sent by the web server while holding the GIL the decoder also needs: at 20 a
+# second, 8 battles spent more time streaming than decoding (10 battles/min
+# against 36 at this setting, benchmarks/load.py).
+FRAME_INTERVAL_S = 0.2
 
-def run_duel(streams: dict[str, StreamFactory], *, stall_timeout_s: float, frame_interval_s: float = 0.05) -> Iterator[DuelFrame]:
+
+def run_duel(streams: dict[str, StreamFactory], *, stall_timeout_s: float, frame_interval_s: float = FRAME_INTERVAL_S) -> Iterator[DuelFrame]:
     """Yield snapshots of all sides until every side is done or has failed.
 
     When one side fails the others are cancelled: the battle cannot be
