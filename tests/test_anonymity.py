@@ -81,8 +81,21 @@ def test_votes_sent_without_the_page_follow_the_rules(start_arena):
     first = json.dumps(voter.predict(api_name="/battle_vote_b"))
     replay = json.dumps(voter.predict(api_name="/battle_vote_a"))
     assert "your vote is recorded" in first and "already voted" in replay
+    # The page's own path: votes skip the queue, so a vote is one plain POST. Same rules there.
+    ids = {d["api_name"]: d["id"] for d in httpx.get(f"{arena.url}/config").json()["dependencies"]}
+
+    def posted_vote(session_hash: str, outcome: str) -> str:
+        return httpx.post(f"{arena.url}/gradio_api/run/predict", json={
+            "fn_index": ids[f"battle_vote_{outcome}"], "data": [None], "session_hash": session_hash}).text
+
+    assert "already voted" in posted_vote(voter.session_hash, "tie")
+    assert "not yours" in posted_vote("a-session-hash-made-up-by-the-attacker", "a")
+    second = Client(arena.url, verbose=False)
+    second.submit("Hello again", api_name="/battle_ask").result()
+    assert "your vote is recorded" in posted_vote(second.session_hash, "a")
+    assert "already voted" in posted_vote(second.session_hash, "b")
     import sqlite3
 
     with sqlite3.connect(arena.db) as db:
-        assert db.execute("select winner from votes").fetchall() == [("model_b",)]
+        assert db.execute("select winner from votes order by created").fetchall() == [("model_b",), ("model_a",)]
 

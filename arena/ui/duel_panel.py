@@ -69,10 +69,12 @@ class DuelPanel:
                                      api_visibility="undocumented", concurrency_id="generation",
                                      concurrency_limit=self.generation_slots)
         for (outcome, _, short), button in zip(VOTES, self.vote_buttons):
+            # A vote is a quick write: it skips the queue that generations wait in (one plain request, no stream).
             event = button.click(self._voter(outcome), [self.battle_id], self._outputs,
-                                 api_name=f"{self.key}_vote_{short}", api_visibility="undocumented")
+                                 api_name=f"{self.key}_vote_{short}", api_visibility="undocumented", queue=False)
             self.vote_events.append(event)
-        self.new_round.click(self._clear, None, self._outputs, api_name=f"{self.key}_new_round", api_visibility="undocumented")
+        self.new_round.click(self._clear, None, self._outputs, api_name=f"{self.key}_new_round", api_visibility="undocumented",
+                             queue=False)
         for picker in self.pickers:  # another pair means another battle
             picker.change(self._clear, None, self._outputs, api_visibility="private")
 
