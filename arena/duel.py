@@ -43,14 +43,21 @@ class DuelFrame:
 
 _FINISHED = object()
 
-# Five updates a second reads as smooth streaming. Every update is rendered and
-# sent by the web server while holding the GIL the decoder also needs: at 20 a
-# second, 8 battles spent more time streaming than decoding (10 battles/min
-# against 36 at this setting, benchmarks/load.py).
-FRAME_INTERVAL_S = 0.2
+# Updates the server sends a second, shared by all the battles generating at once.
+# Each update is rendered and sent while holding the GIL the decoder also needs:
+# at 20 a second per battle, 8 battles ran at 10 battles/min, against 30 at 5
+# a second (benchmarks/load.py).
+UPDATES_PER_SECOND = 20
+FRAME_INTERVAL_BOUNDS_S = (0.1, 0.5)
 
 
-def run_duel(streams: dict[str, StreamFactory], *, stall_timeout_s: float, frame_interval_s: float = FRAME_INTERVAL_S) -> Iterator[DuelFrame]:
+def frame_interval(battles_generating: int) -> float:
+    """Seconds between one battle's updates: smooth when few battles run, cheap when many do."""
+    low, high = FRAME_INTERVAL_BOUNDS_S
+    return min(high, max(low, battles_generating / UPDATES_PER_SECOND))
+
+
+def run_duel(streams: dict[str, StreamFactory], *, stall_timeout_s: float, frame_interval_s: float = FRAME_INTERVAL_BOUNDS_S[0]) -> Iterator[DuelFrame]:
     """Yield snapshots of all sides until every side is done or has failed.
 
     When one side fails the others are cancelled: the battle cannot be

@@ -18,7 +18,7 @@ import numpy as np
 from arena import ratings
 from arena.battle import SIDES, Battle, BattleBook, Mode, RateLimiter, RuleViolation, Status, identity_leak
 from arena.config import ArenaConfig
-from arena.duel import DuelFrame, run_duel
+from arena.duel import DuelFrame, frame_interval, run_duel
 from arena.roster import Roster
 from arena.sampling import make_sampler
 from arena.storage import ArenaStore, DuplicateVote
@@ -80,9 +80,15 @@ class ArenaService:
         self.sampler_lock = threading.Lock()
         self.identity_terms = sorted({t for m in config.models for t in m.identity_terms})
         self._leaderboard_cache: _CachedBoard | None = None
+        self._generating = 0  # battles generating right now: sets how often each one updates the page
+        self._generating_lock = threading.Lock()
         self._leaderboard_lock = threading.Lock()
 
     # --- status -----------------------------------------------------------
+
+    @property
+    def battles_generating(self) -> int:
+        return self._generating
 
     @property
     def ready(self) -> bool:
@@ -152,13 +158,19 @@ class ArenaService:
         }
         exchange = battle.exchanges[-1]
         frame = DuelFrame()
+        with self._generating_lock:
+            self._generating += 1
+            interval = frame_interval(self._generating)
         try:
-            for frame in run_duel(streams, stall_timeout_s=self.config.settings.generation_timeout_s):
+            for frame in run_duel(streams, stall_timeout_s=self.config.settings.generation_timeout_s,
+                                  frame_interval_s=interval):
                 for side in SIDES:
                     exchange.answers[side] = frame.sides[side].text
                 yield self._view(battle, generating=not frame.done)
         finally:
             # Runs even when the volunteer goes away mid-stream (the generator is closed).
+            with self._generating_lock:
+                self._generating -= 1
             self._finish_turn(battle, frame)
         yield self._view(battle)
 

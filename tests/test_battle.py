@@ -282,3 +282,19 @@ def test_leaderboard_is_recomputed_at_most_once_per_interval(make_service):
     assert fresh.votes_used == 1
     time.sleep(1.1)
     assert service.leaderboard(bootstrap_rounds=0) is fresh  # no new votes: nothing to recompute
+
+
+def test_battles_generating_is_counted_however_a_battle_ends(make_service):
+    """The count sets how often each battle updates the page; a leak would slow every later battle's updates."""
+    service = make_service()
+    finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS))
+    assert service.battles_generating == 0
+    abandoned = service.ask(None, "Hello there", "10.0.0.2", Mode.ANONYMOUS)
+    next(abandoned)
+    next(abandoned)
+    assert service.battles_generating == 1
+    abandoned.close()  # the volunteer closed the page mid-answer
+    assert service.battles_generating == 0
+    failing = make_service(FAILING.format(script="error"))
+    finish(failing.ask(None, "Hello", CLIENT, Mode.ANONYMOUS))
+    assert failing.battles_generating == 0
