@@ -64,4 +64,4 @@ def test_plots_are_drawn_once_per_leaderboard_not_per_visitor(make_service):
         pass
     service.vote(view.battle_id, "10.0.0.9", "model_a")
     after = tab.refresh()
-    assert after is not first and "**1 anonymous votes**" in after[0]
+    assert after is not first and "**1 anonymous vote**" in after[0]

@@ -52,7 +52,7 @@ class LeaderboardTab:
             for r in board.rows
         ]
         summary = (
-            f"**{board.votes_used:,} anonymous votes** on {len(board.rows)} models. Bradley–Terry ratings (Elo scale) "
+            f"**{board.votes_used:,} anonymous vote{'' if board.votes_used == 1 else 's'}** on {len(board.rows)} models. Bradley–Terry ratings (Elo scale) "
             f"with 95% bootstrap intervals ({board.bootstrap_rounds} rounds); models whose intervals overlap share a rank. "
             "Votes from side-by-side mode and votes on answers that revealed a model's name are not counted."
         )
