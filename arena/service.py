@@ -248,10 +248,11 @@ class ArenaService:
 
         Every page load and every vote asks for it; without the interval a
         crowd voting at once would spend the CPU refitting and re-plotting
-        instead of generating. A board is never older than the interval.
+        instead of generating. A board misses at most the votes of the last
+        interval.
         """
         with self._leaderboard_lock:
-            votes = self.store.counts()["votes"]
+            votes = self.store.counts(("votes",))["votes"]
             cached = self._leaderboard_cache
             if cached and cached.bootstrap_rounds == bootstrap_rounds and (
                     cached.votes == votes

@@ -227,6 +227,7 @@ class ArenaStore:
             added = self.db["votes"].count - before
         return ImportSummary(added=added, already_present=len(records) - added, new_models=new_models)
 
-    def counts(self) -> dict[str, int]:
+    def counts(self, tables: tuple[str, ...] = ("models", "battles", "messages", "votes")) -> dict[str, int]:
+        """Rows per table; ask only for the tables needed (counting `messages` scans a large table)."""
         with self.lock:
-            return {table: self.db[table].count for table in ("models", "battles", "messages", "votes")}
+            return {table: self.db[table].count for table in tables}
