@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 import httpx
-import pytest
 from gradio_client import Client
 
 # Distinctive names so a leak cannot hide behind a common word; answers never contain them.
