@@ -40,7 +40,8 @@ class TransformersBackend(Backend):
         from arena.backends.batching import BatchedDecoder
 
         source, options = self.entry.source, {}
-        cached = self._cached_conversion(report)
+        cache_path = self._cache_path()  # hashes the GGUF: once per start
+        cached = cache_path if cache_path is not None and _holds_conversion(cache_path) else None
         if cached is not None:
             source = str(cached)
             report(f"loading cached conversion {cached}")
@@ -56,8 +57,8 @@ class TransformersBackend(Backend):
         self.model.eval()
         if self.tokenizer.chat_template is None:
             raise GenerationError(f"{source} has no chat template; use an instruct/chat model")
-        if cached is None and self.entry.gguf_file and self.cache_dir is not None:
-            self._write_conversion(report)
+        if cached is None and cache_path is not None:
+            self._write_conversion(cache_path, report)
         self.decoder = BatchedDecoder(self.model, _stop_ids(self.model, self.tokenizer))
 
     def stream(self, messages: list[Message], settings: GenerationSettings, cancel: threading.Event) -> Iterator[Delta]:
@@ -90,17 +91,8 @@ class TransformersBackend(Backend):
                 digest.update(block)
         return self.cache_dir / f"{gguf.stem}-{digest.hexdigest()[:16]}-{self.entry.dtype}"
 
-    def _cached_conversion(self, report: ProgressReport) -> Path | None:
-        path = self._cache_path()
-        if path is not None and (path / "config.json").is_file() and (path / "model.safetensors").is_file():
-            return path
-        return None
-
-    def _write_conversion(self, report: ProgressReport) -> None:
+    def _write_conversion(self, path: Path, report: ProgressReport) -> None:
         """Save the dequantised weights so the next start skips the GGUF conversion."""
-        path = self._cache_path()
-        if path is None:
-            return
         partial = path.with_name(path.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         model = self.model
@@ -122,6 +114,10 @@ class TransformersBackend(Backend):
             model.hf_quantizer = quantizer
             if quantization is not None:
                 model.config.quantization_config = quantization
+
+
+def _holds_conversion(path: Path) -> bool:
+    return (path / "config.json").is_file() and (path / "model.safetensors").is_file()
 
 
 def _best_device(torch) -> str:
