@@ -78,7 +78,7 @@ def free_port() -> int:
 class RunningArena:
     """`python -m arena serve` in a child process, as an operator would start it."""
 
-    def __init__(self, config: Path, db: Path, ready_timeout_s: float = 240):
+    def __init__(self, config: Path, db: Path, ready_timeout_s: float = 240, env: dict[str, str] | None = None):
         import subprocess
         import sys
         import threading
@@ -88,7 +88,7 @@ class RunningArena:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.output: list[str] = []
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "arena", "serve", "--config", str(config), "--db", str(db),
              "--port", str(self.port), "--cache-dir", str(MODEL_CACHE)],
@@ -123,8 +123,9 @@ class RunningArena:
 def start_arena(tmp_path):
     arenas = []
 
-    def start(config_text: str, db_name: str = "arena.db") -> RunningArena:
-        arena = RunningArena(write_config(tmp_path, config_text, name=f"models-{len(arenas)}.yaml"), tmp_path / db_name)
+    def start(config_text: str, db_name: str = "arena.db", env: dict[str, str] | None = None) -> RunningArena:
+        config = write_config(tmp_path, config_text, name=f"models-{len(arenas)}.yaml")
+        arena = RunningArena(config, tmp_path / db_name, env=env)
         arenas.append(arena)
         return arena
 
