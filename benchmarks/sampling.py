@@ -1,8 +1,9 @@
 """How many votes each pair-sampling policy needs before the leaderboard is right.
 
 Simulated arenas with known strengths (Elo scale, sd 150): each policy picks
-the pairs, a simulated voter answers by the Bradley-Terry probabilities (ties
-more likely between close models), and the votes are fitted every
+the pairs, a simulated voter answers by the Bradley-Terry probabilities (by
+default calling close pairs a tie more often, at the rates seen in real arena
+votes; see ``--voter``), and the votes are fitted every
 ``--checkpoint`` votes. Every policy meets the same arenas (same strengths,
 same seeds), so ratios between policies are paired. Reported per policy:
 
@@ -27,8 +28,12 @@ Target: at 20 models, ``active`` reaches tau >= 0.9 with at least 30% fewer
 votes than ``uniform`` (ratio of means <= 0.70); the exit status is 1 when it
 misses.
 
+``--references`` adds two yardsticks that know the true strengths
+(``sampling_references.py``): what a sampler could reach if it knew which
+pairs are wrong right now, and with the best fixed mix of pairs.
+
 Run: ``.venv/bin/python benchmarks/sampling.py`` (about 4-5 minutes on 2
-cores), or ``--quick`` for a smoke run.
+cores; about 8 with ``--references``), or ``--quick`` for a smoke run.
 """
 
 from __future__ import annotations
@@ -52,10 +57,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from arena.ratings import PairCounts, bootstrap_ratings, fit_bradley_terry  # noqa: E402
 from arena.sampling import POLICIES, make_sampler  # noqa: E402
+from sampling_references import REFERENCES, make_reference  # noqa: E402
 
 TAU_TARGET = 0.9
 WIDTH_AT_VOTES = 10_000
 REQUIRED_SAVING = 0.30
+
+# Chance that the voter calls a pair a tie, by the Elo gap. The default is
+# fitted to the 2023 Chatbot Arena votes in ../shared/data: binned by the gap
+# between the two models' fitted ratings, ties (both kinds) are 38% of votes
+# within 50 points, 35% at 50-100, 31% at 100-150, 26% at 150-200, 20% at
+# 200-300 and 12% beyond; 0.38 * exp(-(gap / 330)^2) follows those bins
+# within 4 points. ``close-ties`` is the steeper guess used before it.
+VOTERS = {
+    "arena-ties": lambda gap: 0.38 * np.exp(-((np.asarray(gap) / 330.0) ** 2)),
+    "close-ties": lambda gap: 0.3 * np.exp(-((np.asarray(gap) / 200.0) ** 2)),
+    "flat-ties": lambda gap: np.full(np.shape(gap), 0.3),
+    "no-ties": lambda gap: np.zeros(np.shape(gap)),
+}
 
 
 @dataclass(frozen=True)
@@ -83,10 +102,10 @@ def kendall_tau(x: np.ndarray, y: np.ndarray) -> float:
     return float((dx * dy).sum() / denominator) if denominator else 0.0
 
 
-def simulated_winner(rng: np.random.Generator, elo_a: float, elo_b: float) -> str:
-    """A voter who follows Bradley-Terry, calling close pairs a tie more often."""
+def simulated_winner(rng: np.random.Generator, elo_a: float, elo_b: float, voter: str = "arena-ties") -> str:
+    """A voter who follows Bradley-Terry on decisive votes, with ties as ``VOTERS[voter]`` says."""
     gap = elo_a - elo_b
-    tie = 0.3 * np.exp(-((gap / 200.0) ** 2))
+    tie = float(VOTERS[voter](gap))
     a_wins = (1.0 - tie) / (1.0 + 10.0 ** (-gap / 400.0))
     u = rng.random()
     return "tie" if u < tie else "model_a" if u < tie + a_wins else "model_b"
@@ -99,13 +118,20 @@ def interval_width(counts: PairCounts, seed: int, rounds: int) -> float:
     return float((high - low).mean())
 
 
-def simulate(policy: str, scenario: Scenario, seed: int, checkpoint: int, rounds: int, width: bool) -> RunResult:
+def simulate(
+    policy: str, scenario: Scenario, seed: int, checkpoint: int, rounds: int, width: bool, voter: str
+) -> RunResult:
     world = np.random.default_rng(seed)
     strengths = world.normal(1500.0, 150.0, scenario.models)
     names = [f"model-{i:03d}" for i in range(scenario.models)]
     index = {name: i for i, name in enumerate(names)}
     weights = dict(zip(names, world.uniform(0.5, 2.0, scenario.models)))
-    sampler = make_sampler(policy, names, weights=weights)
+    if policy in REFERENCES:
+        pairs = scenario.models * (scenario.models - 1) / 2
+        wrong_pairs_at_target = (1.0 - TAU_TARGET) * pairs / 2  # tau = 1 - 2 * wrong / pairs
+        sampler = make_reference(policy, names, strengths, VOTERS[voter], wrong_pairs_at_target)
+    else:
+        sampler = make_sampler(policy, names, weights=weights)
     pick_rng = np.random.default_rng(seed + 1)
     voter_rng = np.random.default_rng(seed + 2)
     counts = PairCounts(names, np.zeros((scenario.models,) * 2), np.zeros((scenario.models,) * 2))
@@ -118,7 +144,7 @@ def simulate(policy: str, scenario: Scenario, seed: int, checkpoint: int, rounds
         model_a, model_b = sampler.draw(pick_rng)
         drawn = time.perf_counter()
         a, b = index[model_a], index[model_b]
-        winner = simulated_winner(voter_rng, strengths[a], strengths[b])
+        winner = simulated_winner(voter_rng, strengths[a], strengths[b], voter)
         observing = time.perf_counter()
         sampler.observe(model_a, model_b, winner)
         sampler_seconds += drawn - started + time.perf_counter() - observing
@@ -160,7 +186,7 @@ def report(scenario: Scenario, results: dict[str, list[RunResult]]) -> dict[str,
     print(f"\n{scenario.models} models, {scenario.repetitions} arenas, "
           f"cap {scenario.max_votes} votes (a capped run counts as the cap); "
           f"interval width on the first {scenario.width_arenas} arenas")
-    print(f"{'policy':<10}{'votes to tau>=0.9 (mean +- se)':>32}{'vs uniform [95% CI]':>24}"
+    print(f"{'policy':<13}{'votes to tau>=0.9 (mean +- se)':>32}{'vs uniform [95% CI]':>24}"
           f"{'95% CI width @10k':>20}{'draw+observe':>15}")
     votes = {
         policy: np.array([r.votes_to_tau or scenario.max_votes for r in runs], dtype=float)
@@ -178,7 +204,9 @@ def report(scenario: Scenario, results: dict[str, list[RunResult]]) -> dict[str,
         versus = f"{ratio:.2f} [{low:.2f}, {high:.2f}]"
         width = np.nanmean([r.interval_width for r in runs])
         micros = 1e6 * np.mean([r.seconds_per_vote for r in runs])
-        print(f"{policy:<10}{spread + note:>32}{versus:>24}{width:>17.1f} Elo{micros:>12.0f} us")
+        print(f"{policy:<13}{spread + note:>32}{versus:>24}{width:>17.1f} Elo{micros:>12.0f} us")
+    if any(policy in REFERENCES for policy in results):
+        print("(clairvoyant and best-fixed know the true strengths: yardsticks, not policies)")
     return ratios
 
 
@@ -187,6 +215,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="few repetitions: a smoke run, not a verdict")
     parser.add_argument("--checkpoint", type=int, default=250, help="votes between ranking fits")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes running arenas")
+    parser.add_argument("--voter", choices=sorted(VOTERS), default="arena-ties",
+                        help="how the simulated voter ties (default: as in real arena votes, more often between close models)")
+    parser.add_argument("--references", action="store_true",
+                        help="also run the two yardsticks that know the true strengths (20 models only)")
     args = parser.parse_args()
     if args.quick:
         scenarios = [Scenario(20, 8, 12_000, 2), Scenario(100, 1, 12_000, 1)]
@@ -196,14 +228,16 @@ def main() -> int:
         rounds = 100
 
     started = time.perf_counter()
+    print(f"voter: {args.voter}")
     verdict = True
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         for scenario in scenarios:
             results = {}
-            for policy in POLICIES:
+            references = REFERENCES if args.references and scenario.models == 20 else ()
+            for policy in POLICIES + references:
                 jobs = [
                     (policy, scenario, 1000 * rep + scenario.models, args.checkpoint, rounds,
-                     rep < scenario.width_arenas)
+                     rep < scenario.width_arenas, args.voter)
                     for rep in range(scenario.repetitions)
                 ]
                 results[policy] = list(pool.map(_simulate_job, jobs, chunksize=max(1, len(jobs) // (8 * args.workers))))
