@@ -115,6 +115,11 @@ class PairSampler:
     def _draw_indices(self, rng: np.random.Generator) -> tuple[int, int]:
         raise NotImplementedError
 
+    def _pair_from(self, rng: np.random.Generator, probabilities: np.ndarray) -> tuple[int, int]:
+        """A pair drawn from probabilities aligned with ``np.triu_indices(len(models), 1)``."""
+        pair = _sample_index(rng, probabilities)
+        return int(self._pair_rows[pair]), int(self._pair_cols[pair])
+
     def _pair_probability_vector(self) -> np.ndarray:
         """Probabilities aligned with ``np.triu_indices(len(models), 1)``."""
         raise NotImplementedError
@@ -317,8 +322,7 @@ class ActiveSampler(PairSampler):
         return (1.0 - boost) * preference + boost * placement / placement.sum()
 
     def _draw_indices(self, rng):
-        pair = _sample_index(rng, self._probabilities)
-        return int(self._pair_rows[pair]), int(self._pair_cols[pair])
+        return self._pair_from(rng, self._probabilities)
 
     def _pair_probability_vector(self):
         return self._probabilities.copy()

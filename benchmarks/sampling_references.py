@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from arena.ratings import fit_bradley_terry
-from arena.sampling import PairSampler, _sample_index
+from arena.sampling import PairSampler
 
 REFERENCES = ("clairvoyant", "best-fixed")
 
@@ -31,6 +31,11 @@ REFERENCES = ("clairvoyant", "best-fixed")
 # reference is held to the same "every pair keeps being sampled" rule.
 UNIFORM_SHARE = 0.1
 _ELO = math.log(10.0) / 400.0  # natural-log strength per Elo point
+
+
+def _mix_with_uniform(weights: np.ndarray) -> np.ndarray:
+    """Pair probabilities: ``weights`` normalised, with UNIFORM_SHARE spread over every pair."""
+    return (1.0 - UNIFORM_SHARE) * weights / weights.sum() + UNIFORM_SHARE / len(weights)
 
 
 def information_per_vote(gaps: np.ndarray, tie_probability: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -58,7 +63,7 @@ class ClairvoyantSampler(PairSampler):
         count = len(models)
         self._scores = np.zeros((count, count))
         self._votes = 0
-        self._weights = np.ones(len(self._pair_rows))
+        self._probabilities = _mix_with_uniform(np.ones(len(self._pair_rows)))
 
     def _record(self, a, b, score_a):
         self._scores[a, b] += score_a
@@ -69,15 +74,13 @@ class ClairvoyantSampler(PairSampler):
             rows, cols = self._pair_rows, self._pair_cols
             true_gap = self._truth[rows] - self._truth[cols]
             wrong = np.sign(fitted[rows] - fitted[cols]) * np.sign(true_gap) < 0
-            self._weights = wrong * np.abs(true_gap) if wrong.any() else np.ones(len(rows))
+            self._probabilities = _mix_with_uniform(wrong * np.abs(true_gap) if wrong.any() else np.ones(len(rows)))
 
     def _pair_probability_vector(self):
-        pairs = len(self._pair_rows)
-        return (1.0 - UNIFORM_SHARE) * self._weights / self._weights.sum() + UNIFORM_SHARE / pairs
+        return self._probabilities
 
     def _draw_indices(self, rng):
-        k = _sample_index(rng, self._pair_probability_vector())
-        return int(self._pair_rows[k]), int(self._pair_cols[k])
+        return self._pair_from(rng, self._probabilities)
 
 
 def _expected_wrong_pairs(share, votes, information, incidence, gaps, torch):
@@ -129,15 +132,13 @@ class BestFixedSampler(PairSampler):
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-        best = torch.softmax(logits, dim=0).detach().numpy()
-        self._probabilities = (1.0 - UNIFORM_SHARE) * best + UNIFORM_SHARE / len(rows)
+        self._probabilities = _mix_with_uniform(torch.softmax(logits, dim=0).detach().numpy())
 
     def _pair_probability_vector(self):
         return self._probabilities
 
     def _draw_indices(self, rng):
-        k = _sample_index(rng, self._probabilities)
-        return int(self._pair_rows[k]), int(self._pair_cols[k])
+        return self._pair_from(rng, self._probabilities)
 
 
 def make_reference(
