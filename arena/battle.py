@@ -42,6 +42,7 @@ class RuleViolation(Exception):
 class Exchange:
     prompt: str
     answers: dict[str, str] = field(default_factory=lambda: {"a": "", "b": ""})
+    replaced: list[str] = field(default_factory=list)  # answers shown, then regenerated away
 
 
 @dataclass
@@ -78,7 +79,12 @@ class Battle:
         return [m for m in self.transcript(side) if m["role"] == "user" or m["content"]]
 
     def answers(self) -> list[str]:
-        return [exchange.answers[side] for exchange in self.exchanges for side in SIDES]
+        """Every answer the volunteer has been shown, regenerated ones included: a name seen once was seen."""
+        return [
+            text
+            for exchange in self.exchanges
+            for text in [*exchange.replaced, *(exchange.answers[side] for side in SIDES)]
+        ]
 
 
 def identity_leak(texts: list[str], terms: list[str]) -> str | None:
@@ -177,7 +183,9 @@ class BattleBook:
         with self.lock:
             if battle.status is not Status.READY or not battle.exchanges:
                 raise RuleViolation(_status_message(battle.status) if battle.exchanges else "Nothing to regenerate yet.")
-            battle.exchanges[-1].answers = {"a": "", "b": ""}
+            last = battle.exchanges[-1]
+            last.replaced.extend(last.answers[side] for side in SIDES)
+            last.answers = {"a": "", "b": ""}
             battle.attempt += 1
             battle.status = Status.GENERATING
 

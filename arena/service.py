@@ -130,16 +130,20 @@ class ArenaService:
             if battle is not None and battle.mode is mode and battle.outcome is None \
                     and battle.status is not Status.FAILED and same_pair:
                 return battle
-        self.limiter.check_and_count(address)
         if mode is Mode.NAMED:
-            if not chosen or chosen[0] == chosen[1] or not set(chosen) <= set(self.roster.names):
-                raise RuleViolation("Pick two different models.")
-            model_a, model_b = chosen
-        else:
-            model_a, model_b = self._draw_pair()
+            self._check_chosen_pair(chosen)
+        self.limiter.check_and_count(address)  # only a battle that will start counts against the limit
+        model_a, model_b = chosen if mode is Mode.NAMED else self._draw_pair()
         battle = self.book.open(mode, client_id, model_a, model_b)
         self.store.record_battle_start(battle.id, mode.value, model_a, model_b, client_id, battle.started)
         return battle
+
+    def _check_chosen_pair(self, chosen: tuple[str, str] | None) -> None:
+        if not chosen or chosen[0] == chosen[1]:
+            raise RuleViolation("Pick two different models.")
+        unavailable = [name for name in chosen if name not in self.roster.names]
+        if unavailable:
+            raise RuleViolation(f"{unavailable[0]} is not available here now; pick another model.")
 
     def _draw_pair(self) -> tuple[str, str]:
         with self.sampler_lock:

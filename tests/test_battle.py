@@ -193,6 +193,32 @@ def test_identity_leak_is_flagged_and_left_out_of_the_leaderboard(make_service):
     assert service.leaderboard(bootstrap_rounds=0).votes_used == 1
 
 
+def test_a_name_shown_then_regenerated_away_still_flags_the_vote(make_service):
+    service = make_service("""
+        settings: {sampling: uniform}
+        models:
+          - {name: zebra-model, backend: scripted, script: "replies: I am zebra-model. | Happy to help.", family: [ZebraCorp]}
+          - {name: otter-model, backend: scripted, script: "reply: Happy to help."}
+    """)
+    shown = finish(service.ask(None, "Who are you?", CLIENT, Mode.ANONYMOUS))
+    assert any("zebra-model" in message["content"] for side in shown.conversations.values() for message in side)
+    again = finish(service.regenerate(shown.battle_id, CLIENT))
+    assert not any("zebra" in message["content"] for side in again.conversations.values() for message in side)
+    receipt = service.vote(shown.battle_id, CLIENT, "model_a")
+    assert receipt.flagged_term == "zebra-model"
+    assert [r["flagged"] for r in service.store.vote_records()] == [True]
+
+
+def test_a_refused_side_by_side_request_does_not_use_up_the_hourly_limit(make_service):
+    service = make_service(SCRIPTED_MODELS.replace("battles_per_hour: 1000", "battles_per_hour: 1"))
+    for chosen in [("echo-one", "echo-one"), ("echo-one", "no-such-model"), None]:
+        with pytest.raises(RuleViolation, match="Pick two different models|not available"):
+            service.ask(None, "Hello", CLIENT, Mode.NAMED, chosen)
+    assert finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS)).votable  # the one battle this hour
+    with pytest.raises(RuleViolation, match="limit"):
+        service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS)
+
+
 def test_named_mode_uses_the_chosen_pair_and_stores_named_votes(make_service):
     service = make_service()
     view = finish(service.ask(None, "Hello", CLIENT, Mode.NAMED, ("echo-two", "constant-bot")))

@@ -65,3 +65,25 @@ def test_plots_are_drawn_once_per_leaderboard_not_per_visitor(make_service):
     service.vote(view.battle_id, "10.0.0.9", "model_a")
     after = tab.refresh()
     assert after is not first and "**1 anonymous vote**" in after[0]
+
+
+@pytest.mark.parametrize("counted", [False, True])
+def test_the_page_says_whether_side_by_side_votes_count(make_service, counted):
+    import gradio as gr
+
+    from arena.ui.duel_panel import DuelPanel
+    from arena.ui.leaderboard_tab import LeaderboardTab
+
+    service = make_service(MODELS.replace("leaderboard_interval_s: 0", f"leaderboard_interval_s: 0, count_named_votes: {str(counted).lower()}"))
+    view = None
+    for view in service.ask(None, "Hello", "10.0.0.9", Mode.NAMED, ("lark-model", "wren-model")):
+        pass
+    service.vote(view.battle_id, "10.0.0.9", "model_a")
+    tab, panel = LeaderboardTab(service), DuelPanel(service, Mode.NAMED, "named", 1)
+    with gr.Blocks():
+        tab.build()
+        panel.build()
+    summary = tab.refresh()[0]
+    assert ("**1 vote**" in summary) is counted and ("**0 anonymous votes**" in summary) is not counted
+    assert ("side-by-side votes are." in summary) is counted
+    assert ("are counted on the leaderboard" in panel._intro()) is counted

@@ -63,3 +63,31 @@ def test_bad_config_stops_serve_before_anything_starts(tmp_path):
     assert done.returncode == 2
     assert str(config) in done.stderr and "model 'one'" in done.stderr and "'colour'" in done.stderr
     assert not (tmp_path / "a.db").exists()
+
+
+HOLLOW_FIRST = """
+    settings: {on_load_failure: disable}
+    models:
+      - {name: hollow-model, backend: transformers, source: ./empty-weights}
+      - {name: fine-one, backend: scripted, script: echo}
+      - {name: fine-two, backend: scripted, script: echo}
+"""
+
+
+@pytest.mark.browser
+def test_side_by_side_offers_only_models_that_loaded(start_arena, browser_page, tmp_path):
+    (tmp_path / "empty-weights").mkdir()
+    arena = start_arena(HOLLOW_FIRST)
+    page = browser_page
+    page.goto(arena.url)
+    page.get_by_role("tab", name="Side by side").click()
+    picker = page.locator("#named-pick-a input")
+    picker.wait_for()
+    page.wait_for_function("document.querySelector('#named-pick-a input').value !== 'hollow-model'", timeout=15_000)
+    chosen = {picker.input_value(), page.locator("#named-pick-b input").input_value()}
+    assert chosen == {"fine-one", "fine-two"}
+    picker.click()
+    options = page.get_by_role("option")
+    options.first.wait_for()
+    offered = sorted(text.split("\n")[-1] for text in options.all_inner_texts())  # the chosen one carries a tick
+    assert offered == ["fine-one", "fine-two"]

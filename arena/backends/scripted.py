@@ -5,6 +5,8 @@ hang, an empty answer, hostile markup), like httpx's mock transport.
 `script` is one of:
   echo          repeat the volunteer's last message
   reply: TEXT   answer TEXT
+  replies: A | B
+                answer A the first time, B the next time and every time after
   error         raise an exception mid-answer
   hang          produce nothing until cancelled
   empty         finish without a word
@@ -12,6 +14,7 @@ hang, an empty answer, hostile markup), like httpx's mock transport.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Hashable, Iterator
@@ -23,6 +26,10 @@ STEP_SECONDS = 0.01
 
 
 class ScriptedBackend(Backend):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._calls = itertools.count()  # next() is atomic, so parallel battles count each call once
+
     @staticmethod
     def sharing_key(entry: ModelEntry) -> Hashable:
         return ("scripted", entry.name)
@@ -38,6 +45,9 @@ class ScriptedBackend(Backend):
             text = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         elif script.startswith("reply:"):
             text = script[len("reply:"):].strip()
+        elif script.startswith("replies:"):
+            replies = [reply.strip() for reply in script[len("replies:"):].split("|")]
+            text = replies[min(next(self._calls), len(replies) - 1)]
         elif script == "error":
             yield Delta("Starting to", 2)
             raise GenerationError("the scripted model failed on purpose")

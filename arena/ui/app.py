@@ -31,8 +31,22 @@ def build_app(service: ArenaService) -> gr.Blocks:
             for event in panel.vote_events:
                 event.then(leaderboard.refresh, None, leaderboard.outputs, api_visibility="private")
         app.load(leaderboard.refresh, None, leaderboard.outputs, api_visibility="private")
-        # While models load, the banner polls until they are ready.
+        pickers = [picker for panel in panels for picker in panel.pickers]
+
+        def refresh_pickers(*chosen: str | None) -> list:
+            updates, start = [], 0
+            for panel in panels:
+                updates += panel.refresh_pickers(*chosen[start:start + len(panel.pickers)])
+                start += len(panel.pickers)
+            return updates
+
+        app.load(refresh_pickers, pickers, pickers, api_visibility="private")
+
+        def poll_loading(*chosen: str | None) -> list:
+            """While models load, the banner polls; the pickers follow once the roster is known."""
+            ready = service.ready
+            return [service.loading_message(), gr.Timer(active=not ready), *refresh_pickers(*chosen)]
+
         timer = gr.Timer(2.0, active=not service.ready)
-        timer.tick(lambda: (service.loading_message(), gr.Timer(active=not service.ready)), None, [loading, timer],
-                   api_visibility="private")
+        timer.tick(poll_loading, pickers, [loading, timer, *pickers], api_visibility="private")
     return app

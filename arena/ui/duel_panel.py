@@ -42,7 +42,7 @@ class DuelPanel:
                                  sanitize_html=True, render_markdown=True, elem_id=f"{self.key}-chat-{side}")
                 for side in ("a", "b")
             }
-        self.status = gr.Markdown(self.service.loading_message() or _intro(self.mode), elem_id=f"{self.key}-status")
+        self.status = gr.Markdown(self.service.loading_message() or self._intro(), elem_id=f"{self.key}-status")
         with gr.Row():
             self.vote_buttons = [gr.Button(label, interactive=False, elem_id=f"{self.key}-vote-{short}") for _, label, short in VOTES]
         with gr.Row():
@@ -117,7 +117,22 @@ class DuelPanel:
         return self._render(view, voted=True)
 
     def _clear(self) -> tuple:
-        return self._render(BattleView(battle_id=None, status=_intro(self.mode)))
+        return self._render(BattleView(battle_id=None, status=self._intro()))
+
+    def _intro(self) -> str:
+        return _intro(self.mode, self.service.config.settings.count_named_votes)
+
+    def refresh_pickers(self, *chosen: str | None) -> list:
+        """Offer the models that can battle now: the page is built before they load, and some may fail to."""
+        names = self.service.model_names()
+        updates, taken = [], set()
+        for value in chosen:
+            keep = value in names and value not in taken
+            pick = value if keep else next((name for name in names if name not in taken and name not in chosen), None)
+            taken.add(pick)
+            # an unchanged value is not sent back: setting it would fire `change` and clear the battle
+            updates.append(gr.update(choices=names) if keep else gr.update(choices=names, value=pick))
+        return updates
 
     # --- rendering ------------------------------------------------------------
 
@@ -150,8 +165,9 @@ def _address(request: gr.Request | None) -> str:
     return getattr(client, "host", None) or "unknown"
 
 
-def _intro(mode: Mode) -> str:
+def _intro(mode: Mode, named_votes_counted: bool) -> str:
     if mode is Mode.ANONYMOUS:
         return ("Ask anything: two anonymous models answer side by side. Vote for the better answer to see who they "
                 "are. You can ask follow-ups or regenerate before voting.")
-    return "Pick two models and compare them. These votes are stored as named and are not counted on the leaderboard."
+    counted = "are counted" if named_votes_counted else "are not counted"
+    return f"Pick two models and compare them. These votes are stored as named and {counted} on the leaderboard."

@@ -51,10 +51,17 @@ class LeaderboardTab:
              f"{r.win_rate:.1%}"]
             for r in board.rows
         ]
+        named_counted = self.service.config.settings.count_named_votes
+        kind = "" if named_counted else "anonymous "
+        left_out = (
+            "Votes on answers that revealed a model's name are not counted; side-by-side votes are."
+            if named_counted
+            else "Votes from side-by-side mode and votes on answers that revealed a model's name are not counted."
+        )
         summary = (
-            f"**{board.votes_used:,} anonymous vote{'' if board.votes_used == 1 else 's'}** on {len(board.rows)} models. Bradley–Terry ratings (Elo scale) "
+            f"**{board.votes_used:,} {kind}vote{'' if board.votes_used == 1 else 's'}** on {len(board.rows)} models. Bradley–Terry ratings (Elo scale) "
             f"with 95% bootstrap intervals ({board.bootstrap_rounds} rounds); models whose intervals overlap share a rank. "
-            "Votes from side-by-side mode and votes on answers that revealed a model's name are not counted."
+            + left_out
         )
         if board.notes:
             summary += "\n\n" + "\n".join(f"- {note}" for note in board.notes)
