@@ -195,6 +195,10 @@ class _Problems(list):
             raise ConfigError(path, list(self))
 
 
+# Fields whose wrong values are not echoed back: a key pasted where its variable's name belongs ends up in logs.
+_SECRET_KEYS = {"api_key_env"}
+
+
 def _take(raw: dict, key: str, entry: str, problems: _Problems, check: Callable[[Any], str | None], default: Any) -> Any:
     """Read one field, recording a problem (and returning the default) when `check` objects."""
     if key not in raw or raw[key] is None:
@@ -202,7 +206,8 @@ def _take(raw: dict, key: str, entry: str, problems: _Problems, check: Callable[
     value = raw[key]
     message = check(value)
     if message:
-        problems.add(entry, key, f"{message} (got {value!r})")
+        shown = "a value not shown: it may be a secret" if key in _SECRET_KEYS else repr(value)
+        problems.add(entry, key, f"{message} (got {shown})")
         return default
     return value
 
@@ -277,16 +282,18 @@ def _parse_model(raw: Any, index: int, base_dir: Path, problems: _Problems) -> M
         problems.add(label, "-", "each model entry must be a mapping")
         return None
     name = raw.get("name")
-    if _is_text(name):
+    if name is None:
         problems.add(label, "name", "missing: every model needs a non-empty 'name'")
-        return None
-    name = name.strip()
-    label = f"model '{name}'"
+    elif _is_text(name):
+        problems.add(label, "name", f"{_is_text(name)} (got {name!r})")
+    else:
+        label = f"model '{name.strip()}'"
     backend = raw.get("backend")
     if backend not in BACKENDS:
         problems.add(label, "backend", f"must be one of {', '.join(BACKENDS)} (got {backend!r})")
-        return None
-    problems.unknown_keys(label, raw, _COMMON_KEYS | _BACKEND_KEYS[backend])
+    # the other fields are still checked, so one run reports every problem of the entry
+    backend_keys = _BACKEND_KEYS[backend] if backend in BACKENDS else set().union(*_BACKEND_KEYS.values())
+    problems.unknown_keys(label, raw, _COMMON_KEYS | backend_keys)
     defaults = GenerationSettings()
     generation = GenerationSettings(
         max_new_tokens=_take(raw, "max_new_tokens", label, problems, _number(1, 32768, integer=True), defaults.max_new_tokens),
@@ -297,15 +304,16 @@ def _parse_model(raw: Any, index: int, base_dir: Path, problems: _Problems) -> M
     family = _take(raw, "family", label, problems, _is_text_list, [])
     if isinstance(family, str):
         family = [family]
-    entry = ModelEntry(
-        name=name,
-        backend=backend,
+    common = dict(
         system_prompt=_take(raw, "system_prompt", label, problems, _is_text, None),
         generation=generation,
         weight=float(_take(raw, "weight", label, problems, _number(0, 10**6, low_open=True), 1.0)),
         enabled=_take(raw, "enabled", label, problems, _is_bool, True),
         family=tuple(f.strip() for f in family),
     )
+    if backend not in BACKENDS or _is_text(name):
+        return None
+    entry = ModelEntry(name=name.strip(), backend=backend, **common)
     if backend == "transformers":
         return _parse_transformers(raw, entry, label, base_dir, problems)
     if backend == "openai":

@@ -74,6 +74,29 @@ def test_every_problem_is_reported_at_once(tmp_path):
     assert {"sampling", "max_turns", "top_p", "speed"} <= fields
 
 
+def test_an_entry_with_a_bad_backend_or_name_still_has_its_other_fields_checked(tmp_path):
+    error = problems_of(tmp_path, f"""
+        models:
+          - {{name: one, backend: tensorflow, top_p: 7, temperature: hot, colour: red}}
+          - {{name: 5, backend: scripted, script: echo, weight: -1}}
+          - {GOOD_ENTRY.replace("one", "two")}
+          - {GOOD_ENTRY.replace("one", "three")}
+    """)
+    reported = {(entry, field) for entry, field, _ in error.problems}
+    assert {("model 'one'", "backend"), ("model 'one'", "top_p"), ("model 'one'", "temperature"),
+            ("model 'one'", "colour"), ("models[2]", "name"), ("models[2]", "weight")} <= reported
+    assert "got 5" in str(error) and "missing" not in str(error)
+
+
+def test_a_key_pasted_in_place_of_its_variable_name_is_not_echoed(tmp_path):
+    error = problems_of(tmp_path, f"""
+        models:
+          - {{name: one, backend: openai, model: m, base_url: 'http://x/v1', api_key_env: 'sk-live-1234567890'}}
+          - {GOOD_ENTRY.replace("one", "two")}
+    """)
+    assert "api_key_env" in str(error) and "sk-live" not in str(error)
+
+
 @pytest.mark.parametrize("text, fragment", [
     ("models: [", "not valid YAML"),
     ("- just a list", "top level must be a mapping"),
