@@ -380,6 +380,9 @@ def _parse_transformers(raw: dict, entry: ModelEntry, label: str, base_dir: Path
         return entry
     if gguf_file and Path(source).is_dir() and not (Path(source) / gguf_file).is_file():
         problems.add(label, "gguf_file", f"weights file not found: {Path(source) / gguf_file}")
+    elif not gguf_file and Path(source).is_dir() and not (Path(source) / "config.json").is_file():
+        problems.add(label, "source", f"no config.json in {source}: not a transformers model directory "
+                                      "(for a single .gguf file there, also set gguf_file)")
     return replace(entry, source=source, gguf_file=gguf_file, dtype=dtype, device=device)
 
 

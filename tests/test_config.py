@@ -39,6 +39,7 @@ def problems_of(tmp_path, text):
         ("- {name: one, backend: scripted, script: echo, max_new_tokens: 1.5}", "model 'one'", "max_new_tokens"),
         ("- {name: one, backend: scripted, script: echo, enabled: 'yes'}", "model 'one'", "enabled"),
         ("- {name: one, backend: transformers, source: ./no-such-dir}", "model 'one'", "source"),
+        ("- {name: one, backend: transformers, source: .}", "model 'one'", "source"),  # no config.json
         ("- {name: one, backend: transformers, source: 'not a hub id!'}", "model 'one'", "source"),
         ("- {name: one, backend: transformers, source: bundled:nothing}", "model 'one'", "source"),
         ("- {name: one, backend: transformers, source: bundled:smollm2, dtype: int3}", "model 'one'", "dtype"),

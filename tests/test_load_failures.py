@@ -16,13 +16,19 @@ BROKEN = """
     models:
       - {{name: fine-one, backend: scripted, script: echo}}
       - {{name: fine-two, backend: scripted, script: echo}}
-      - {{name: hollow-model, backend: transformers, source: ./empty-weights}}
+      - {{name: hollow-model, backend: transformers, source: ./broken-weights}}
 """
+
+
+def make_broken_weights(tmp_path):
+    """A model directory that passes the config check but cannot load: its config.json is damaged."""
+    (tmp_path / "broken-weights").mkdir()
+    (tmp_path / "broken-weights" / "config.json").write_text('{"model_type": "llama", "hidden_size": ')
 
 
 @pytest.fixture
 def broken_config(tmp_path):
-    (tmp_path / "empty-weights").mkdir()  # exists, so the config is valid, but holds no model
+    make_broken_weights(tmp_path)
 
     def make(policy: str):
         return write_config(tmp_path, BROKEN.format(policy=policy))
@@ -35,7 +41,7 @@ def test_stop_policy_names_the_model_and_the_cause(broken_config):
     with pytest.raises(ModelLoadError) as caught:
         roster.load(report=lambda message: None)
     assert caught.value.name == "hollow-model"
-    assert "hollow-model" in str(caught.value) and "empty-weights" in str(caught.value)
+    assert "hollow-model" in str(caught.value) and "broken-weights" in str(caught.value)
     assert not roster.ready.is_set()
 
 
@@ -68,7 +74,7 @@ def test_bad_config_stops_serve_before_anything_starts(tmp_path):
 HOLLOW_FIRST = """
     settings: {on_load_failure: disable}
     models:
-      - {name: hollow-model, backend: transformers, source: ./empty-weights}
+      - {name: hollow-model, backend: transformers, source: ./broken-weights}
       - {name: fine-one, backend: scripted, script: echo}
       - {name: fine-two, backend: scripted, script: echo}
 """
@@ -76,7 +82,7 @@ HOLLOW_FIRST = """
 
 @pytest.mark.browser
 def test_side_by_side_offers_only_models_that_loaded(start_arena, browser_page, tmp_path):
-    (tmp_path / "empty-weights").mkdir()
+    make_broken_weights(tmp_path)
     arena = start_arena(HOLLOW_FIRST)
     page = browser_page
     page.goto(arena.url)
