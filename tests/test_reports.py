@@ -54,6 +54,12 @@ def test_table_aligns_columns_and_shows_intervals_and_notes(board):
     assert "note: 2 of 68 votes left out: 1 flagged and 1 named" in text
 
 
+@pytest.mark.parametrize("fmt", ["table", "md"])
+def test_without_a_bootstrap_no_interval_is_printed(records, fmt):
+    text = render(compute_leaderboard(records, bootstrap_rounds=0, seed=0), fmt)
+    assert "+0.0/-0.0" not in text and "–" in text and "intervals not computed" in text
+
+
 def test_markdown_is_a_table_with_escaped_names(board):
     text = render(board, "md")
     lines = text.splitlines()
