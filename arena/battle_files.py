@@ -6,11 +6,13 @@ problem with its line, so a half-imported file never skews a leaderboard.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import MappingProxyType
@@ -21,6 +23,10 @@ WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
 RECORD_DEFAULTS = MappingProxyType({"tstamp": None, "turn": 1, "anony": True, "flagged": False})
 
 MAX_MODEL_NAME_LENGTH = 200
+# Bounds that keep every value storable (SQLite integers are 64-bit) and every time formattable.
+MAX_TURN = 1_000_000
+MAX_TSTAMP = 253_402_300_799.0  # the last second of the year 9999, the largest `datetime` can show
+MAX_ID_LENGTH = 200  # `battle_id` and `judge`
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 # Problems kept on an error: enough to fix a file, bounded for a file of pure garbage.
 MAX_KEPT_PROBLEMS = 1000
@@ -68,15 +74,34 @@ def _model_name(record: Mapping, key: str, problems: list[str]) -> str | None:
     if not name:
         problems.append(f"{key} is empty")
         return None
-    if len(name) > MAX_MODEL_NAME_LENGTH:
-        problems.append(f"{key} is longer than {MAX_MODEL_NAME_LENGTH} characters")
+    return _storable_text(key, name, MAX_MODEL_NAME_LENGTH, problems)
+
+
+def _storable_text(key: str, text: str, max_length: int, problems: list[str]) -> str | None:
+    """`text` if SQLite can store it and a person can read it; otherwise None and a problem."""
+    if len(text) > max_length:
+        problems.append(f"{key} is longer than {max_length} characters")
         return None
     try:
-        name.encode("utf-8")
+        text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate from a \ud800-style escape
         problems.append(f"{key} is not valid Unicode text")
         return None
-    return name
+    return text
+
+
+def _optional_text(record: Mapping, key: str, problems: list[str], *, integers: bool = False) -> str | None:
+    """An optional identifier (`battle_id`, `judge`) as text; None when absent or null."""
+    value = record.get(key)
+    if value is None:
+        return None
+    if integers and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        kind = "a string or an integer" if integers else "a string"
+        problems.append(f"{key} must be {kind}, not empty, got {_shown(value)}")
+        return None
+    return _storable_text(key, value, MAX_ID_LENGTH, problems)
 
 
 def _optional_fields(record: Mapping) -> dict:
@@ -92,16 +117,18 @@ def _timestamp(value: Any, problems: list[str]) -> float | None:
             seconds = float(value)
         except OverflowError:
             seconds = math.inf
-        if math.isfinite(seconds):
+        if 0 <= seconds <= MAX_TSTAMP:  # also false for NaN
             return seconds
-    problems.append(f"tstamp must be a finite number of seconds, got {_shown(value)}")
+    problems.append(f"tstamp must be Unix seconds from 0 to {MAX_TSTAMP:.0f} (the year 9999), got {_shown(value)}")
     return None
 
 
 def normalise_record(record: Any) -> tuple[dict | None, list[str]]:
     """The record with RECORD_DEFAULTS filled in and names stripped, or its problems.
 
-    Keys beyond the clean-battle ones are carried over unchanged.
+    Every value that reaches the database is checked to fit it. `battle_id` (a vote's
+    own id, which exports write) and `judge` are optional, dropped when null. Other
+    keys beyond the clean-battle ones are carried over unchanged.
     """
     if not isinstance(record, dict):
         return None, [f"expected a JSON object, got {_json_kind(record)}"]
@@ -119,20 +146,48 @@ def normalise_record(record: Any) -> tuple[dict | None, list[str]]:
     fields = _optional_fields(record)
     tstamp = _timestamp(fields["tstamp"], problems)
     turn = fields["turn"]
-    if isinstance(turn, bool) or not isinstance(turn, int) or turn < 1:
-        problems.append(f"turn must be a positive integer, got {_shown(turn)}")
+    if isinstance(turn, bool) or not isinstance(turn, int) or not 1 <= turn <= MAX_TURN:
+        problems.append(f"turn must be an integer from 1 to {MAX_TURN:,}, got {_shown(turn)}")
     flags = {key: fields[key] for key in ("anony", "flagged")}
     for key, flag in flags.items():
         if not isinstance(flag, bool):
             problems.append(f"{key} must be true or false, got {_shown(flag)}")
+    identifiers = {
+        "battle_id": _optional_text(record, "battle_id", problems),
+        "judge": _optional_text(record, "judge", problems, integers=True) if record.get("judge") != "" else None,
+    }
     if problems:
         return None, problems
 
     normalised = {
         "model_a": model_a, "model_b": model_b, "winner": winner, "tstamp": tstamp, "turn": turn, **flags,
+        **{key: value for key, value in identifiers.items() if value is not None},
     }
-    extras = {key: value for key, value in record.items() if key not in normalised}
+    extras = {key: value for key, value in record.items() if key not in normalised and key not in identifiers}
     return {**normalised, **extras}, []
+
+
+def vote_ids(records: Sequence[Mapping]) -> list[str]:
+    """An id per normalised record that follows the vote, not the file it came in.
+
+    A record's own `battle_id` is its id, so an export imported back finds its votes.
+    Otherwise the id hashes the record's content and how many identical records came
+    before it in the same file: the k-th identical record in any file (say the 3rd
+    undated "a beat b") is taken to be the same vote. So a file imported again, a longer
+    copy of it, or a copy with other line endings adds only the votes not yet counted.
+    """
+    occurrences: Counter[str] = Counter()
+    ids = []
+    for record in records:
+        if record.get("battle_id") is not None:
+            ids.append(record["battle_id"])
+            continue
+        # ensure_ascii: extras may hold lone surrogates, which UTF-8 cannot encode.
+        content = json.dumps(record, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+        occurrences[content] += 1
+        digest = hashlib.sha256(f"{content}\n{occurrences[content]}".encode("ascii")).hexdigest()
+        ids.append(f"import-{digest[:32]}")
+    return ids
 
 
 def _json_kind(value: Any) -> str:
@@ -214,6 +269,7 @@ def read_battles(
 
     is_array = data.lstrip(_JSON_WHITESPACE).startswith(b"[")
     records: list[dict] = []
+    claimed: dict[str, tuple[int, dict]] = {}  # battle_id -> its first line and record
     problems: list[tuple[int, str]] = []
     problem_count = 0
     seen = 0
@@ -235,8 +291,14 @@ def read_battles(
         record, record_problems = normalise_record(value)
         for message in record_problems:
             report(line, message)
-        if record is not None:
-            records.append(record)
+        if record is None:
+            continue
+        if "battle_id" in record:
+            first_line, first = claimed.setdefault(record["battle_id"], (line, record))
+            if first != record:  # the same record twice is one vote; two different ones would lose one
+                report(line, f"battle_id {_shown(record['battle_id'])} is also on line {first_line}, with another vote")
+                continue
+        records.append(record)
     if problem_count:
         raise BattleFileError(path, problems, problem_count)
     return records
@@ -245,6 +307,8 @@ def read_battles(
 def export_fields(record: Mapping) -> dict:
     """The clean-battle fields written for a record, with `flagged` only when set.
 
+    An undated vote keeps `"tstamp": null`, so every line has the same keys. `battle_id`
+    is written when the record has one, so importing the file again adds nothing.
     Coerces the storage's plain values (0/1 flags, integer timestamps) to the file's types.
     """
     given = _optional_fields(record)
@@ -258,16 +322,23 @@ def export_fields(record: Mapping) -> dict:
     }
     if given["flagged"]:
         fields["flagged"] = True
+    if record.get("battle_id") is not None:
+        fields["battle_id"] = str(record["battle_id"])
     return fields
 
 
 @contextmanager
 def atomic_text_writer(path: Path | str) -> Iterator[IO[str]]:
-    """A UTF-8 text stream that replaces `path` only once fully written, so readers never see half a file."""
+    """A UTF-8 text stream that replaces `path` only once fully written, so readers never see half a file.
+
+    The file gets the mode `open()` would give it (0666 less the umask), not mkstemp's owner-only 0600,
+    so the people an export is for can read it.
+    """
     path = Path(path)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8", newline="\n") as stream:
+            os.fchmod(stream.fileno(), 0o666 & ~_umask())
             yield stream
             stream.flush()
             os.fsync(stream.fileno())
@@ -275,6 +346,20 @@ def atomic_text_writer(path: Path | str) -> Iterator[IO[str]]:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (os.umask alone is racy in threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_battles(path: Path | str, records: Iterable[Mapping]) -> None:

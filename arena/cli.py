@@ -73,9 +73,13 @@ def _add_rating_options(parser: argparse.ArgumentParser) -> None:
 
 def _serve(args) -> int:
     from arena.server import serve
+    from arena.storage import DatabaseFileError
 
     cache_dir = Path(args.cache_dir) if args.cache_dir else Path(args.db).resolve().parent / ".arena-cache"
-    return serve(load_config(args.config), Path(args.db), args.host, args.port, cache_dir)
+    try:
+        return serve(load_config(args.config), Path(args.db), args.host, args.port, cache_dir)
+    except DatabaseFileError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 def _models(args) -> int:
@@ -110,21 +114,30 @@ def _leaderboard(records: list[dict], args):
         raise SystemExit(f"error: {exc}") from None
 
 
-def _open_store(path: str, *, must_exist: bool):
-    from arena.storage import ArenaStore
+def _open_store(path: str, *, read_only: bool):
+    """The store at `path`; a read-only one must exist and is never written to."""
+    from arena.storage import ArenaStore, DatabaseFileError
 
-    if must_exist and not Path(path).is_file():
+    if read_only and not Path(path).is_file():
         raise SystemExit(f"error: no database at {path} (start the arena or import votes first)")
-    return ArenaStore(path)
+    try:
+        return ArenaStore(path, read_only=read_only)
+    except DatabaseFileError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+def _stored_votes(path: str) -> list[dict]:
+    store = _open_store(path, read_only=True)
+    try:
+        return store.vote_records()
+    finally:
+        store.close()
 
 
 def _ratings(args) -> int:
     from arena.reports import render
 
-    if args.battles:
-        records = _read_battle_file(args.battles)
-    else:
-        records = _open_store(args.db or DEFAULT_DB, must_exist=True).vote_records()
+    records = _read_battle_file(args.battles) if args.battles else _stored_votes(args.db or DEFAULT_DB)
     print(render(_leaderboard(records, args), args.format))
     return 0
 
@@ -132,18 +145,34 @@ def _ratings(args) -> int:
 def _export(args) -> int:
     from arena.reports import write_exports
 
-    records = _open_store(args.db, must_exist=True).vote_records()
-    for path in write_exports(_leaderboard(records, args), records, Path(args.out)):
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"error: --out {out} is a file, not a folder; nothing written")
+    records = _stored_votes(args.db)
+    try:
+        written = write_exports(_leaderboard(records, args), records, out)
+    except OSError as exc:
+        raise SystemExit(f"error: cannot write the export into {out}: {exc.strerror or exc}") from None
+    for path in written:
         print(f"wrote {path}")
     return 0
 
 
 def _import(args) -> int:
+    import sqlite3
+
     records = _read_battle_file(args.file)
     with open(args.file, "rb") as handle:
         digest = hashlib.file_digest(handle, "sha256").hexdigest()
-    summary = _open_store(args.db, must_exist=False).import_votes(records, digest)
-    print(f"{args.file}: {summary.added} votes added to {args.db}, {summary.already_present} already there")
+    store = _open_store(args.db, read_only=False)
+    try:
+        summary = store.import_votes(records, digest)
+    except sqlite3.DatabaseError as exc:
+        raise SystemExit(f"error: {args.db}: {exc}; nothing imported") from None
+    finally:
+        store.close()
+    votes = "vote" if summary.added == 1 else "votes"
+    print(f"{args.file}: {summary.added} {votes} added to {args.db}, {summary.already_present} already present")
     if summary.new_models:
         print(f"new models: {', '.join(summary.new_models)}")
     return 0

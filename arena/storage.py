@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import sqlite3
 import threading
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import sqlite_utils
 
+from arena.battle_files import normalise_record, vote_ids
 from arena.config import ModelEntry
 
 SCHEMA_VERSION = 1
@@ -29,6 +31,10 @@ SCHEMA_VERSION = 1
 
 class DuplicateVote(Exception):
     """The battle already has a vote (the database refuses a second one)."""
+
+
+class DatabaseFileError(sqlite3.DatabaseError):
+    """A database file the arena cannot use (not SQLite, not an arena's, not writable), named in the message."""
 
 
 @dataclass(frozen=True)
@@ -39,18 +45,42 @@ class ImportSummary:
 
 
 class ArenaStore:
-    def __init__(self, path: Path | str, *, synchronous: str = "NORMAL"):
+    """The arena's database. `read_only=True` opens an existing one for reading and never writes to it
+    (no schema, no WAL switch), so leaderboards and exports work on a copy nobody may change.
+
+    Raises DatabaseFileError when the file cannot be used.
+    """
+
+    def __init__(self, path: Path | str, *, synchronous: str = "NORMAL", read_only: bool = False):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # One connection shared by Gradio's worker threads, serialised by a lock:
-        # SQLite has one writer at a time anyway.
-        connection = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-        self.db = sqlite_utils.Database(connection)
+        self.read_only = read_only
         self.lock = threading.RLock()
-        self.db.enable_wal()
-        # NORMAL in WAL mode survives a killed process; FULL also survives power loss.
-        self.db.execute(f"PRAGMA synchronous={synchronous}")
-        self._create_schema()
+        connection = None
+        try:
+            if read_only:
+                connection = _connect_read_only(self.path)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # One connection shared by Gradio's worker threads, serialised by a lock:
+                # SQLite has one writer at a time anyway.
+                connection = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+            self.db = sqlite_utils.Database(connection)
+            if read_only:
+                self._check_schema()
+            else:
+                self.db.enable_wal()
+                # NORMAL in WAL mode survives a killed process; FULL also survives power loss.
+                self.db.execute(f"PRAGMA synchronous={synchronous}")
+                self._create_schema()
+        except DatabaseFileError:
+            _close(connection)
+            raise
+        except sqlite3.DatabaseError as error:
+            _close(connection)
+            raise DatabaseFileError(f"{self.path}: {_why_unusable(error)}") from error
+        except OSError as error:
+            _close(connection)
+            raise DatabaseFileError(f"{self.path}: cannot create the database: {error.strerror or error}") from error
 
     # --- schema -----------------------------------------------------------
 
@@ -95,6 +125,12 @@ class ArenaStore:
             if self._meta("client_salt") is None:
                 self.db["meta"].insert({"key": "client_salt", "value": secrets.token_hex(16)})
         self.client_salt = self._meta("client_salt")
+
+    def _check_schema(self) -> None:
+        missing = [table for table in ("models", "battles", "votes") if not self.db[table].exists()]
+        if missing:
+            raise DatabaseFileError(f"{self.path}: not an arena database (missing tables: {', '.join(missing)})")
+        self.client_salt = self._meta("client_salt") if self.db["meta"].exists() else None
 
     def _meta(self, key: str) -> str | None:
         row = self.db.execute("select value from meta where key = ?", [key]).fetchone()
@@ -193,24 +229,32 @@ class ArenaStore:
             for a, b, winner, created, turns, mode, flagged, judge, battle_id in rows
         ]
 
-    def import_votes(self, records: list[dict], source_digest: str) -> ImportSummary:
+    def import_votes(self, records: list[dict], source_digest: str | None = None) -> ImportSummary:
         """Add validated clean-battle records in one transaction (all or nothing).
 
-        Battle ids derive from the file's digest and the record's position, so
-        importing the same file twice adds nothing the second time.
+        Each vote's battle id comes from the record, not the file (see `battle_files.vote_ids`),
+        so votes already imported, from this file or any other, count as already present:
+        the k-th identical undated record of a file is the k-th such vote already stored.
+        A vote without a time stays undated (NULL), and the ratings replay it as older
+        than any dated vote. `source_digest`, the file's SHA-256, lets a re-import find
+        the votes older versions stored as `import-<digest>-<position>` and give them
+        their content ids (and their undated times back) instead of adding them again.
         """
         now = time.time()
+        records = [_normalised(record, number) for number, record in enumerate(records, start=1)]
+        battle_ids = vote_ids(records)
         with self._transaction():
             known = {row[0] for row in self.db.execute("select name from models")}
             new_models = sorted({r[k] for r in records for k in ("model_a", "model_b")} - known)
             self.db["models"].insert_all(
                 [{"name": n, "backend": "", "source": "", "origin": "import", "settings": "{}", "first_seen": now} for n in new_models]
             )
+            if source_digest:
+                self._adopt_positional_ids(records, battle_ids, source_digest)
             before = self.db["votes"].count
             battles, votes = [], []
-            for position, record in enumerate(records, start=1):
-                battle_id = f"import-{source_digest[:16]}-{position}"
-                tstamp = record.get("tstamp") if record.get("tstamp") is not None else now
+            for record, battle_id in zip(records, battle_ids):
+                tstamp = record.get("tstamp")
                 battles.append({
                     "id": battle_id, "mode": "anonymous" if record.get("anony", True) else "named",
                     "model_a": record["model_a"], "model_b": record["model_b"], "status": "imported",
@@ -227,7 +271,74 @@ class ArenaStore:
             added = self.db["votes"].count - before
         return ImportSummary(added=added, already_present=len(records) - added, new_models=new_models)
 
+    def _adopt_positional_ids(self, records: list[dict], battle_ids: list[str], source_digest: str) -> None:
+        """Rename votes imported from this very file under the old `import-<digest>-<position>` ids."""
+        prefix = f"import-{source_digest[:16]}-"
+        connection = self.db.conn
+        old_ids = {row[0] for row in connection.execute(
+            "select id from battles where substr(id, 1, ?) = ?", [len(prefix), prefix])}
+        for position, (record, battle_id) in enumerate(zip(records, battle_ids), start=1):
+            old_id = f"{prefix}{position}"
+            if old_id not in old_ids or connection.execute("select 1 from battles where id = ?", [battle_id]).fetchone():
+                continue
+            tstamp = record.get("tstamp")  # old imports stored the import time for undated votes
+            connection.execute("update votes set battle_id = ?, created = ? where battle_id = ?", [battle_id, tstamp, old_id])
+            connection.execute("update battles set id = ?, started = ?, ended = ? where id = ?",
+                               [battle_id, tstamp, tstamp, old_id])
+
     def counts(self, tables: tuple[str, ...] = ("models", "battles", "messages", "votes")) -> dict[str, int]:
         """Rows per table; ask only for the tables needed (counting `messages` scans a large table)."""
         with self.lock:
             return {table: self.db[table].count for table in tables}
+
+
+def _normalised(record: dict, number: int) -> dict:
+    """The record as `read_battles` gives it, so its content id does not depend on how it was built."""
+    normalised, problems = normalise_record(record)
+    if problems:
+        raise ValueError(f"record {number}: {'; '.join(problems)}")
+    return normalised
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that reads `path` without creating it or changing it."""
+    if not path.is_file():
+        raise DatabaseFileError(f"{path}: no such database file")
+    # A file we may write gets a read-write connection made query-only, which removes its -wal and
+    # -shm files on closing (a mode=ro one leaves them behind). A file nobody may write cannot change
+    # while it is read, so when SQLite cannot make a -shm beside it (a read-only folder), it is read
+    # as immutable.
+    queries = ["mode=rw" if os.access(path, os.W_OK) else "mode=ro"]
+    if not path.stat().st_mode & 0o222:
+        queries.append("immutable=1")
+    for query in queries:
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?{query}", uri=True, check_same_thread=False, timeout=30)
+        try:
+            connection.execute("PRAGMA query_only = ON")
+            connection.execute("select count(*) from sqlite_master").fetchone()
+            return connection
+        except sqlite3.DatabaseError as error:
+            connection.close()
+            failure = error
+    if "readonly" in str(failure):
+        raise DatabaseFileError(
+            f"{path}: cannot be read here: SQLite needs to create {path.name}-shm beside it and the folder is "
+            "read-only (copy the database somewhere writable)"
+        ) from failure
+    raise failure
+
+
+def _why_unusable(error: sqlite3.DatabaseError) -> str:
+    text = str(error)
+    if "not a database" in text:
+        return "not an SQLite database"
+    if "readonly" in text:
+        return "cannot write to it (read-only file, or a read-only folder, where SQLite keeps its -wal and -shm files)"
+    if "unable to open" in text:
+        return "cannot open it (missing folder or no permission)"
+    return text
+
+
+def _close(connection: sqlite3.Connection | None) -> None:
+    if connection is not None:
+        connection.close()

@@ -1,11 +1,12 @@
 import json
+import os
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from arena.battle_files import WINNERS, BattleFileError, read_battles, write_battles
+from arena.battle_files import MAX_TSTAMP, WINNERS, BattleFileError, read_battles, vote_ids, write_battles
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -73,6 +74,17 @@ MALFORMED_LINES = [
     ('{"model_a": "a", "model_b": "b", "winner": "tie", "tstamp": 1' + "0" * 400 + "}", "tstamp must be"),
     ('{"model_a": "a", "model_b": "b", "winner": "tie", "turn": 1' + "0" * 5000 + "}", "invalid JSON"),
     ("[" * 100_000 + "]" * 100_000, "invalid JSON"),
+    # Values SQLite cannot store, or a time no reader can show:
+    ('{"model_a": "a", "model_b": "b", "winner": "tie", "turn": 100000000000000000000000}', "turn must be an integer"),
+    ('{"model_a": "a", "model_b": "b", "winner": "tie", "turn": 9223372036854775808}', "turn must be an integer"),
+    ('{"model_a": "a", "model_b": "b", "winner": "tie", "turn": 1000001}', "turn must be an integer from 1 to"),
+    ('{"model_a": "a", "model_b": "b", "winner": "tie", "tstamp": 1e300}', "tstamp must be Unix seconds"),
+    ('{"model_a": "a", "model_b": "b", "winner": "tie", "tstamp": -1}', "tstamp must be Unix seconds"),
+    ('{"model_a": "a", "model_b": "b", "winner": "tie", "judge": "\\udc80"}', "judge is not valid Unicode"),
+    ('{"model_a": "a", "model_b": "b", "winner": "tie", "judge": {"id": 1}}', "judge must be a string"),
+    ('{"model_a": "a", "model_b": "b", "winner": "tie", "battle_id": 7}', "battle_id must be a string"),
+    ('{"model_a": "a", "model_b": "b", "winner": "tie", "battle_id": " "}', "battle_id must be a string"),
+    ('{"model_a": "a", "model_b": "b", "winner": "tie", "battle_id": "\\ud800"}', "battle_id is not valid Unicode"),
 ]
 
 
@@ -138,6 +150,50 @@ def test_real_files_read_completely(name, count):
     assert all(r["anony"] and not r["flagged"] and r["tstamp"] is None for r in records)
 
 
+def test_two_different_votes_may_not_claim_one_battle_id(tmp_path):
+    vote = {**GOOD, "battle_id": "b-1"}
+    path = write_lines(tmp_path / "votes.jsonl", json.dumps(vote), json.dumps(vote), json.dumps({**vote, "winner": "tie"}))
+    assert problems_of(path) == [(3, 'battle_id "b-1" is also on line 1, with another vote')]
+
+
+def test_vote_ids_follow_the_record_not_the_file(tmp_path):
+    path = DATA_DIR / "chatbot_arena_2023_battles.jsonl"
+    if not path.exists():
+        pytest.skip(f"real vote data not found at {path} (the shared/ folder beside the project)")
+    lines = path.read_text(encoding="utf-8").splitlines()[:300]
+    ids = vote_ids(read_battles(write_lines(tmp_path / "head.jsonl", *lines)))
+    assert len(set(ids)) == 300  # the real file repeats records: occurrence numbers keep them apart
+    longer = vote_ids(read_battles(write_lines(tmp_path / "longer.jsonl", *lines, *lines[:5])))
+    assert longer[:300] == ids and not set(longer[300:]) & set(ids)
+    crlf = tmp_path / "crlf.jsonl"
+    crlf.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode())
+    assert vote_ids(read_battles(crlf)) == ids
+    spaced = write_lines(tmp_path / "spaced.jsonl", *(json.dumps(json.loads(line), indent=1).replace("\n", "") for line in lines))
+    assert vote_ids(read_battles(spaced)) == ids
+    own = read_battles(write_lines(tmp_path / "own.jsonl", json.dumps({**GOOD, "battle_id": "live-7"})))
+    assert vote_ids(own) == ["live-7"]
+
+
+def test_export_fields_keep_undated_votes_undated_and_their_ids(tmp_path):
+    path = tmp_path / "votes.jsonl"
+    write_battles(path, [{**GOOD, "tstamp": None, "battle_id": "live-7", "judge": "hashed-client"}])
+    assert json.loads(path.read_text()) == {**GOOD, "tstamp": None, "turn": 1, "anony": True, "battle_id": "live-7"}
+    assert read_battles(path)[0]["battle_id"] == "live-7"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_written_files_get_the_mode_open_would_give(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        write_battles(tmp_path / "votes.jsonl", [GOOD])
+        with open(tmp_path / "plain.txt", "w"):
+            pass
+    finally:
+        os.umask(previous)
+    mode = (tmp_path / "votes.jsonl").stat().st_mode & 0o777
+    assert mode == 0o666 & ~umask == (tmp_path / "plain.txt").stat().st_mode & 0o777
+
+
 # --- property-based ----------------------------------------------------------
 
 names = st.text(min_size=1, max_size=40).map(str.strip).filter(bool)
@@ -148,7 +204,7 @@ records = st.builds(
     },
     st.tuples(names, names).filter(lambda pair: pair[0] != pair[1]),
     st.sampled_from(WINNERS),
-    st.none() | st.floats(allow_nan=False, allow_infinity=False),
+    st.none() | st.floats(min_value=0, max_value=MAX_TSTAMP),
     st.integers(min_value=1, max_value=10**6),
     st.booleans(),
     st.booleans(),
@@ -188,7 +244,7 @@ json_values = st.recursive(
     max_leaves=8,
 )
 near_records = st.dictionaries(
-    st.sampled_from(["model_a", "model_b", "winner", "tstamp", "turn", "anony", "flagged", "other"]),
+    st.sampled_from(["model_a", "model_b", "winner", "tstamp", "turn", "anony", "flagged", "battle_id", "judge", "other"]),
     json_values | st.sampled_from(WINNERS),
 )
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -15,8 +19,9 @@ ARENA_2023 = SHARED_DATA / "chatbot_arena_2023_battles.jsonl"
 needs_shared = pytest.mark.skipif(not ARENA_2023.is_file(), reason=f"{ARENA_2023} is missing (../shared/data)")
 
 
-def arena(*args, check=True):
-    done = subprocess.run([sys.executable, "-m", "arena", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+def arena(*args, check=True, prefix=()):
+    command = [*prefix, sys.executable, "-m", "arena", *map(str, args)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     if check:
         assert done.returncode == 0, done.stderr
     return done
@@ -89,3 +94,108 @@ def test_a_malformed_file_is_reported_by_line_and_imports_nothing(tmp_path):
     if db.exists():
         with sqlite3.connect(db) as connection:
             assert connection.execute("select count(*) from votes").fetchone() == (0,)
+
+
+def votes_in(db) -> int:
+    with sqlite3.connect(db) as connection:
+        return connection.execute("select count(*) from votes").fetchone()[0]
+
+
+@needs_shared
+def test_importing_the_same_votes_again_adds_only_new_ones(tmp_path):
+    lines = ARENA_2023.read_text(encoding="utf-8").splitlines()
+    head_100, head_101, crlf = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "crlf.jsonl"
+    head_100.write_text("\n".join(lines[:100]) + "\n")
+    head_101.write_text("\n".join(lines[:101]) + "\n")
+    crlf.write_bytes(("\r\n".join(lines[:100]) + "\r\n").encode())
+    db = tmp_path / "a.db"
+    assert "100 votes added" in arena("import", head_100, "--db", db).stdout
+    assert f"{head_101}: 1 vote added to {db}, 100 already present" in arena("import", head_101, "--db", db).stdout
+    assert "0 votes added" in arena("import", crlf, "--db", db).stdout
+    out = tmp_path / "out"
+    arena("export", "--db", db, "--out", out, "--bootstrap", 0)
+    exported = [json.loads(line) for line in (out / "battles.jsonl").read_text().splitlines()]
+    assert len(exported) == 101 and all(r["tstamp"] is None and r["battle_id"] for r in exported)
+    copy = tmp_path / "copy.db"
+    shutil.copy(db, copy)
+    assert "0 votes added" in arena("import", out / "battles.jsonl", "--db", copy).stdout
+    assert votes_in(copy) == 101
+
+
+def test_export_files_are_readable_as_open_would_make_them(tmp_path):
+    db = tmp_path / "arena.db"
+    (tmp_path / "votes.jsonl").write_text('{"model_a": "x", "model_b": "y", "winner": "model_a"}\n')
+    arena("import", tmp_path / "votes.jsonl", "--db", db)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    arena("export", "--db", db, "--out", tmp_path / "out", "--bootstrap", 0)
+    modes = {path.name: path.stat().st_mode & 0o777 for path in (tmp_path / "out").iterdir()}
+    assert len(modes) == 4 and set(modes.values()) == {0o666 & ~umask}
+
+
+def test_a_huge_turn_is_reported_by_line(tmp_path):
+    big = tmp_path / "big.jsonl"
+    big.write_text('{"model_a": "x", "model_b": "y", "winner": "model_a", "turn": 100000000000000000000000}\n')
+    done = arena("import", big, "--db", tmp_path / "big.db", check=False)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "line 1: turn must be an integer from 1 to 1,000,000" in done.stderr and str(big) in done.stderr
+    assert not (tmp_path / "big.db").exists()
+
+
+def test_export_into_a_regular_file_is_refused(tmp_path):
+    db = tmp_path / "arena.db"
+    (tmp_path / "votes.jsonl").write_text('{"model_a": "x", "model_b": "y", "winner": "model_a"}\n')
+    arena("import", tmp_path / "votes.jsonl", "--db", db)
+    target = tmp_path / "ratings"
+    target.write_text("keep me")
+    done = arena("export", "--db", db, "--out", target, check=False)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == f"error: --out {target} is a file, not a folder; nothing written"
+    assert target.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("command", [
+    ("ratings", "--db"), ("export", "--out", "{out}", "--db"), ("import", "{votes}", "--db"), ("serve", "--port", "0", "--db"),
+])
+def test_a_file_that_is_not_a_database_is_named_and_left_alone(tmp_path, command):
+    (tmp_path / "votes.jsonl").write_text('{"model_a": "x", "model_b": "y", "winner": "model_a"}\n')
+    not_db = tmp_path / "notes.db"
+    not_db.write_text("shopping list\n" * 200)
+    args = [part.format(out=tmp_path / "out", votes=tmp_path / "votes.jsonl") for part in command]
+    done = arena(*args, not_db, check=False)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == f"error: {not_db}: not an SQLite database"
+    assert not_db.read_text() == "shopping list\n" * 200
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db", "votes.jsonl"]
+
+
+def test_ratings_and_export_read_a_read_only_database(tmp_path):
+    """As root, permissions are not enforced, so the commands then run as `nobody`."""
+    db = tmp_path / "arena.db"
+    (tmp_path / "votes.jsonl").write_text(
+        '{"model_a": "x", "model_b": "y", "winner": "model_a"}\n{"model_a": "x", "model_b": "z", "winner": "tie"}\n')
+    arena("import", tmp_path / "votes.jsonl", "--db", db)
+    prefix = ()
+    if os.geteuid() == 0 and shutil.which("setpriv"):
+        prefix = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+    shared = Path(tempfile.mkdtemp(prefix="arena-read-only-"))
+    try:
+        folder, out = shared / "read-only", shared / "out"
+        folder.mkdir()
+        out.mkdir(mode=0o777)
+        out.chmod(0o777)
+        copy = folder / "arena.db"
+        shutil.copy(db, copy)
+        copy.chmod(0o444)
+        folder.chmod(0o555)
+        shared.chmod(0o755)
+        before = (copy.read_bytes(), copy.stat().st_mtime_ns)
+        done = arena("ratings", "--db", copy, "--bootstrap", 0, prefix=prefix)
+        assert "2 votes, 3 models" in done.stdout
+        arena("export", "--db", copy, "--out", out, "--bootstrap", 0, prefix=prefix)
+        assert len((out / "battles.jsonl").read_text().splitlines()) == 2
+        assert (copy.read_bytes(), copy.stat().st_mtime_ns) == before
+        assert sorted(p.name for p in folder.iterdir()) == ["arena.db"]
+    finally:
+        (shared / "read-only").chmod(0o755)
+        shutil.rmtree(shared)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
 
+from arena.battle_files import read_battles, write_battles
 from arena.config import ModelEntry
-from arena.storage import ArenaStore, DuplicateVote
+from arena.ratings import online_elo
+from arena.storage import ArenaStore, DatabaseFileError, DuplicateVote
+from tests.conftest import SHARED_DATA
+
+ARENA_2023 = SHARED_DATA / "chatbot_arena_2023_battles.jsonl"
+needs_shared = pytest.mark.skipif(not ARENA_2023.is_file(), reason=f"{ARENA_2023} is missing (../shared/data)")
 
 
 @pytest.fixture
@@ -70,10 +77,120 @@ def test_import_is_all_or_nothing_and_idempotent(store):
                {"model_a": "gamma", "model_b": "beta", "winner": "model_b", "turn": 2, "anony": False}]
     summary = store.import_votes(records, "digest-1")
     assert (summary.added, summary.already_present, summary.new_models) == (2, 0, ["gamma"])
-    again = store.import_votes(records, "digest-1")
+    again = store.import_votes(records, "digest-2")  # another file with the same votes
     assert (again.added, again.already_present) == (0, 2)
-    with pytest.raises(Exception):
-        store.import_votes([{"model_a": "alpha", "model_b": "beta"}], "digest-2")  # no winner: nothing kept
+    with pytest.raises(ValueError, match="record 2: winner is missing"):
+        store.import_votes([records[0], {"model_a": "alpha", "model_b": "beta", "turn": 3}])  # nothing kept
     assert store.counts()["votes"] == 2
     imported = sorted((r["model_a"], r["winner"], r["anony"], r["turn"]) for r in store.vote_records())
     assert imported == [("alpha", "tie", True, 1), ("gamma", "model_b", False, 2)]
+
+
+def real_votes(tmp_path, count, name="votes.jsonl", newline="\n"):
+    """The first `count` real 2023 votes, read back from their own file as `import` reads them."""
+    lines = ARENA_2023.read_text(encoding="utf-8").splitlines()[:count]
+    path = tmp_path / name
+    path.write_bytes((newline.join(lines) + newline).encode())
+    return read_battles(path)
+
+
+@needs_shared
+def test_votes_imported_from_any_file_are_not_added_twice(store, tmp_path):
+    assert store.import_votes(real_votes(tmp_path, 100, "head-100.jsonl")).added == 100
+    longer = store.import_votes(real_votes(tmp_path, 101, "head-101.jsonl"))
+    assert (longer.added, longer.already_present) == (1, 100)
+    crlf = store.import_votes(real_votes(tmp_path, 101, "crlf.jsonl", newline="\r\n"))
+    assert (crlf.added, crlf.already_present) == (0, 101)
+    assert store.counts()["votes"] == 101
+
+
+@needs_shared
+def test_an_export_imported_back_adds_nothing(store, tmp_path):
+    store.import_votes(real_votes(tmp_path, 200))
+    play(store, "live-1")
+    play(store, "live-2", winner="tie", flag="answer names 'alpha'")
+    exported = tmp_path / "battles.jsonl"
+    write_battles(exported, store.vote_records())
+    back = store.import_votes(read_battles(exported))
+    assert (back.added, back.already_present) == (0, 202)
+    fresh = ArenaStore(tmp_path / "fresh.db")
+    assert fresh.import_votes(read_battles(exported)).added == 202
+    assert fresh.import_votes(real_votes(tmp_path, 201, "more.jsonl")).added == 1  # ids survive the round trip
+    fresh.close()
+
+
+@needs_shared
+def test_undated_votes_stay_undated_and_count_as_oldest(store, tmp_path):
+    live = play(store, "live-1", winner="model_b")
+    store.import_votes([*real_votes(tmp_path, 50), {"model_a": "alpha", "model_b": "beta", "winner": "model_a"}])
+    with sqlite3.connect(tmp_path / "arena.db") as db:
+        assert db.execute("select count(*) from votes where created is null").fetchone() == (51,)
+        assert db.execute("select count(*) from battles where started is null and ended is null").fetchone() == (51,)
+    records = store.vote_records()
+    assert [r["tstamp"] for r in records] == [None] * 51 + [live]
+    assert records[-1]["battle_id"] == "live-1"
+    exported = tmp_path / "battles.jsonl"
+    write_battles(exported, records)
+    assert all(json.loads(line)["tstamp"] is None for line in exported.read_text().splitlines()[:51])
+    # The live vote came last, so it moves the ratings last: beta ends up ahead.
+    alpha_beta = [r for r in records if {r["model_a"], r["model_b"]} == {"alpha", "beta"}]
+    ratings = online_elo(alpha_beta)
+    assert ratings["beta"] > ratings["alpha"]
+
+
+def test_a_database_from_the_positional_id_scheme_is_adopted_on_reimport(store, tmp_path):
+    """Older versions stored `import-<file digest>-<position>` ids and the import time for undated votes."""
+    records = [{"model_a": "alpha", "model_b": "beta", "winner": "tie"},
+               {"model_a": "alpha", "model_b": "beta", "winner": "tie"},
+               {"model_a": "beta", "model_b": "alpha", "winner": "model_a", "tstamp": 7.0}]
+    digest = "ab" * 32
+    store.import_votes(records)
+    with store.db.conn as connection:  # rewrite the rows the way the old scheme stored them
+        stored = connection.execute("select battle_id from votes order by id").fetchall()
+        for position, (battle_id,) in enumerate(stored, start=1):
+            old_id = f"import-{digest[:16]}-{position}"
+            connection.execute("update votes set battle_id = ?, created = coalesce(created, 1.8e9) where battle_id = ?",
+                               [old_id, battle_id])
+            connection.execute("update battles set id = ? where id = ?", [old_id, battle_id])
+    again = store.import_votes(records, digest)
+    assert (again.added, again.already_present) == (0, 3)
+    assert [r["tstamp"] for r in store.vote_records()] == [None, None, 7.0]
+    assert (store.import_votes(records[:2]).added, store.counts()["battles"]) == (0, 3)  # now found by content
+
+
+def test_opening_read_only_never_writes(tmp_path):
+    path = tmp_path / "arena.db"
+    writer = ArenaStore(path)
+    play(writer)
+    writer.close()
+    before = (path.read_bytes(), path.stat().st_mtime_ns)
+    path.chmod(0o444)
+    reader = ArenaStore(path, read_only=True)
+    assert [r["battle_id"] for r in reader.vote_records()] == ["b1"]
+    with pytest.raises(sqlite3.OperationalError):
+        reader.db.execute("insert into meta values ('x', 'y')")
+    reader.close()
+    assert (path.read_bytes(), path.stat().st_mtime_ns) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["arena.db"]
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"hello, not a database\n" * 100, "not an SQLite database"),
+    (None, "not an arena database (missing tables: models, battles, votes)"),
+])
+def test_files_that_are_not_arena_databases_are_named_and_left_alone(tmp_path, content, reason):
+    path = tmp_path / "other.db"
+    if content is None:
+        with sqlite3.connect(path) as other:
+            other.execute("create table notes (text)")
+    else:
+        path.write_bytes(content)
+    before = path.read_bytes()
+    with pytest.raises(DatabaseFileError) as caught:
+        ArenaStore(path, read_only=True)
+    assert str(caught.value) == f"{path}: {reason}"
+    if content is not None:
+        with pytest.raises(DatabaseFileError, match=f"{path}: not an SQLite database"):
+            ArenaStore(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]
