@@ -28,9 +28,10 @@ Target: at 20 models, ``active`` reaches tau >= 0.9 with at least 30% fewer
 votes than ``uniform`` (ratio of means <= 0.70); the exit status is 1 when it
 misses.
 
-``--references`` adds two yardsticks that know the true strengths
+``--references`` adds three yardsticks that know the true strengths
 (``sampling_references.py``): what a sampler could reach if it knew which
-pairs are wrong right now, and with the best fixed mix of pairs.
+pairs are wrong right now, with the best fixed mix of pairs, and reacting
+to the votes while knowing how far apart each pair is.
 
 Run: ``.venv/bin/python benchmarks/sampling.py`` (about 4-5 minutes on 2
 cores; about 8 with ``--references``), or ``--quick`` for a smoke run.
@@ -186,7 +187,7 @@ def report(scenario: Scenario, results: dict[str, list[RunResult]]) -> dict[str,
     print(f"\n{scenario.models} models, {scenario.repetitions} arenas, "
           f"cap {scenario.max_votes} votes (a capped run counts as the cap); "
           f"interval width on the first {scenario.width_arenas} arenas")
-    print(f"{'policy':<13}{'votes to tau>=0.9 (mean +- se)':>32}{'vs uniform [95% CI]':>24}"
+    print(f"{'policy':<17}{'votes to tau>=0.9 (mean +- se)':>32}{'vs uniform [95% CI]':>24}"
           f"{'95% CI width @10k':>20}{'draw+observe':>15}")
     votes = {
         policy: np.array([r.votes_to_tau or scenario.max_votes for r in runs], dtype=float)
@@ -204,9 +205,9 @@ def report(scenario: Scenario, results: dict[str, list[RunResult]]) -> dict[str,
         versus = f"{ratio:.2f} [{low:.2f}, {high:.2f}]"
         width = np.nanmean([r.interval_width for r in runs])
         micros = 1e6 * np.mean([r.seconds_per_vote for r in runs])
-        print(f"{policy:<13}{spread + note:>32}{versus:>24}{width:>17.1f} Elo{micros:>12.0f} us")
+        print(f"{policy:<17}{spread + note:>32}{versus:>24}{width:>17.1f} Elo{micros:>12.0f} us")
     if any(policy in REFERENCES for policy in results):
-        print("(clairvoyant and best-fixed know the true strengths: yardsticks, not policies)")
+        print("(clairvoyant, best-fixed and known-gap-sizes know the true strengths: yardsticks, not policies)")
     return ratios
 
 
@@ -218,7 +219,7 @@ def main() -> int:
     parser.add_argument("--voter", choices=sorted(VOTERS), default="arena-ties",
                         help="how the simulated voter ties (default: as in real arena votes, more often between close models)")
     parser.add_argument("--references", action="store_true",
-                        help="also run the two yardsticks that know the true strengths (20 models only)")
+                        help="also run the three yardsticks that know the true strengths (20 models only)")
     args = parser.parse_args()
     if args.quick:
         scenarios = [Scenario(20, 8, 12_000, 2), Scenario(100, 1, 12_000, 1)]

@@ -11,6 +11,11 @@ decides whether a target is hard or out of reach:
   pairs (the quantity behind Kendall tau) at the vote count where ``uniform``
   expects to reach tau = 0.9. It is the best a sampler could do by knowing
   the gaps perfectly without reacting to how the votes fell.
+* ``known-gap-sizes`` knows how far apart every two models are, but not which
+  one is ahead, and reacts to the votes: it tests each pair's order
+  sequentially. It separates what reacting to votes can win from what only
+  knowing the gaps' sizes can: a real sampler must estimate those sizes from
+  the same votes.
 
 Both run through the same ``PairSampler`` interface as the real policies.
 """
@@ -23,9 +28,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from arena.ratings import fit_bradley_terry
-from arena.sampling import PairSampler
+from arena.sampling import ActiveSampler, PairSampler
 
-REFERENCES = ("clairvoyant", "best-fixed")
+REFERENCES = ("clairvoyant", "best-fixed", "known-gap-sizes")
 
 # Share of draws that stay uniform, as in the real active policy, so the
 # reference is held to the same "every pair keeps being sampled" rule.
@@ -141,6 +146,44 @@ class BestFixedSampler(PairSampler):
         return self._pair_from(rng, self._probabilities)
 
 
+class KnownGapSizesSampler(ActiveSampler):
+    """Knows each pair's gap size |d| (not its sign) and spends votes where a sign test is still open.
+
+    With the fitted gap g and its variance v, the chance the fit orders the pair
+    wrongly is 1 / (1 + exp(2 |d| |g| / v)), from the likelihood ratio of the
+    two signs. One vote moves that log-ratio by about 2 d^2 times the vote's
+    information, so a pair scores P(wrong) (1 - P(wrong)) d^2 x information:
+    nothing for pairs already settled, and nothing for pairs too close to ever
+    settle -- the part a real sampler cannot know without spending votes.
+    Pairs are drawn in proportion to the squared score, with the uniform share.
+    It reuses ActiveSampler's running fit and covariance.
+    """
+
+    refresh_every = 25
+
+    def __init__(self, models: Sequence[str], strengths: np.ndarray):
+        self._truth = np.asarray(strengths, dtype=float) * _ELO  # natural-log scale, as the fit
+        self._votes = 0
+        super().__init__(models)
+
+    def _record(self, a, b, score_a):
+        self._votes += 1
+        super()._record(a, b, score_a)
+
+    def _refresh_probabilities(self):
+        if self._votes % self.refresh_every:
+            return
+        covariance, information = self._covariance()
+        rows, cols = self._pair_rows, self._pair_cols
+        variance = np.diag(covariance)
+        gap_variance = variance[rows] + variance[cols] - 2.0 * covariance[rows, cols]
+        fitted_gap = np.abs(self._strength[rows] - self._strength[cols])
+        true_size = np.abs(self._truth[rows] - self._truth[cols])
+        wrong = 1.0 / (1.0 + np.exp(np.minimum(2.0 * true_size * fitted_gap / gap_variance, 50.0)))
+        score = (wrong * (1.0 - wrong) * true_size**2 * information[rows, cols]) ** 2
+        self._probabilities = _mix_with_uniform(score if score.sum() > 0 else np.ones(len(rows)))
+
+
 def make_reference(
     name: str,
     models: Sequence[str],
@@ -152,5 +195,7 @@ def make_reference(
         return ClairvoyantSampler(models, strengths)
     if name == "best-fixed":
         return BestFixedSampler(models, strengths, tie_probability, wrong_pairs_at_target)
+    if name == "known-gap-sizes":
+        return KnownGapSizesSampler(models, strengths)
     raise ValueError(f"unknown reference sampler {name!r}; choose from {REFERENCES}")
 
