@@ -77,6 +77,15 @@ def test_ratings_from_a_vote_file(tmp_path):
     assert next(r for r in anchored if r["model"] == "vicuna-13b")["rating"] == pytest.approx(1000, abs=0.01)
 
 
+@needs_shared
+def test_a_reader_that_stops_early_gets_no_traceback():
+    command = [sys.executable, "-m", "arena", "ratings", "--battles", str(ARENA_2023), "--bootstrap", "0"]
+    reader = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reader.stdout.close()  # like `| head -0`: nobody reads the table
+    _, errors = reader.communicate(timeout=300)
+    assert reader.returncode == 1 and b"Traceback" not in errors, errors.decode()
+
+
 def test_a_malformed_file_is_reported_by_line_and_imports_nothing(tmp_path):
     db = tmp_path / "arena.db"
     bad = tmp_path / "bad.jsonl"
