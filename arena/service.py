@@ -65,6 +65,7 @@ class _CachedBoard:
     votes: int  # the vote count it was computed from
     bootstrap_rounds: int
     computed: float  # time.monotonic()
+    computed_at: float  # time.time(), for people
 
 
 class ArenaService:
@@ -266,6 +267,11 @@ class ArenaService:
                 self.store.vote_records(), bootstrap_rounds=bootstrap_rounds, seed=0,
                 include_named=self.config.settings.count_named_votes,
             )
-            self._leaderboard_cache = _CachedBoard(board, votes, bootstrap_rounds, time.monotonic())
+            self._leaderboard_cache = _CachedBoard(board, votes, bootstrap_rounds, time.monotonic(), time.time())
             return board
+
+    def leaderboard_computed_at(self, board: ratings.Leaderboard) -> float | None:
+        """When `board` was computed (Unix time), if it is the current one: the page says how fresh it is."""
+        cached = self._leaderboard_cache
+        return cached.computed_at if cached is not None and cached.board is board else None
 

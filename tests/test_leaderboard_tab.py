@@ -87,3 +87,22 @@ def test_the_page_says_whether_side_by_side_votes_count(make_service, counted):
     assert ("**1 vote**" in summary) is counted and ("**0 anonymous votes**" in summary) is not counted
     assert ("side-by-side votes are." in summary) is counted
     assert ("are counted on the leaderboard" in panel._intro()) is counted
+
+
+def test_a_board_within_its_interval_says_when_it_was_computed(make_service):
+    import gradio as gr
+
+    from arena.ui.leaderboard_tab import LeaderboardTab
+
+    service = make_service(MODELS.replace("leaderboard_interval_s: 0", "leaderboard_interval_s: 3600"))
+    tab = LeaderboardTab(service)
+    with gr.Blocks():
+        tab.build()
+    before = tab.refresh()[0]
+    view = None
+    for view in service.ask(None, "Hello", "10.0.0.9", Mode.ANONYMOUS):
+        pass
+    service.vote(view.battle_id, "10.0.0.9", "model_a")
+    after = tab.refresh()[0]
+    assert after == before and "**0 anonymous votes**" in after  # batched: the new vote waits for the interval
+    assert "Computed at" in after and "appear within 3600 s" in after

@@ -32,21 +32,22 @@ def build_app(service: ArenaService) -> gr.Blocks:
                 event.then(leaderboard.refresh, None, leaderboard.outputs, api_visibility="private")
         app.load(leaderboard.refresh, None, leaderboard.outputs, api_visibility="private")
         pickers = [picker for panel in panels for picker in panel.pickers]
+        idle_outputs = [component for panel in panels for component in panel.idle_outputs]
 
-        def refresh_pickers(*chosen: str | None) -> list:
+        def idle_state(*chosen: str | None) -> list:
             updates, start = [], 0
             for panel in panels:
-                updates += panel.refresh_pickers(*chosen[start:start + len(panel.pickers)])
+                updates += panel.idle_state(*chosen[start:start + len(panel.pickers)])
                 start += len(panel.pickers)
             return updates
 
-        app.load(refresh_pickers, pickers, pickers, api_visibility="private")
+        app.load(idle_state, pickers, idle_outputs, api_visibility="private")
 
         def poll_loading(*chosen: str | None) -> list:
-            """While models load, the banner polls; the pickers follow once the roster is known."""
+            """While models load, the banner and the panels poll; they settle once the roster is known."""
             ready = service.ready
-            return [service.loading_message(), gr.Timer(active=not ready), *refresh_pickers(*chosen)]
+            return [service.loading_message(), gr.Timer(active=not ready), *idle_state(*chosen)]
 
         timer = gr.Timer(2.0, active=not service.ready)
-        timer.tick(poll_loading, pickers, [loading, timer, *pickers], api_visibility="private")
+        timer.tick(poll_loading, pickers, [loading, timer, *idle_outputs], api_visibility="private")
     return app

@@ -59,7 +59,7 @@ class DuelPanel:
     @property
     def _outputs(self) -> list:
         return [self.battle_id, self.chats["a"], self.chats["b"], self.status, self.prompt, self.send,
-                self.regenerate_button, *self.vote_buttons]
+                self.regenerate_button, *self.vote_buttons, self.new_round, *self.pickers]
 
     def _wire(self) -> None:
         ask_inputs = [self.prompt, self.battle_id, *self.pickers]
@@ -122,6 +122,15 @@ class DuelPanel:
     def _intro(self) -> str:
         return _intro(self.mode, self.service.config.settings.count_named_votes)
 
+    @property
+    def idle_outputs(self) -> list:
+        """What `idle_state` sets: the page is built once, before the models load, and shown many times after."""
+        return [self.status, *self.pickers]
+
+    def idle_state(self, *chosen: str | None) -> list:
+        """The status line and pickers of a panel with no battle: loading news, or the intro and the loaded models."""
+        return [self.service.loading_message() or self._intro(), *self.refresh_pickers(*chosen)]
+
     def refresh_pickers(self, *chosen: str | None) -> list:
         """Offer the models that can battle now: the page is built before they load, and some may fail to."""
         names = self.service.model_names()
@@ -152,11 +161,15 @@ class DuelPanel:
             gr.update(interactive=not view.generating),
             gr.update(interactive=view.votable),
             *[gr.update(interactive=view.votable) for _ in VOTES],
+            # Leaving a battle mid-answer would race the stream, which writes the battle back when it ends.
+            *[gr.update(interactive=not view.generating) for _ in (self.new_round, *self.pickers)],
         )
 
     def _refusal(self, refusal: RuleViolation) -> tuple:
         """Say why, and leave everything else as it was."""
-        return (gr.skip(), gr.skip(), gr.skip(), f"⚠️ {refusal}", gr.skip(), gr.skip(), gr.skip(), *[gr.skip() for _ in VOTES])
+        skipped = [gr.skip() for _ in self._outputs]
+        skipped[self._outputs.index(self.status)] = f"⚠️ {refusal}"
+        return tuple(skipped)
 
 
 def _address(request: gr.Request | None) -> str:

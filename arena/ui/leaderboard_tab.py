@@ -8,6 +8,7 @@ encoding four figures costs about half a second of CPU.
 from __future__ import annotations
 
 import threading
+import time
 
 import gradio as gr
 
@@ -63,6 +64,12 @@ class LeaderboardTab:
             f"with 95% bootstrap intervals ({board.bootstrap_rounds} rounds); models whose intervals overlap share a rank. "
             + left_out
         )
+        interval = self.service.config.settings.leaderboard_interval_s
+        computed_at = self.service.leaderboard_computed_at(board)
+        if interval > 0 and computed_at is not None:
+            # A crowd's votes are batched into one refit per interval: say so, or a fresh vote seems lost.
+            clock = time.strftime("%H:%M:%S UTC", time.gmtime(computed_at))
+            summary += f" Computed at {clock}; votes cast since then appear within {interval:g} s (reopen this tab)."
         if board.notes:
             summary += "\n\n" + "\n".join(f"- {note}" for note in board.notes)
         return (
