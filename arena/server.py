@@ -24,6 +24,9 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
     from arena.ui.app import build_app  # gradio is slow to import; commands that do not serve skip it
 
     store = ArenaStore(db_path)
+    abandoned = store.close_unfinished_battles()
+    if abandoned:
+        print(f"{abandoned} battle(s) left unfinished by the last run marked abandoned", flush=True)
     store.register_models(config.enabled_models)
     roster = Roster(config, cache_dir=cache_dir)
     service = ArenaService(config, roster, store)

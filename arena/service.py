@@ -171,7 +171,8 @@ class ArenaService:
                                   frame_interval_s=interval):
                 for side in SIDES:
                     exchange.answers[side] = frame.sides[side].text
-                yield self._view(battle, generating=not frame.done)
+                if not frame.done:  # the last frame is shown once the turn is settled (failed or votable)
+                    yield self._view(battle, generating=True)
         finally:
             # Runs even when the volunteer goes away mid-stream (the generator is closed).
             with self._generating_lock:

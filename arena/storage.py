@@ -177,6 +177,20 @@ class ArenaStore:
                  "started": started, "ended": None, "turns": 0, "client_id": client_id, "failure": None}
             )
 
+    def close_unfinished_battles(self) -> int:
+        """Mark battles an earlier process left generating or unvoted as abandoned; returns how many.
+
+        A battle lives in the memory of the process that started it, so after a
+        restart nobody can continue or vote on it; researchers should not have to
+        guess that from a `ready` status. It ends at its last stored message.
+        """
+        with self._transaction():
+            return self.db.conn.execute(
+                """update battles set status = 'abandoned',
+                       ended = coalesce(ended, (select max(created) from messages where battle_id = battles.id), started)
+                   where status in ('generating', 'ready')"""
+            ).rowcount
+
     def record_turn(self, battle_id: str, turn: int, attempt: int, messages: list[dict], status: str, failure: str | None = None) -> None:
         """Store one exchange (the prompt and both answers) and the battle's new status together."""
         now = time.time()

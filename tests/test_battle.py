@@ -219,6 +219,18 @@ def test_a_refused_side_by_side_request_does_not_use_up_the_hourly_limit(make_se
         service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS)
 
 
+def test_a_failed_battle_never_claims_both_answers_are_complete(make_service):
+    service = make_service("""
+        settings: {sampling: uniform}
+        models:
+          - {name: breaks-down, backend: scripted, script: error}
+          - {name: echo-one, backend: scripted, script: echo}
+    """)
+    views = list(service.ask(None, "Tell me a long story about a lighthouse keeper", CLIENT, Mode.ANONYMOUS))
+    assert views[-1].failed and not views[-1].votable
+    assert not any("complete" in view.status for view in views), [view.status for view in views]
+
+
 def test_named_mode_uses_the_chosen_pair_and_stores_named_votes(make_service):
     service = make_service()
     view = finish(service.ask(None, "Hello", CLIENT, Mode.NAMED, ("echo-two", "constant-bot")))

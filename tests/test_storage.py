@@ -194,3 +194,22 @@ def test_files_that_are_not_arena_databases_are_named_and_left_alone(tmp_path, c
             ArenaStore(path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]
+
+
+def test_battles_left_unfinished_by_an_earlier_run_are_marked_abandoned(store, tmp_path):
+    play(store, "voted")
+    store.record_battle_start("unvoted", "anonymous", "alpha", "beta", "client", 100.0)
+    store.record_turn("unvoted", 1, 1, [
+        {"side": "user", "role": "user", "content": "hi", "tokens": None, "latency_s": None, "first_token_s": None},
+    ], "ready")
+    store.record_battle_start("cut-off", "anonymous", "alpha", "beta", "client", 200.0)
+    store.close()
+    reopened = ArenaStore(tmp_path / "arena.db")
+    assert reopened.close_unfinished_battles() == 2
+    statuses = {row["id"]: (row["status"], row["ended"]) for row in reopened.db["battles"].rows}
+    assert statuses["voted"][0] == "voted"
+    assert statuses["unvoted"][0] == "abandoned" and statuses["unvoted"][1] > 1e9  # its last message's time
+    assert statuses["cut-off"] == ("abandoned", 200.0)  # no message: it ends when it started
+    assert reopened.close_unfinished_battles() == 0
+    assert [r["battle_id"] for r in reopened.vote_records()] == ["voted"]
+    reopened.close()
