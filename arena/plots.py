@@ -38,7 +38,8 @@ def ratings_with_intervals(leaderboard: Leaderboard) -> Figure:
     if not leaderboard.rows:
         return _no_votes(title)
     if leaderboard.bootstrap_rounds:
-        title += f"\n({leaderboard.bootstrap_rounds:,} bootstrap rounds over {leaderboard.votes_used:,} votes)"
+        votes = f"{leaderboard.votes_used:,} vote{'' if leaderboard.votes_used == 1 else 's'}"
+        title += f"\n({leaderboard.bootstrap_rounds:,} bootstrap rounds over {votes})"
     rows = leaderboard.rows
     count = len(rows)
     figure = Figure(figsize=(WIDTH_INCHES, max(3.0, 1.5 + 0.22 * count)), layout="constrained")

@@ -65,6 +65,7 @@ def test_plots_are_drawn_once_per_leaderboard_not_per_visitor(make_service):
     service.vote(view.battle_id, "10.0.0.9", "model_a")
     after = tab.refresh()
     assert after is not first and "**1 anonymous vote**" in after[0]
+    assert "Not rated yet" in first[0] and "Not rated yet" not in after[0]  # both served models have a vote now
 
 
 @pytest.mark.parametrize("counted", [False, True])

@@ -64,6 +64,9 @@ class LeaderboardTab:
             f"with 95% bootstrap intervals ({board.bootstrap_rounds} rounds); models whose intervals overlap share a rank. "
             + left_out
         )
+        unrated = [name for name in self.service.model_names() if name not in board.models]
+        if unrated:
+            summary += f" Not rated yet (no counted votes): {', '.join(unrated)}."
         interval = self.service.config.settings.leaderboard_interval_s
         computed_at = self.service.leaderboard_computed_at(board)
         if interval > 0 and computed_at is not None:
