@@ -327,7 +327,7 @@ def test_battles_generating_is_counted_however_a_battle_ends(make_service):
     service = make_service()
     finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS))
     assert service.battles_generating == 0
-    abandoned = service.ask(None, "Hello there", "10.0.0.2", Mode.ANONYMOUS)
+    abandoned = service.ask(None, " ".join(["Hi"] * 60), "10.0.0.2", Mode.ANONYMOUS)  # streams ~0.6 s
     next(abandoned)
     next(abandoned)
     assert service.battles_generating == 1

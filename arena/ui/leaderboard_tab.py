@@ -44,7 +44,10 @@ class LeaderboardTab:
         with self._render_lock:
             if self._rendered is None or self._rendered[0] is not board:
                 self._rendered = (board, self._render(board))
-            return self._rendered[1]
+            summary, ratings_plot, rows, *heatmaps = self._rendered[1]
+        # A fresh update each time: Gradio takes the value out of an update dict it is given, so a cached
+        # one would reach the next visitor without its rows.
+        return (summary, ratings_plot, gr.update(value=rows, headers=COLUMNS), *heatmaps)
 
     def _render(self, board) -> tuple:
         rows = [
@@ -78,7 +81,7 @@ class LeaderboardTab:
         return (
             summary,
             self.ratings_plot.postprocess(plots.ratings_with_intervals(board)),  # encoded once, reused as is
-            gr.update(value=rows, headers=COLUMNS),
+            rows,
             self.win_fraction.postprocess(plots.win_fraction_heatmap(board)),
             self.predicted.postprocess(plots.predicted_win_probability_heatmap(board)),
             self.battle_counts.postprocess(plots.battle_count_heatmap(board)),
