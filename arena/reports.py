@@ -17,16 +17,20 @@ _EMPTY = "No votes yet."
 
 
 def _interval(row: Mapping) -> str:
-    """The 95% interval as distances from the rating, the way arena leaderboards print it."""
+    """The 95% interval as distances from the rating, the way arena leaderboards print it.
+
+    A bootstrap that never varies (one vote, or only wins) measured nothing: no interval is printed.
+    """
+    if row["ci_upper"] <= row["ci_lower"]:
+        return "–"
     return f"+{row['ci_upper'] - row['rating']:.1f}/-{row['rating'] - row['ci_lower']:.1f}"
 
 
 def _display_rows(leaderboard: Leaderboard) -> tuple[list[str], list[list[str]]]:
     """Header and cells shared by the table and Markdown renderings."""
     header = ["Rank", "Model", "Rating", "95% CI", "Elo", "Votes", "Win rate"]
-    measured = leaderboard.bootstrap_rounds > 0  # without a bootstrap there is no interval to print, not a zero one
     cells = [
-        [str(row["rank"]), row["model"], f"{row['rating']:.1f}", _interval(row) if measured else "–", f"{row['elo']:.1f}",
+        [str(row["rank"]), row["model"], f"{row['rating']:.1f}", _interval(row), f"{row['elo']:.1f}",
          str(row["votes"]), f"{row['win_rate']:.1%}"]
         for row in leaderboard.as_dicts()
     ]

@@ -95,3 +95,10 @@ def test_write_exports_writes_four_files_and_every_vote(tmp_path, board, records
     ]
     write_exports(board, records[:3], out)  # replacing an export works
     assert len(read_battles(out / "battles.jsonl")) == 3
+
+
+@pytest.mark.parametrize("fmt", ["table", "md"])
+def test_a_model_with_a_single_vote_gets_no_interval(fmt):
+    board = compute_leaderboard([vote("solo", "other")], bootstrap_rounds=50, seed=0)
+    lines = render(board, fmt).splitlines()
+    assert all("+0.0/-0.0" not in line for line in lines) and sum("–" in line for line in lines[2:4]) == 2

@@ -51,7 +51,7 @@ class LeaderboardTab:
 
     def _render(self, board) -> tuple:
         rows = [
-            [r.rank, r.model, round(r.rating, 1), f"{r.ci_lower:.0f} – {r.ci_upper:.0f}", round(r.elo, 1), r.votes,
+            [r.rank, r.model, round(r.rating, 1), _interval(r.ci_lower, r.ci_upper), round(r.elo, 1), r.votes,
              f"{r.win_rate:.1%}"]
             for r in board.rows
         ]
@@ -86,3 +86,8 @@ class LeaderboardTab:
             self.predicted.postprocess(plots.predicted_win_probability_heatmap(board)),
             self.battle_counts.postprocess(plots.battle_count_heatmap(board)),
         )
+
+
+def _interval(lower: float, upper: float) -> str:
+    """A bootstrap that never varies (one vote, or only wins) measured nothing: say so rather than print a point."""
+    return f"{lower:.0f} – {upper:.0f}" if upper > lower else "too few votes"
