@@ -57,6 +57,7 @@ class Battle:
     attempt: int = 1
     outcome: str | None = None
     failed_sides: list[str] = field(default_factory=list)
+    cut_sides: list[str] = field(default_factory=list)  # answers of the last turn stopped by max_new_tokens
 
     @property
     def model_a(self) -> str:

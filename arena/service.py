@@ -198,6 +198,10 @@ class ArenaService:
         self.book.finish(battle, failed=failed)
         self.store.record_turn(battle.id, turn, battle.attempt, messages, "failed" if failed else "ready", failure)
         battle.failed_sides = frame.failed_sides
+        battle.cut_sides = [
+            side for side in SIDES
+            if side in frame.sides and frame.sides[side].tokens >= self.roster.contestants[battle.models[side]].entry.generation.max_new_tokens
+        ]
 
     def _view(self, battle: Battle, generating: bool = False) -> BattleView:
         failed = battle.status is Status.FAILED
@@ -209,6 +213,9 @@ class ArenaService:
                       "Type a prompt to start a new round.")
         else:
             status = "Both answers are complete. Which is better? Vote, or ask a follow-up question to both."
+            if battle.cut_sides:
+                which = " and ".join(SIDE_LABELS[s] for s in battle.cut_sides)
+                status += f" ({which} reached the length limit, so its answer may stop mid-sentence.)"
         named = battle.mode is Mode.NAMED or battle.outcome is not None
         return BattleView(
             battle_id=battle.id,

@@ -231,6 +231,22 @@ def test_a_failed_battle_never_claims_both_answers_are_complete(make_service):
     assert not any("complete" in view.status for view in views), [view.status for view in views]
 
 
+def test_an_answer_stopped_by_the_length_limit_is_said_to_be_cut(make_service):
+    service = make_service("""
+        settings: {sampling: uniform}
+        models:
+          - {name: short-one, backend: scripted, script: echo, max_new_tokens: 3}
+          - {name: long-one, backend: scripted, script: echo}
+    """)
+    view = finish(service.ask(None, "one two three four five", CLIENT, Mode.ANONYMOUS))
+    battle = service.book.get(view.battle_id, service.store.client_id(CLIENT))
+    cut = next(side for side in "ab" if battle.models[side] == "short-one")
+    assert f"Model {cut.upper()} reached the length limit" in view.status
+    assert "Model A and" not in view.status  # the other answer ended by itself
+    short = finish(service.ask(None, "one two", CLIENT, Mode.ANONYMOUS))
+    assert "length limit" not in short.status
+
+
 def test_named_mode_uses_the_chosen_pair_and_stores_named_votes(make_service):
     service = make_service()
     view = finish(service.ask(None, "Hello", CLIENT, Mode.NAMED, ("echo-two", "constant-bot")))
