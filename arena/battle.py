@@ -32,6 +32,7 @@ class Status(str, Enum):
     VOTING = "voting"  # a vote is being committed
     VOTED = "voted"
     FAILED = "failed"
+    ABANDONED = "abandoned"  # the volunteer moved on without voting
 
 
 class RuleViolation(Exception):
@@ -190,6 +191,14 @@ class BattleBook:
             battle.attempt += 1
             battle.status = Status.GENERATING
 
+    def abandon(self, battle: Battle) -> bool:
+        """Close an unvoted, settled battle for good; False if it was not in that state."""
+        with self.lock:
+            if battle.status is not Status.READY:
+                return False
+            battle.status = Status.ABANDONED
+            return True
+
     def finish(self, battle: Battle, failed: bool) -> None:
         with self.lock:
             battle.status = Status.FAILED if failed else Status.READY
@@ -222,4 +231,5 @@ def _status_message(status: Status) -> str:
         Status.VOTED: "You already voted in this battle. Type a prompt to start a new round.",
         Status.FAILED: "This battle failed and cannot be voted on. Type a prompt to start a new round.",
         Status.READY: "Both answers are ready.",
+        Status.ABANDONED: "You left this battle without voting. Type a prompt to start a new round.",
     }[status]

@@ -119,6 +119,15 @@ class ArenaService:
         self.book.restart_last(battle)
         return self._generate(battle)
 
+    def abandon(self, battle_id: str | None, address: str) -> None:
+        """The volunteer moved on without voting (New round, another pair): the record says so."""
+        try:
+            battle = self.book.get(battle_id, self.store.client_id(address))
+        except RuleViolation:
+            return  # nothing of theirs to close
+        if self.book.abandon(battle):
+            self.store.mark_abandoned(battle.id)
+
     def _open_battle_for(self, battle_id, client_id, address, mode, chosen) -> Battle:
         if not self.ready:
             raise RuleViolation(self.loading_message())
@@ -129,7 +138,7 @@ class ArenaService:
                 battle = None
             same_pair = chosen is None or (battle is not None and (battle.model_a, battle.model_b) == chosen)
             if battle is not None and battle.mode is mode and battle.outcome is None \
-                    and battle.status is not Status.FAILED and same_pair:
+                    and battle.status not in (Status.FAILED, Status.ABANDONED) and same_pair:
                 return battle
         if mode is Mode.NAMED:
             self._check_chosen_pair(chosen)

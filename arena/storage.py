@@ -177,6 +177,12 @@ class ArenaStore:
                  "started": started, "ended": None, "turns": 0, "client_id": client_id, "failure": None}
             )
 
+    def mark_abandoned(self, battle_id: str) -> None:
+        """The volunteer left the battle unvoted; it ends now."""
+        with self._transaction():
+            self.db.conn.execute("update battles set status = 'abandoned', ended = ? where id = ? and status = 'ready'",
+                                 [time.time(), battle_id])
+
     def close_unfinished_battles(self) -> int:
         """Mark battles an earlier process left generating or unvoted as abandoned; returns how many.
 

@@ -247,6 +247,22 @@ def test_an_answer_stopped_by_the_length_limit_is_said_to_be_cut(make_service):
     assert "length limit" not in short.status
 
 
+def test_a_battle_left_without_a_vote_is_recorded_as_abandoned(make_service):
+    service = make_service()
+    left = finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS))
+    service.abandon(left.battle_id, "10.9.9.9")  # someone else's: nothing happens
+    assert service.store.battle(left.battle_id)["status"] == "ready"
+    service.abandon(left.battle_id, CLIENT)
+    assert service.store.battle(left.battle_id)["status"] == "abandoned"
+    with pytest.raises(RuleViolation, match="left this battle"):
+        service.vote(left.battle_id, CLIENT, "model_a")
+    fresh = finish(service.ask(left.battle_id, "Again", CLIENT, Mode.ANONYMOUS))
+    assert fresh.battle_id != left.battle_id  # a prompt after leaving starts a new battle
+    service.vote(fresh.battle_id, CLIENT, "tie")
+    service.abandon(fresh.battle_id, CLIENT)  # New round after a vote: the vote stands
+    assert service.store.battle(fresh.battle_id)["status"] == "voted"
+
+
 def test_named_mode_uses_the_chosen_pair_and_stores_named_votes(make_service):
     service = make_service()
     view = finish(service.ask(None, "Hello", CLIENT, Mode.NAMED, ("echo-two", "constant-bot")))

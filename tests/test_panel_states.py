@@ -7,6 +7,8 @@ that would leave a battle must wait while its answers stream.
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 pytestmark = pytest.mark.browser
@@ -55,3 +57,7 @@ def test_nothing_can_leave_a_battle_while_its_answers_stream(start_arena, browse
     page.wait_for_function(f"!document.querySelector('#{key}-vote-a').disabled", timeout=30_000)
     for selector in leaving:
         assert page.locator(selector).is_enabled(), selector
+    page.locator(f"#{key}-new-round").click()  # leave it unvoted
+    page.wait_for_function(f"document.querySelector('#{key}-vote-a').disabled", timeout=15_000)
+    with sqlite3.connect(arena.db) as db:
+        assert db.execute("select status from battles").fetchall() == [("abandoned",)]

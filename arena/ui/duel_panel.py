@@ -73,10 +73,10 @@ class DuelPanel:
             event = button.click(self._voter(outcome), [self.battle_id], self._outputs,
                                  api_name=f"{self.key}_vote_{short}", api_visibility="undocumented", queue=False)
             self.vote_events.append(event)
-        self.new_round.click(self._clear, None, self._outputs, api_name=f"{self.key}_new_round", api_visibility="undocumented",
+        self.new_round.click(self._leave, [self.battle_id], self._outputs, api_name=f"{self.key}_new_round", api_visibility="undocumented",
                              queue=False)
         for picker in self.pickers:  # another pair means another battle
-            picker.change(self._clear, None, self._outputs, api_visibility="private")
+            picker.change(self._leave, [self.battle_id], self._outputs, api_visibility="private")
 
     # --- handlers -------------------------------------------------------------
 
@@ -116,7 +116,8 @@ class DuelPanel:
         view.status = receipt.message
         return self._render(view, voted=True)
 
-    def _clear(self) -> tuple:
+    def _leave(self, battle_id: str | None, request: gr.Request) -> tuple:
+        self.service.abandon(battle_id, _address(request))
         return self._render(BattleView(battle_id=None, status=self._intro()))
 
     def _intro(self) -> str:
