@@ -282,10 +282,11 @@ def _parse_model(raw: Any, index: int, base_dir: Path, problems: _Problems) -> M
         problems.add(label, "-", "each model entry must be a mapping")
         return None
     name = raw.get("name")
+    name_problem = _is_text(name)
     if name is None:
         problems.add(label, "name", "missing: every model needs a non-empty 'name'")
-    elif _is_text(name):
-        problems.add(label, "name", f"{_is_text(name)} (got {name!r})")
+    elif name_problem:
+        problems.add(label, "name", f"{name_problem} (got {name!r})")
     else:
         label = f"model '{name.strip()}'"
     backend = raw.get("backend")
@@ -311,7 +312,7 @@ def _parse_model(raw: Any, index: int, base_dir: Path, problems: _Problems) -> M
         enabled=_take(raw, "enabled", label, problems, _is_bool, True),
         family=tuple(f.strip() for f in family),
     )
-    if backend not in BACKENDS or _is_text(name):
+    if backend not in BACKENDS or name_problem:
         return None
     entry = ModelEntry(name=name.strip(), backend=backend, **common)
     if backend == "transformers":

@@ -224,7 +224,7 @@ class ArenaService:
             status = "Both answers are complete. Which is better? Vote, or ask a follow-up question to both."
             if battle.cut_sides:
                 which = " and ".join(SIDE_LABELS[s] for s in battle.cut_sides)
-                status += f" ({which} reached the length limit, so its answer may stop mid-sentence.)"
+                status += f" ({which} reached the length limit and may stop mid-sentence.)"
         named = battle.mode is Mode.NAMED or battle.outcome is not None
         return BattleView(
             battle_id=battle.id,

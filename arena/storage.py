@@ -53,34 +53,30 @@ class ArenaStore:
 
     def __init__(self, path: Path | str, *, synchronous: str = "NORMAL", read_only: bool = False):
         self.path = Path(path)
-        self.read_only = read_only
         self.lock = threading.RLock()
         connection = None
         try:
             if read_only:
                 connection = _connect_read_only(self.path)
+                self.db = sqlite_utils.Database(connection)
+                self._check_schema()
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 # One connection shared by Gradio's worker threads, serialised by a lock:
                 # SQLite has one writer at a time anyway.
                 connection = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-            self.db = sqlite_utils.Database(connection)
-            if read_only:
-                self._check_schema()
-            else:
+                self.db = sqlite_utils.Database(connection)
                 self.db.enable_wal()
                 # NORMAL in WAL mode survives a killed process; FULL also survives power loss.
                 self.db.execute(f"PRAGMA synchronous={synchronous}")
                 self._create_schema()
-        except DatabaseFileError:
+        except (sqlite3.DatabaseError, OSError) as error:
             _close(connection)
-            raise
-        except sqlite3.DatabaseError as error:
-            _close(connection)
-            raise DatabaseFileError(f"{self.path}: {_why_unusable(error)}") from error
-        except OSError as error:
-            _close(connection)
-            raise DatabaseFileError(f"{self.path}: cannot create the database: {error.strerror or error}") from error
+            if isinstance(error, DatabaseFileError):
+                raise
+            why = (_why_unusable(error) if isinstance(error, sqlite3.DatabaseError)
+                   else f"cannot create the database: {error.strerror or error}")
+            raise DatabaseFileError(f"{self.path}: {why}") from error
 
     # --- schema -----------------------------------------------------------
 
