@@ -147,9 +147,13 @@ class BattleBook:
             models={"a": model_a, "b": model_b}, started=self.clock(),
         )
         with self.lock:
-            self._forget_old()
             self.battles[battle.id] = battle
         return battle
+
+    def find(self, battle_id: str | None) -> Battle | None:
+        """Whoever's it is: only for the server's own housekeeping, never with an id a client sent."""
+        with self.lock:
+            return self.battles.get(battle_id or "")
 
     def get(self, battle_id: str | None, client_id: str) -> Battle:
         with self.lock:
@@ -218,10 +222,16 @@ class BattleBook:
             battle.status = Status.VOTED if outcome else Status.READY
             battle.outcome = outcome
 
-    def _forget_old(self) -> None:
+    def forget_old(self) -> list[str]:
+        """Drop battles started over KEEP_S ago; returns the ids of those left unvoted, now abandoned."""
         cutoff = self.clock() - self.KEEP_S
-        for battle_id in [b.id for b in self.battles.values() if b.started < cutoff]:
-            del self.battles[battle_id]
+        with self.lock:
+            old = [battle for battle in self.battles.values() if battle.started < cutoff]
+            for battle in old:
+                del self.battles[battle.id]
+                if battle.status is Status.READY:
+                    battle.status = Status.ABANDONED
+        return [battle.id for battle in old if battle.status is Status.ABANDONED]
 
 
 def _status_message(status: Status) -> str:

@@ -125,6 +125,15 @@ class ArenaService:
             battle = self.book.get(battle_id, self.store.client_id(address))
         except RuleViolation:
             return  # nothing of theirs to close
+        self._abandon(battle)
+
+    def page_closed(self, battle_id: str | None) -> None:
+        """The page that held this battle is gone for good (Gradio calls this, never a client)."""
+        battle = self.book.find(battle_id)
+        if battle is not None:
+            self._abandon(battle)
+
+    def _abandon(self, battle: Battle) -> None:
         if self.book.abandon(battle):
             self.store.mark_abandoned(battle.id)
 
@@ -143,6 +152,8 @@ class ArenaService:
         if mode is Mode.NAMED:
             self._check_chosen_pair(chosen)
         self.limiter.check_and_count(address)  # only a battle that will start counts against the limit
+        for stale_id in self.book.forget_old():  # a page left open for hours: its battle ends unvoted
+            self.store.mark_abandoned(stale_id)
         model_a, model_b = chosen if mode is Mode.NAMED else self._draw_pair()
         battle = self.book.open(mode, client_id, model_a, model_b)
         self.store.record_battle_start(battle.id, mode.value, model_a, model_b, client_id, battle.started)

@@ -263,6 +263,28 @@ def test_a_battle_left_without_a_vote_is_recorded_as_abandoned(make_service):
     assert service.store.battle(fresh.battle_id)["status"] == "voted"
 
 
+def test_a_battle_whose_page_is_gone_ends_as_abandoned(make_service):
+    service = make_service()
+    left = finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS))
+    voted = finish(service.ask(None, "Hi", CLIENT, Mode.ANONYMOUS))
+    service.vote(voted.battle_id, CLIENT, "tie")
+    for battle_id in (left.battle_id, voted.battle_id, None, "no-such-battle"):
+        service.page_closed(battle_id)
+    assert service.store.battle(left.battle_id)["status"] == "abandoned"
+    assert service.store.battle(voted.battle_id)["status"] == "voted"
+
+
+def test_a_battle_left_open_for_hours_is_forgotten_as_abandoned(make_service):
+    service = make_service()
+    stale = finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS))
+    started = time.time()
+    service.book.clock = lambda: started + BattleBook.KEEP_S + 1
+    finish(service.ask(None, "Later", "10.0.0.2", Mode.ANONYMOUS))  # any new battle sweeps the old ones
+    assert service.store.battle(stale.battle_id)["status"] == "abandoned"
+    with pytest.raises(RuleViolation, match="expired"):
+        service.vote(stale.battle_id, CLIENT, "model_a")
+
+
 def test_named_mode_uses_the_chosen_pair_and_stores_named_votes(make_service):
     service = make_service()
     view = finish(service.ask(None, "Hello", CLIENT, Mode.NAMED, ("echo-two", "constant-bot")))

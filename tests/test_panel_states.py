@@ -8,6 +8,7 @@ that would leave a battle must wait while its answers stream.
 from __future__ import annotations
 
 import sqlite3
+import time
 
 import pytest
 
@@ -61,3 +62,26 @@ def test_nothing_can_leave_a_battle_while_its_answers_stream(start_arena, browse
     page.wait_for_function(f"document.querySelector('#{key}-vote-a').disabled", timeout=15_000)
     with sqlite3.connect(arena.db) as db:
         assert db.execute("select status from battles").fetchall() == [("abandoned",)]
+
+
+def test_closing_the_page_ends_its_unvoted_battle(start_arena, browser_page):
+    # Gradio keeps a closed page's state for an hour in case it comes back; its end-to-end test mode
+    # shortens that to a second, which is what lets this test see the battle end.
+    arena = start_arena(SLOW_ECHO, env={"GRADIO_IS_E2E_TEST": "1"})
+    page = browser_page
+    page.goto(arena.url)
+    prompt = page.locator("#battle-prompt textarea")
+    prompt.wait_for()
+    prompt.fill("Hello there")
+    prompt.press("Enter")
+    page.wait_for_function("!document.querySelector('#battle-vote-a').disabled", timeout=30_000)
+    with sqlite3.connect(arena.db) as db:
+        assert db.execute("select status from battles").fetchall() == [("ready",)]
+    page.close()
+    deadline = time.monotonic() + 30
+    status = None
+    while time.monotonic() < deadline and status != "abandoned":
+        time.sleep(0.5)
+        with sqlite3.connect(arena.db) as db:
+            (status,), = db.execute("select status from battles").fetchall()
+    assert status == "abandoned"

@@ -8,12 +8,15 @@ every rule is checked by `ArenaService`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import gradio as gr
 
 from arena.battle import Mode, RuleViolation
 from arena.service import SIDE_LABELS, ArenaService, BattleView
+
+log = logging.getLogger("arena")
 
 # (outcome stored, button label, short name used in element ids and API names)
 VOTES = (("model_a", "A is better", "a"), ("model_b", "B is better", "b"), ("tie", "Tie", "tie"),
@@ -30,7 +33,9 @@ class DuelPanel:
 
     def build(self) -> None:
         names = self.service.model_names()
-        self.battle_id = gr.State(None)
+        # Gradio drops a closed page's state an hour after the tab goes (in case it is reopened);
+        # an unvoted battle then ends as abandoned instead of staying open until the next restart.
+        self.battle_id = gr.State(None, delete_callback=self._page_closed)
         self.pickers: list[gr.Dropdown] = []
         if self.mode is Mode.NAMED:
             with gr.Row():
@@ -115,6 +120,12 @@ class DuelPanel:
         view = self.service.revealed_view(battle_id, _address(request))
         view.status = receipt.message
         return self._render(view, voted=True)
+
+    def _page_closed(self, battle_id: str | None) -> None:
+        try:
+            self.service.page_closed(battle_id)
+        except Exception:  # runs in Gradio's state sweeper, which an exception would stop for every page
+            log.exception("could not close battle %s", battle_id)
 
     def _leave(self, battle_id: str | None, request: gr.Request) -> tuple:
         self.service.abandon(battle_id, _address(request))
