@@ -175,6 +175,8 @@ def _import(args) -> int:
         summary = store.import_votes(records, digest)
     except sqlite3.DatabaseError as exc:
         raise SystemExit(f"error: {args.db}: {exc}; nothing imported") from None
+    except ValueError as exc:  # a vote the database already holds differently
+        raise SystemExit(f"error: {args.file}: {exc}; nothing imported") from None
     finally:
         store.close()
     votes = "vote" if summary.added == 1 else "votes"

@@ -265,6 +265,7 @@ class ArenaStore:
             self.db["models"].insert_all(
                 [{"name": n, "backend": "", "source": "", "origin": "import", "settings": "{}", "first_seen": now} for n in new_models]
             )
+            self._check_same_votes(records)
             if source_digest:
                 self._adopt_positional_ids(records, battle_ids, source_digest)
             before = self.db["votes"].count
@@ -286,6 +287,24 @@ class ArenaStore:
             self.db["votes"].insert_all(votes, ignore=True, batch_size=1000)
             added = self.db["votes"].count - before
         return ImportSummary(added=added, already_present=len(records) - added, new_models=new_models)
+
+    def _check_same_votes(self, records: list[dict]) -> None:
+        """A record's own `battle_id` names one vote: refuse a file that gives it another pair or winner."""
+        seen: dict[str, tuple] = {}
+        for number, record in enumerate(records, start=1):
+            battle_id = record.get("battle_id")
+            if battle_id is None:
+                continue
+            vote = (record["model_a"], record["model_b"], record["winner"])
+            if battle_id not in seen:
+                stored = self.db.execute(
+                    "select b.model_a, b.model_b, v.winner from battles b join votes v on v.battle_id = b.id where b.id = ?",
+                    [battle_id]).fetchone()
+                seen[battle_id] = tuple(stored) if stored else vote
+            if seen[battle_id] != vote:
+                a, b, winner = seen[battle_id]
+                raise ValueError(f"record {number}: battle_id {battle_id!r} is already a vote of {a} vs {b} "
+                                 f"({winner}), not {vote[0]} vs {vote[1]} ({vote[2]})")
 
     def _adopt_positional_ids(self, records: list[dict], battle_ids: list[str], source_digest: str) -> None:
         """Rename votes imported from this very file under the old `import-<digest>-<position>` ids."""

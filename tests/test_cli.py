@@ -131,6 +131,18 @@ def test_importing_the_same_votes_again_adds_only_new_ones(tmp_path):
     assert votes_in(copy) == 101
 
 
+def test_a_file_that_gives_a_stored_battle_another_winner_is_refused(tmp_path):
+    db, first, second = tmp_path / "a.db", tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_text('{"battle_id": "b-1", "model_a": "x", "model_b": "y", "winner": "model_a"}\n')
+    second.write_text('{"model_a": "x", "model_b": "z", "winner": "tie"}\n'
+                      '{"battle_id": "b-1", "model_a": "x", "model_b": "y", "winner": "model_b"}\n')
+    arena("import", first, "--db", db)
+    done = arena("import", second, "--db", db, check=False)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert f"{second}: record 2: battle_id 'b-1' is already a vote of x vs y (model_a)" in done.stderr
+    assert "nothing imported" in done.stderr and votes_in(db) == 1
+
+
 def test_export_files_are_readable_as_open_would_make_them(tmp_path):
     db = tmp_path / "arena.db"
     (tmp_path / "votes.jsonl").write_text('{"model_a": "x", "model_b": "y", "winner": "model_a"}\n')

@@ -119,6 +119,18 @@ def test_an_export_imported_back_adds_nothing(store, tmp_path):
     fresh.close()
 
 
+def test_a_battle_id_that_names_another_vote_is_refused(store):
+    vote = {"battle_id": "b-1", "model_a": "alpha", "model_b": "beta", "winner": "model_a"}
+    assert store.import_votes([vote]).added == 1
+    assert store.import_votes([dict(vote)]).already_present == 1  # the same vote again is fine
+    other = {"model_a": "alpha", "model_b": "gamma", "winner": "tie"}
+    with pytest.raises(ValueError, match=r"record 2: battle_id 'b-1' is already a vote of alpha vs beta \(model_a\)"):
+        store.import_votes([other, {**vote, "winner": "model_b"}])
+    with pytest.raises(ValueError, match="record 2: battle_id 'b-2'"):  # within one file too
+        store.import_votes([{**vote, "battle_id": "b-2"}, {**vote, "battle_id": "b-2", "model_b": "gamma"}])
+    assert [r["winner"] for r in store.vote_records()] == ["model_a"]  # nothing else kept
+
+
 @needs_shared
 def test_undated_votes_stay_undated_and_count_as_oldest(store, tmp_path):
     live = play(store, "live-1", winner="model_b")
