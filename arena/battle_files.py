@@ -365,6 +365,10 @@ def _umask() -> int:
 def write_battles(path: Path | str, records: Iterable[Mapping]) -> None:
     """Write records as JSONL that `read_battles` (and FastChat's tools) can read back."""
     with atomic_text_writer(path) as stream:
-        for record in records:
-            stream.write(json.dumps(export_fields(record), ensure_ascii=False))
-            stream.write("\n")
+        write_battle_lines(stream, records)
+
+
+def write_battle_lines(stream: IO[str], records: Iterable[Mapping]) -> None:
+    for record in records:
+        stream.write(json.dumps(export_fields(record), ensure_ascii=False))
+        stream.write("\n")

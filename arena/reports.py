@@ -6,9 +6,10 @@ import csv
 import io
 import json
 from collections.abc import Iterable, Mapping
+from contextlib import ExitStack
 from pathlib import Path
 
-from arena.battle_files import atomic_text_writer, write_battles
+from arena.battle_files import atomic_text_writer, write_battle_lines
 from arena.ratings import Leaderboard
 
 FORMATS = ("table", "json", "csv", "md")
@@ -97,17 +98,17 @@ def render(leaderboard: Leaderboard, fmt: str) -> str:
 def write_exports(leaderboard: Leaderboard, records: Iterable[Mapping], out_dir: Path | str) -> list[Path]:
     """Write leaderboard.{csv,json,md} and every vote record (unfiltered) as battles.jsonl.
 
-    Each file is replaced atomically, so a reader sees the old or the new export, never half of one.
+    All four are written beside their targets first and replace them only once every one is
+    complete, so a failure (a full disk) leaves the previous export whole, and a reader never
+    sees half a file.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for fmt, name in (("csv", "leaderboard.csv"), ("json", "leaderboard.json"), ("md", "leaderboard.md")):
-        path = out_dir / name
-        with atomic_text_writer(path) as stream:
+    formats = ("csv", "json", "md")
+    paths = [out_dir / f"leaderboard.{fmt}" for fmt in formats] + [out_dir / "battles.jsonl"]
+    with ExitStack() as replace_on_success:
+        *boards, battles = [replace_on_success.enter_context(atomic_text_writer(path)) for path in paths]
+        for stream, fmt in zip(boards, formats):
             stream.write(render(leaderboard, fmt))
-        written.append(path)
-    battles = out_dir / "battles.jsonl"
-    write_battles(battles, records)
-    written.append(battles)
-    return written
+        write_battle_lines(battles, records)
+    return paths

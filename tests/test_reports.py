@@ -97,6 +97,21 @@ def test_write_exports_writes_four_files_and_every_vote(tmp_path, board, records
     assert len(read_battles(out / "battles.jsonl")) == 3
 
 
+def test_an_export_that_fails_midway_leaves_the_previous_one_whole(tmp_path, board, records):
+    out = tmp_path / "exports"
+    write_exports(board, records[:3], out)
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+
+    def votes_then_failure():
+        yield from records
+        raise OSError("No space left on device")
+
+    newer = compute_leaderboard([vote("solo", "other")], bootstrap_rounds=0, seed=0)
+    with pytest.raises(OSError, match="No space"):
+        write_exports(newer, votes_then_failure(), out)
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before  # no file replaced, nothing left over
+
+
 @pytest.mark.parametrize("fmt", ["table", "md"])
 def test_a_model_with_a_single_vote_gets_no_interval(fmt):
     board = compute_leaderboard([vote("solo", "other")], bootstrap_rounds=50, seed=0)
