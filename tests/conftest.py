@@ -146,3 +146,14 @@ def browser_page():
         page = browser.new_page(viewport={"width": 1280, "height": 1100})
         yield page
         browser.close()
+
+
+def open_and_ask(page, url: str, text: str, key: str = "battle", tab: str | None = None) -> None:
+    """Open the arena (on `tab`) and send a prompt from the `key` panel, as a volunteer would."""
+    page.goto(url)
+    if tab:
+        page.get_by_role("tab", name=tab).click()
+    prompt = page.locator(f"#{key}-prompt textarea")
+    prompt.wait_for()
+    prompt.fill(text)
+    prompt.press("Enter")

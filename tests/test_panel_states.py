@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from tests.conftest import open_and_ask
+
 pytestmark = pytest.mark.browser
 
 # `echo` repeats the prompt a word every 10 ms: a 300-word prompt streams for about 3 s.
@@ -43,13 +45,7 @@ def test_a_page_opened_after_loading_shows_the_intro_not_the_loading_notice(star
 def test_nothing_can_leave_a_battle_while_its_answers_stream(start_arena, browser_page, tab, key, leaving):
     arena = start_arena(SLOW_ECHO)
     page = browser_page
-    page.goto(arena.url)
-    if tab:
-        page.get_by_role("tab", name=tab).click()
-    prompt = page.locator(f"#{key}-prompt textarea")
-    prompt.wait_for()
-    prompt.fill(LONG_PROMPT)
-    prompt.press("Enter")
+    open_and_ask(page, arena.url, LONG_PROMPT, key, tab)
     vote = page.locator(f"#{key}-vote-a")
     page.wait_for_function(f"document.querySelector('#{key}-chat-a').innerText.includes('word5')", timeout=15_000)
     assert vote.is_disabled()  # still streaming
@@ -69,11 +65,7 @@ def test_closing_the_page_ends_its_unvoted_battle(start_arena, browser_page):
     # shortens that to a second, which is what lets this test see the battle end.
     arena = start_arena(SLOW_ECHO, env={"GRADIO_IS_E2E_TEST": "1"})
     page = browser_page
-    page.goto(arena.url)
-    prompt = page.locator("#battle-prompt textarea")
-    prompt.wait_for()
-    prompt.fill("Hello there")
-    prompt.press("Enter")
+    open_and_ask(page, arena.url, "Hello there")
     page.wait_for_function("!document.querySelector('#battle-vote-a').disabled", timeout=30_000)
     with sqlite3.connect(arena.db) as db:
         assert db.execute("select status from battles").fetchall() == [("ready",)]

@@ -14,6 +14,8 @@ import time
 import pytest
 from gradio_client import Client
 
+from tests.conftest import open_and_ask
+
 pytestmark = pytest.mark.browser
 
 ONE_SLOT = """
@@ -38,11 +40,7 @@ def test_a_waiting_volunteer_sees_their_place_then_gets_served(start_arena, brow
     assert holding.outputs() and not holding.done(), "the first battle never started"
 
     page = browser_page
-    page.goto(arena.url)
-    prompt = page.locator("#battle-prompt textarea")
-    prompt.wait_for()
-    prompt.fill("Am I in a queue?")
-    prompt.press("Enter")
+    open_and_ask(page, arena.url, "Am I in a queue?")
     battle_tab = page.locator("#battle-tab")
     page.wait_for_function(
         "() => /queue:\\s*\\d+\\s*\\/\\s*\\d+/.test(document.querySelector('#battle-tab').innerText)", timeout=20_000)
