@@ -7,10 +7,12 @@ problem with its line, so a half-imported file never skews a leaderboard.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
 import os
 import tempfile
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -70,11 +72,28 @@ def _model_name(record: Mapping, key: str, problems: list[str]) -> str | None:
     if not isinstance(value, str):
         problems.append(f"{key} must be a string, got {_shown(value)}")
         return None
-    name = value.strip()
+    name = unicodedata.normalize("NFC", value.strip())  # "é" typed two ways is one model
     if not name:
         problems.append(f"{key} is empty")
         return None
+    unreadable = unreadable_character(name)
+    if unreadable:
+        problems.append(f"{key} {unreadable}")
+        return None
     return _storable_text(key, name, MAX_MODEL_NAME_LENGTH, problems)
+
+
+# Characters that break a table row or make two names look alike: line breaks and other controls,
+# direction overrides, zero-width spaces.
+_INVISIBLE = {0x061C, 0x200B, 0x200E, 0x200F, *range(0x202A, 0x202F), 0x2060, *range(0x2066, 0x206A), 0xFEFF}
+
+
+def unreadable_character(name: str) -> str | None:
+    """Why a model name cannot be shown as it is (a control or invisible character), or None."""
+    for character in name:
+        if unicodedata.category(character) == "Cc" or ord(character) in _INVISIBLE:
+            return f"contains a control or invisible character (U+{ord(character):04X})"
+    return None
 
 
 def _storable_text(key: str, text: str, max_length: int, problems: list[str]) -> str | None:
@@ -167,27 +186,62 @@ def normalise_record(record: Any) -> tuple[dict | None, list[str]]:
     return {**normalised, **extras}, []
 
 
-def vote_ids(records: Sequence[Mapping]) -> list[str]:
+def vote_ids(records: Sequence[Mapping], key: bytes, first_occurrence: Mapping[str, int] | None = None) -> list[str]:
     """An id per normalised record that follows the vote, not the file it came in.
 
     A record's own `battle_id` is its id, so an export imported back finds its votes.
-    Otherwise the id hashes the record's content and how many identical records came
-    before it in the same file: the k-th identical record in any file (say the 3rd
-    undated "a beat b") is taken to be the same vote. So a file imported again, a longer
-    copy of it, or a copy with other line endings adds only the votes not yet counted.
+    Otherwise the id is a keyed hash of the record's content and of how many identical
+    records came before it in the same file: the k-th identical record in any file (say
+    the 3rd undated "a beat b") is taken to be the same vote, so a file imported again
+    adds nothing. `first_occurrence` (content -> n) numbers a content's records from n
+    instead of 1: votes declared new, after the n-1 identical ones already stored.
+    The key (the database's secret) keeps the id from being a fingerprint of fields an
+    export leaves out, such as `judge`: without it, guessing a judge and hashing would
+    confirm the guess.
     """
-    occurrences: Counter[str] = Counter()
     ids = []
-    for record in records:
-        if record.get("battle_id") is not None:
+    for record, content, occurrence in record_contents(records):
+        if content is None:
             ids.append(record["battle_id"])
             continue
-        # ensure_ascii: extras may hold lone surrogates, which UTF-8 cannot encode.
-        content = json.dumps(record, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
-        occurrences[content] += 1
-        digest = hashlib.sha256(f"{content}\n{occurrences[content]}".encode("ascii")).hexdigest()
-        ids.append(f"import-{digest[:32]}")
+        ids.append(content_vote_id(key, content, occurrence + (first_occurrence or {}).get(content, 1) - 1))
     return ids
+
+
+def content_vote_id(key: bytes, content: str, occurrence: int) -> str:
+    """The id of the `occurrence`-th vote with this canonical content (see `vote_ids`)."""
+    digest = hmac.new(key, f"{content}\n{occurrence}".encode("ascii"), hashlib.sha256).hexdigest()
+    return f"imported-{digest[:32]}"
+
+
+def unkeyed_vote_ids(records: Sequence[Mapping]) -> list[str]:
+    """The ids earlier versions gave records without a `battle_id` (a plain hash), to convert them."""
+    return [
+        record["battle_id"] if content is None
+        else "import-" + hashlib.sha256(f"{content}\n{occurrence}".encode("ascii")).hexdigest()[:32]
+        for record, content, occurrence in record_contents(records)
+    ]
+
+
+def canonical_json(record: Mapping) -> str:
+    """One text per record content, whatever the key order or layout of the file it came in."""
+    # ensure_ascii: extras may hold lone surrogates, which UTF-8 cannot encode.
+    return json.dumps(record, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+
+
+def record_contents(records: Sequence[Mapping]) -> Iterator[tuple[Mapping, str | None, int]]:
+    """Each record with its canonical content and its occurrence among identical records (1, 2, ...).
+
+    A record with its own `battle_id` needs neither: content is None.
+    """
+    occurrences: Counter[str] = Counter()
+    for record in records:
+        if record.get("battle_id") is not None:
+            yield record, None, 0
+            continue
+        content = canonical_json(record)
+        occurrences[content] += 1
+        yield record, content, occurrences[content]
 
 
 def _json_kind(value: Any) -> str:
@@ -295,8 +349,9 @@ def read_battles(
             continue
         if "battle_id" in record:
             first_line, first = claimed.setdefault(record["battle_id"], (line, record))
-            if first != record:  # the same record twice is one vote; two different ones would lose one
-                report(line, f"battle_id {_shown(record['battle_id'])} is also on line {first_line}, with another vote")
+            if first is not record:  # the same record twice is one vote; two different ones would lose one
+                if first != record:
+                    report(line, f"battle_id {_shown(record['battle_id'])} is also on line {first_line}, with another vote")
                 continue
         records.append(record)
     if problem_count:

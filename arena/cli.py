@@ -57,7 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     import_ = commands.add_parser("import", help="add votes from a clean-battle file (JSONL or JSON array)")
     import_.add_argument("file")
     import_.add_argument("--db", default=DEFAULT_DB)
-    import_.set_defaults(run=_import)
+    known = import_.add_mutually_exclusive_group()
+    known.add_argument("--skip-known", dest="known", action="store_const", const="skip",
+                       help="records identical to votes imported from another file are those votes (a longer copy)")
+    known.add_argument("--all-new", dest="known", action="store_const", const="new",
+                       help="every record is a new vote, even if identical to one already imported")
+    import_.set_defaults(run=_import, known="ask")
 
     ratings = commands.add_parser("ratings", help="print the leaderboard from a database or a vote file")
     source = ratings.add_mutually_exclusive_group()
@@ -167,14 +172,20 @@ def _export(args) -> int:
 def _import(args) -> int:
     import sqlite3
 
+    from arena.storage import KnownVotesError
+
     records = _read_battle_file(args.file)
     with open(args.file, "rb") as handle:
         digest = hashlib.file_digest(handle, "sha256").hexdigest()
     store = _open_store(args.db, read_only=False)
     try:
-        summary = store.import_votes(records, digest)
+        summary = store.import_votes(records, digest, source=str(args.file), known=args.known)
     except sqlite3.DatabaseError as exc:
         raise SystemExit(f"error: {args.db}: {exc}; nothing imported") from None
+    except KnownVotesError as exc:
+        raise SystemExit(f"error: {args.file}: {exc}. Import it again with --skip-known if it repeats them "
+                         "(a longer or re-saved copy of that file), or with --all-new if they are new votes; "
+                         "nothing imported") from None
     except ValueError as exc:  # a vote the database already holds differently
         raise SystemExit(f"error: {args.file}: {exc}; nothing imported") from None
     finally:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import importlib.util
 import math
 import re
+import unicodedata
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
+from arena.battle_files import unreadable_character
 from arena.sampling import POLICIES as SAMPLING_POLICIES
 
 BACKENDS = ("transformers", "openai", "scripted")
@@ -282,13 +284,15 @@ def _parse_model(raw: Any, index: int, base_dir: Path, problems: _Problems) -> M
         problems.add(label, "-", "each model entry must be a mapping")
         return None
     name = raw.get("name")
-    name_problem = _is_text(name)
+    name_problem = _is_text(name) or unreadable_character(name)
+    if name_problem is None:
+        name = unicodedata.normalize("NFC", name.strip())  # as vote files spell it, so both name one model
     if name is None:
         problems.add(label, "name", "missing: every model needs a non-empty 'name'")
     elif name_problem:
         problems.add(label, "name", f"{name_problem} (got {name!r})")
     else:
-        label = f"model '{name.strip()}'"
+        label = f"model '{name}'"
     backend = raw.get("backend")
     if backend not in BACKENDS:
         problems.add(label, "backend", f"must be one of {', '.join(BACKENDS)} (got {backend!r})")
@@ -314,7 +318,7 @@ def _parse_model(raw: Any, index: int, base_dir: Path, problems: _Problems) -> M
     )
     if backend not in BACKENDS or name_problem:
         return None
-    entry = ModelEntry(name=name.strip(), backend=backend, **common)
+    entry = ModelEntry(name=name, backend=backend, **common)
     if backend == "transformers":
         return _parse_transformers(raw, entry, label, base_dir, problems)
     if backend == "openai":

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from arena.battle_files import normalise_record, vote_ids
+from arena.battle_files import canonical_json, content_vote_id, normalise_record, record_contents, unkeyed_vote_ids, vote_ids
 from arena.config import ModelEntry
 
 SCHEMA_VERSION = 1
@@ -35,6 +35,18 @@ class DuplicateVote(Exception):
 
 class DatabaseFileError(sqlite3.DatabaseError):
     """A database file the arena cannot use (not SQLite, not an arena's, not writable), named in the message."""
+
+
+KNOWN_VOTE_POLICIES = ("ask", "skip", "new")
+
+
+class KnownVotesError(ValueError):
+    """A file whose votes match votes imported from another file, and nothing says whether they are the same."""
+
+    def __init__(self, matched: int, total: int):
+        self.matched, self.total = matched, total
+        super().__init__(f"{matched:,} of its {total:,} votes look like votes already imported from another file "
+                         "(identical records, and nothing in them, such as a battle_id or tstamp, tells them apart)")
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,7 @@ class ArenaStore:
                 # SQLite has one writer at a time anyway.
                 connection = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
                 self.db = sqlite_utils.Database(connection)
+                self._check_not_foreign()
                 self.db.enable_wal()
                 # NORMAL in WAL mode survives a killed process; FULL also survives power loss.
                 self.db.execute(f"PRAGMA synchronous={synchronous}")
@@ -115,12 +128,24 @@ class ArenaStore:
                 if_not_exists=True,
                 foreign_keys=[("battle_id", "battles", "id")],
             )
+            self.db["imports"].create(
+                {"id": int, "file_key": str, "source": str, "imported": float, "records": int, "added": int, "known": str},
+                pk="id",
+                if_not_exists=True,
+            )
             self.db["votes"].create_index(["battle_id"], unique=True, if_not_exists=True)
             self.db["messages"].create_index(["battle_id"], if_not_exists=True)
             self.db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, replace=True)
             if self._meta("client_salt") is None:
                 self.db["meta"].insert({"key": "client_salt", "value": secrets.token_hex(16)})
         self.client_salt = self._meta("client_salt")
+
+    def _check_not_foreign(self) -> None:
+        """Refuse, before writing anything, a SQLite file that some other program's tables fill."""
+        tables = self.db.table_names()
+        if tables and not {"models", "battles", "votes"} & set(tables):
+            shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+            raise DatabaseFileError(f"{self.path}: not an arena database (it has other tables: {shown}); nothing written")
 
     def _check_schema(self) -> None:
         missing = [table for table in ("models", "battles", "votes") if not self.db[table].exists()]
@@ -245,29 +270,46 @@ class ArenaStore:
             for a, b, winner, created, turns, mode, flagged, judge, battle_id in rows
         ]
 
-    def import_votes(self, records: list[dict], source_digest: str | None = None) -> ImportSummary:
+    def import_votes(self, records: list[dict], source_digest: str | None = None, *,
+                     source: str | None = None, known: str = "ask") -> ImportSummary:
         """Add validated clean-battle records in one transaction (all or nothing).
 
         Each vote's battle id comes from the record, not the file (see `battle_files.vote_ids`),
-        so votes already imported, from this file or any other, count as already present:
-        the k-th identical undated record of a file is the k-th such vote already stored.
-        A vote without a time stays undated (NULL), and the ratings replay it as older
-        than any dated vote. `source_digest`, the file's SHA-256, lets a re-import find
-        the votes older versions stored as `import-<digest>-<position>` and give them
-        their content ids (and their undated times back) instead of adding them again.
+        so the same file imported again, in any layout, adds nothing. A record without a
+        `battle_id` that matches a vote imported from another file is ambiguous: a longer copy
+        of that file repeats it, another file may hold a new vote that looks the same (the 2023
+        arena file has nothing but models and winner). `known` decides: "ask" refuses the file
+        (KnownVotesError, nothing written), "skip" takes them as the votes already stored,
+        "new" adds them as more votes. Every import is logged in `imports` (`source` names it).
+        A vote without a time stays undated (NULL), and the ratings replay it as older than any
+        dated vote. `source_digest`, the file's SHA-256, lets a re-import find votes older
+        versions stored under other ids and give them their current ones.
         """
+        if known not in KNOWN_VOTE_POLICIES:
+            raise ValueError(f"known must be one of {', '.join(KNOWN_VOTE_POLICIES)}, not {known!r}")
         now = time.time()
         records = [_normalised(record, number) for number, record in enumerate(records, start=1)]
-        battle_ids = vote_ids(records)
+        file_key = hashlib.sha256("\n".join(map(canonical_json, records)).encode("ascii")).hexdigest()
+        key = self._vote_id_key()
+        battle_ids = vote_ids(records, key)
         with self._transaction():
-            known = {row[0] for row in self.db.execute("select name from models")}
-            new_models = sorted({r[k] for r in records for k in ("model_a", "model_b")} - known)
+            known_files = {row[0] for row in self.db.execute("select file_key from imports")}
+            policy = "skip" if file_key in known_files else known  # the same file again: the same votes
+            stored = {row[0] for row in self.db.execute("select id from battles where id like 'imported-%'")}
+            content_ids = [i for record, i in zip(records, battle_ids) if record.get("battle_id") is None]
+            if policy == "ask":
+                matched = sum(i in stored for i in content_ids)
+                if matched:
+                    raise KnownVotesError(matched, len(records))
+            self._check_same_votes(records)
+            self._adopt_earlier_ids(records, battle_ids, source_digest, stored)
+            if policy == "new":
+                battle_ids = vote_ids(records, key, _first_free_occurrences(records, key, stored))
+            known_models = {row[0] for row in self.db.execute("select name from models")}
+            new_models = sorted({r[k] for r in records for k in ("model_a", "model_b")} - known_models)
             self.db["models"].insert_all(
                 [{"name": n, "backend": "", "source": "", "origin": "import", "settings": "{}", "first_seen": now} for n in new_models]
             )
-            self._check_same_votes(records)
-            if source_digest:
-                self._adopt_positional_ids(records, battle_ids, source_digest)
             before = self.db["votes"].count
             battles, votes = [], []
             for record, battle_id in zip(records, battle_ids):
@@ -286,7 +328,13 @@ class ArenaStore:
             self.db["battles"].insert_all(battles, ignore=True, batch_size=1000)
             self.db["votes"].insert_all(votes, ignore=True, batch_size=1000)
             added = self.db["votes"].count - before
+            self.db["imports"].insert({"file_key": file_key, "source": source, "imported": now, "records": len(records),
+                                       "added": added, "known": policy})
         return ImportSummary(added=added, already_present=len(records) - added, new_models=new_models)
+
+    def _vote_id_key(self) -> bytes:
+        """The secret that keys imported votes' ids (derived from the salt, never exported)."""
+        return hmac.new(self.client_salt.encode(), b"imported vote ids", hashlib.sha256).digest()
 
     def _check_same_votes(self, records: list[dict]) -> None:
         """A record's own `battle_id` names one vote: refuse a file that gives it another pair or winner."""
@@ -306,20 +354,28 @@ class ArenaStore:
                 raise ValueError(f"record {number}: battle_id {battle_id!r} is already a vote of {a} vs {b} "
                                  f"({winner}), not {vote[0]} vs {vote[1]} ({vote[2]})")
 
-    def _adopt_positional_ids(self, records: list[dict], battle_ids: list[str], source_digest: str) -> None:
-        """Rename votes imported from this very file under the old `import-<digest>-<position>` ids."""
-        prefix = f"import-{source_digest[:16]}-"
+    def _adopt_earlier_ids(self, records: list[dict], battle_ids: list[str], source_digest: str | None,
+                           stored: set[str]) -> None:
+        """Rename votes earlier versions stored under other ids to `battle_ids` (updating `stored`).
+
+        Those ids were `import-<digest>-<position>` (this very file, by position) and
+        `import-<plain hash of the content>`, which an export showed and anyone could test guesses against.
+        """
+        earlier = {row[0] for row in self.db.execute("select id from battles where id like 'import-%'")}
+        if not earlier:
+            return
+        positional = [f"import-{source_digest[:16]}-{n}" if source_digest else None for n in range(1, len(records) + 1)]
         connection = self.db.conn
-        old_ids = {row[0] for row in connection.execute(
-            "select id from battles where substr(id, 1, ?) = ?", [len(prefix), prefix])}
-        for position, (record, battle_id) in enumerate(zip(records, battle_ids), start=1):
-            old_id = f"{prefix}{position}"
-            if old_id not in old_ids or connection.execute("select 1 from battles where id = ?", [battle_id]).fetchone():
+        for record, battle_id, by_position, by_plain_hash in zip(records, battle_ids, positional, unkeyed_vote_ids(records)):
+            old_id = next((i for i in (by_position, by_plain_hash) if i in earlier), None)
+            if old_id is None or battle_id in stored:
                 continue
             tstamp = record.get("tstamp")  # old imports stored the import time for undated votes
             connection.execute("update votes set battle_id = ?, created = ? where battle_id = ?", [battle_id, tstamp, old_id])
             connection.execute("update battles set id = ?, started = ?, ended = ? where id = ?",
                                [battle_id, tstamp, tstamp, old_id])
+            earlier.discard(old_id)
+            stored.add(battle_id)
 
     def counts(self, tables: tuple[str, ...] = ("models", "battles", "messages", "votes")) -> dict[str, int]:
         """Rows per table; ask only for the tables needed (counting `messages` scans a large table)."""
@@ -333,6 +389,18 @@ def _normalised(record: dict, number: int) -> dict:
     if problems:
         raise ValueError(f"record {number}: {'; '.join(problems)}")
     return normalised
+
+
+def _first_free_occurrences(records: list[dict], key: bytes, stored: set[str]) -> dict[str, int]:
+    """Per content, the first occurrence number not yet stored: where votes declared new start counting."""
+    first: dict[str, int] = {}
+    for _, content, _ in record_contents(records):
+        if content is not None and content not in first:
+            occurrence = 1
+            while content_vote_id(key, content, occurrence) in stored:
+                occurrence += 1
+            first[content] = occurrence
+    return first
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:

@@ -1,12 +1,14 @@
 import json
 import os
+import unicodedata
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from arena.battle_files import MAX_TSTAMP, WINNERS, BattleFileError, read_battles, vote_ids, write_battles
+from arena.battle_files import (MAX_TSTAMP, WINNERS, BattleFileError, read_battles, unreadable_character, vote_ids,
+                                write_battles)
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -161,17 +163,19 @@ def test_vote_ids_follow_the_record_not_the_file(tmp_path):
     if not path.exists():
         pytest.skip(f"real vote data not found at {path} (the shared/ folder beside the project)")
     lines = path.read_text(encoding="utf-8").splitlines()[:300]
-    ids = vote_ids(read_battles(write_lines(tmp_path / "head.jsonl", *lines)))
+    key = b"the database's secret"
+    ids = vote_ids(read_battles(write_lines(tmp_path / "head.jsonl", *lines)), key)
     assert len(set(ids)) == 300  # the real file repeats records: occurrence numbers keep them apart
-    longer = vote_ids(read_battles(write_lines(tmp_path / "longer.jsonl", *lines, *lines[:5])))
+    longer = vote_ids(read_battles(write_lines(tmp_path / "longer.jsonl", *lines, *lines[:5])), key)
     assert longer[:300] == ids and not set(longer[300:]) & set(ids)
     crlf = tmp_path / "crlf.jsonl"
     crlf.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode())
-    assert vote_ids(read_battles(crlf)) == ids
+    assert vote_ids(read_battles(crlf), key) == ids
     spaced = write_lines(tmp_path / "spaced.jsonl", *(json.dumps(json.loads(line), indent=1).replace("\n", "") for line in lines))
-    assert vote_ids(read_battles(spaced)) == ids
+    assert vote_ids(read_battles(spaced), key) == ids
+    assert not set(vote_ids(read_battles(crlf), b"another database's secret")) & set(ids)
     own = read_battles(write_lines(tmp_path / "own.jsonl", json.dumps({**GOOD, "battle_id": "live-7"})))
-    assert vote_ids(own) == ["live-7"]
+    assert vote_ids(own, key) == ["live-7"]
 
 
 def test_export_fields_keep_undated_votes_undated_and_their_ids(tmp_path):
@@ -196,7 +200,8 @@ def test_written_files_get_the_mode_open_would_give(tmp_path, umask):
 
 # --- property-based ----------------------------------------------------------
 
-names = st.text(min_size=1, max_size=40).map(str.strip).filter(bool)
+names = st.text(min_size=1, max_size=40).map(lambda name: unicodedata.normalize("NFC", name.strip())).filter(
+    lambda name: name and not unreadable_character(name))
 records = st.builds(
     lambda pair, winner, tstamp, turn, anony, flagged: {
         "model_a": pair[0], "model_b": pair[1], "winner": winner, "tstamp": tstamp, "turn": turn,
@@ -257,3 +262,23 @@ def test_arbitrary_json_never_raises_anything_else(tmp_path, values, as_array):
 
     text = json.dumps(values) if as_array else "\n".join(map(encode, values))
     assert_only_battle_file_errors(tmp_path / "text.jsonl", text.encode("utf-8", "surrogatepass"))
+
+
+@pytest.mark.parametrize("name, code", [("gpt\n4", "U+000A"), ("gpt\x004", "U+0000"), ("\u202egpt-4", "U+202E"),
+                                        ("gpt\u200b-4", "U+200B")])
+def test_a_model_name_that_cannot_be_shown_as_it_is_is_refused(tmp_path, name, code):
+    path = write_lines(tmp_path / "votes.jsonl", json.dumps({**GOOD, "model_a": name}))
+    assert problems_of(path) == [(1, f"model_a contains a control or invisible character ({code})")]
+
+
+def test_one_name_typed_two_ways_is_one_model(tmp_path):
+    composed, decomposed = "caf\u00e9-7b", "cafe\u0301-7b"
+    path = write_lines(tmp_path / "votes.jsonl", json.dumps({**GOOD, "model_a": composed}),
+                       json.dumps({**GOOD, "model_a": decomposed}))
+    assert {record["model_a"] for record in read_battles(path)} == {composed}
+
+
+def test_a_record_repeated_under_its_battle_id_is_read_once(tmp_path):
+    vote = json.dumps({**GOOD, "battle_id": "b-1"})
+    path = write_lines(tmp_path / "votes.jsonl", vote, json.dumps(GOOD), vote)
+    assert [record.get("battle_id") for record in read_battles(path)] == ["b-1", None]

@@ -46,6 +46,7 @@ def problems_of(tmp_path, text):
         ("- {name: one, backend: openai, model: m, base_url: 'ftp://x'}", "model 'one'", "base_url"),
         ("- {name: one, backend: openai, model: m, base_url: 'http://x/v1', api_key_env: 'sk-123 secret'}", "model 'one'", "api_key_env"),
         ("- {name: two, backend: scripted, script: echo}", "model 'two'", "name"),  # duplicate
+        ('- {name: "one\\u202e", backend: scripted, script: echo}', "models[3]", "name"),  # a direction override
     ],
 )
 def test_each_bad_field_is_named_with_file_and_entry(tmp_path, models, entry, field):
@@ -54,6 +55,12 @@ def test_each_bad_field_is_named_with_file_and_entry(tmp_path, models, entry, fi
     assert (entry, field) in [(e, f) for e, f, _ in error.problems], error
     message = str(error)
     assert str(tmp_path / "models.yaml") in message and entry in message and f"'{field}'" in message
+
+
+def test_one_name_typed_two_ways_is_a_duplicate(tmp_path):
+    text = 'models:\n  - {name: "caf\\u00e9", backend: scripted, script: echo}\n  - {name: "cafe\\u0301", backend: scripted, script: echo}\n'
+    error = problems_of(tmp_path, text)
+    assert ("model 'caf\u00e9'", "name") in [(e, f) for e, f, _ in error.problems], error
 
 
 def test_missing_gguf_file_in_local_directory(tmp_path):

@@ -7,10 +7,10 @@ import sqlite3
 
 import pytest
 
-from arena.battle_files import read_battles, write_battles
+from arena.battle_files import normalise_record, read_battles, unkeyed_vote_ids, vote_ids, write_battles
 from arena.config import ModelEntry
 from arena.ratings import online_elo
-from arena.storage import ArenaStore, DatabaseFileError, DuplicateVote
+from arena.storage import ArenaStore, DatabaseFileError, DuplicateVote, KnownVotesError
 from tests.conftest import SHARED_DATA
 
 ARENA_2023 = SHARED_DATA / "chatbot_arena_2023_battles.jsonl"
@@ -97,11 +97,36 @@ def real_votes(tmp_path, count, name="votes.jsonl", newline="\n"):
 @needs_shared
 def test_votes_imported_from_any_file_are_not_added_twice(store, tmp_path):
     assert store.import_votes(real_votes(tmp_path, 100, "head-100.jsonl")).added == 100
-    longer = store.import_votes(real_votes(tmp_path, 101, "head-101.jsonl"))
+    with pytest.raises(KnownVotesError, match="100 of its 101 votes look like votes already imported"):
+        store.import_votes(real_votes(tmp_path, 101, "head-101.jsonl"))  # a longer copy, or 100 new look-alikes?
+    longer = store.import_votes(real_votes(tmp_path, 101, "head-101.jsonl"), known="skip")
     assert (longer.added, longer.already_present) == (1, 100)
-    crlf = store.import_votes(real_votes(tmp_path, 101, "crlf.jsonl", newline="\r\n"))
+    crlf = store.import_votes(real_votes(tmp_path, 101, "crlf.jsonl", newline="\r\n"))  # the same file: no question
     assert (crlf.added, crlf.already_present) == (0, 101)
     assert store.counts()["votes"] == 101
+
+
+@needs_shared
+def test_a_file_imported_in_parts_keeps_every_vote(store, tmp_path):
+    """The 2023 file has nothing but models and winner: its two halves share thousands of identical records."""
+    lines = ARENA_2023.read_text(encoding="utf-8").splitlines()
+    halves = [tmp_path / "half-1.jsonl", tmp_path / "half-2.jsonl"]
+    halves[0].write_text("\n".join(lines[:12969]) + "\n")
+    halves[1].write_text("\n".join(lines[12969:]) + "\n")
+    assert store.import_votes(read_battles(halves[0])).added == 12969
+    with pytest.raises(KnownVotesError):
+        store.import_votes(read_battles(halves[1]))
+    assert store.counts()["votes"] == 12969  # nothing written by the refused import
+    assert store.import_votes(read_battles(halves[1]), known="new").added == len(lines) - 12969
+    for half in halves:  # each part again, in any mode: the same votes
+        for known in ("ask", "skip", "new"):
+            assert store.import_votes(read_battles(half), known=known).added == 0
+    whole = tmp_path / "whole.jsonl"
+    whole.write_text("\n".join(lines) + "\n")
+    assert store.import_votes(read_battles(whole), known="skip").added == 0
+    assert store.counts()["votes"] == len(lines) == 25938
+    imports = list(store.db["imports"].rows)
+    assert [(row["records"], row["added"], row["known"]) for row in imports[:2]] == [(12969, 12969, "ask"), (12969, 12969, "new")]
 
 
 @needs_shared
@@ -115,8 +140,8 @@ def test_an_export_imported_back_adds_nothing(store, tmp_path):
     assert (back.added, back.already_present) == (0, 202)
     fresh = ArenaStore(tmp_path / "fresh.db")
     assert fresh.import_votes(read_battles(exported)).added == 202
-    assert fresh.import_votes(real_votes(tmp_path, 201, "more.jsonl")).added == 1  # ids survive the round trip
     fresh.close()
+    assert store.import_votes(real_votes(tmp_path, 201, "more.jsonl"), known="skip").added == 1  # ids survive the round trip
 
 
 def test_a_battle_id_that_names_another_vote_is_refused(store):
@@ -167,7 +192,23 @@ def test_a_database_from_the_positional_id_scheme_is_adopted_on_reimport(store, 
     again = store.import_votes(records, digest)
     assert (again.added, again.already_present) == (0, 3)
     assert [r["tstamp"] for r in store.vote_records()] == [None, None, 7.0]
-    assert (store.import_votes(records[:2]).added, store.counts()["battles"]) == (0, 3)  # now found by content
+    assert (store.import_votes(records[:2], known="skip").added, store.counts()["battles"]) == (0, 3)  # found by content
+
+
+def test_a_database_from_the_plain_hash_scheme_is_adopted_on_reimport(store):
+    """The version before stored a plain, unkeyed hash of each record: an export let anyone test guesses."""
+    records = [normalise_record(r)[0] for r in ({"model_a": "alpha", "model_b": "beta", "winner": "tie", "judge": "worker-7"},
+                                                {"model_a": "beta", "model_b": "alpha", "winner": "model_a", "tstamp": 7.0})]
+    store.import_votes(records)
+    with store.db.conn as connection:
+        for (battle_id,), old_id in zip(connection.execute("select battle_id from votes order by id").fetchall(),
+                                        unkeyed_vote_ids(records)):
+            connection.execute("update votes set battle_id = ? where battle_id = ?", [old_id, battle_id])
+            connection.execute("update battles set id = ? where id = ?", [old_id, battle_id])
+        connection.execute("delete from imports")
+    again = store.import_votes(records)
+    assert (again.added, again.already_present) == (0, 2)
+    assert [r["battle_id"] for r in store.vote_records()] == vote_ids(records, store._vote_id_key())
 
 
 def test_opening_read_only_never_writes(tmp_path):
@@ -225,3 +266,14 @@ def test_battles_left_unfinished_by_an_earlier_run_are_marked_abandoned(store, t
     assert reopened.close_unfinished_battles() == 0
     assert [r["battle_id"] for r in reopened.vote_records()] == ["voted"]
     reopened.close()
+
+
+def test_a_database_of_another_program_is_left_alone(tmp_path):
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute("create table notes (text)")
+    connection.close()
+    before = path.read_bytes()
+    with pytest.raises(DatabaseFileError, match=r"not an arena database \(it has other tables: notes\); nothing written"):
+        ArenaStore(path)
+    assert path.read_bytes() == before and not (tmp_path / "other.db-wal").exists()
