@@ -35,7 +35,7 @@ class DuelPanel:
         names = self.service.model_names()
         # Gradio drops a closed page's state an hour after the tab goes (in case it is reopened);
         # an unvoted battle then ends as abandoned instead of staying open until the next restart.
-        self.battle_id = gr.State(None, delete_callback=self._page_closed)
+        self.battle_id = gr.State(None, delete_callback=_battle_closer(self.service))
         self.pickers: list[gr.Dropdown] = []
         if self.mode is Mode.NAMED:
             with gr.Row():
@@ -121,12 +121,6 @@ class DuelPanel:
         view.status = receipt.message
         return self._render(view, voted=True)
 
-    def _page_closed(self, battle_id: str | None) -> None:
-        try:
-            self.service.page_closed(battle_id)
-        except Exception:  # runs in Gradio's state sweeper, which an exception would stop for every page
-            log.exception("could not close battle %s", battle_id)
-
     def _leave(self, battle_id: str | None, request: gr.Request) -> tuple:
         self.service.abandon(battle_id, _address(request))
         return self._render(BattleView(battle_id=None, status=self._intro()))
@@ -196,3 +190,16 @@ def _intro(mode: Mode, named_votes_counted: bool) -> str:
                 "are. You can ask follow-ups or regenerate before voting.")
     counted = "are counted" if named_votes_counted else "are not counted"
     return f"Pick two models and compare them. These votes are stored as named and {counted} on the leaderboard."
+
+
+def _battle_closer(service: ArenaService):
+    """A plain function, not a bound method: Gradio deep-copies the page's config on every page load, and
+    `copy.deepcopy` copies a method's object (the panel, the service, the models' weights) but never a function."""
+
+    def page_closed(battle_id: str | None) -> None:
+        try:
+            service.page_closed(battle_id)
+        except Exception:  # runs in Gradio's state sweeper, which an exception would stop for every page
+            log.exception("could not close battle %s", battle_id)
+
+    return page_closed
