@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", default=DEFAULT_CONFIG, help="model list (default: %(default)s)")
     serve.add_argument("--db", default=DEFAULT_DB, help="SQLite file for battles and votes (default: %(default)s)")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=7860)
+    serve.add_argument("--port", type=_port_number, default=7860)
     serve.add_argument("--cache-dir", default=None, help="converted-weights cache (default: .arena-cache beside --db)")
     serve.set_defaults(run=_serve)
 
@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
 def _add_rating_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap rounds for the 95%% intervals")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--anchor", metavar="MODEL=RATING", help="pin one model's rating instead of a mean of 1000")
+    parser.add_argument("--anchor", metavar="MODEL=RATING", help="pin one model's rating instead of a vote-weighted mean of 1000")
     parser.add_argument("--min-votes", type=int, default=0)
     parser.add_argument("--include-named", action="store_true", help="also count side-by-side (named) votes")
 
@@ -219,3 +219,9 @@ class _ProgressBar:
         filled = int(width * done / max(total, 1))
         end = "\n" if done >= total else ""
         print(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+
+def _port_number(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535, not {text!r}")
+    return int(text)

@@ -150,10 +150,39 @@ def load_config(path: Path | str) -> ArenaConfig:
     except UnicodeDecodeError as exc:
         raise ConfigError(path, [("(file)", "-", f"not UTF-8 text: {exc}")]) from exc
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
-        raise ConfigError(path, [("(file)", "-", f"not valid YAML: {exc}")]) from exc
+        raise ConfigError(path, [("(file)", "-", _yaml_problem(exc))]) from exc
     return parse_config(document, path)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error, not "the last wins"
+    (a second `models:` would silently drop the whole first list)."""
+
+
+def _refuse_repeated_keys(loader: _StrictLoader, node: yaml.MappingNode) -> dict:
+    first_line: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<:` merges are meant to be overridden
+            continue
+        key = loader.construct_object(key_node)
+        if isinstance(key, (str, int, float, bool)) and key in first_line:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key '{key}' is given twice (first on line {first_line[key]})", key_node.start_mark)
+        first_line[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _refuse_repeated_keys)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """Where and what, without PyYAML's "<unicode string>" in place of the file's name."""
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    what = getattr(error, "problem", None) or str(error)
+    return f"not valid YAML{where}: {what}"
 
 
 def parse_config(document: Any, path: Path) -> ArenaConfig:
@@ -162,7 +191,7 @@ def parse_config(document: Any, path: Path) -> ArenaConfig:
         problems.add("(file)", "-", "the top level must be a mapping with a 'models' list")
         problems.raise_if_any(path)
     problems.unknown_keys("(file)", document, {"settings", "models"})
-    settings = _parse_settings(document.get("settings") or {}, problems)
+    settings = _parse_settings({} if document.get("settings") is None else document["settings"], problems)
     raw_models = document.get("models")
     if not isinstance(raw_models, list) or not raw_models:
         problems.add("(file)", "models", "must be a non-empty list of model entries")
@@ -247,7 +276,7 @@ def _parse_settings(raw: Any, problems: _Problems) -> ArenaSettings:
         return ArenaSettings()
     problems.unknown_keys(entry, raw, {"title", "sampling", "generation_timeout_s", "on_load_failure", "limits", "count_named_votes", "max_concurrent_battles", "leaderboard_interval_s"})
     defaults = ArenaSettings()
-    raw_limits = raw.get("limits") or {}
+    raw_limits = {} if raw.get("limits") is None else raw["limits"]
     limits = Limits()
     if not isinstance(raw_limits, dict):
         problems.add(entry, "limits", "must be a mapping")
@@ -316,20 +345,23 @@ def _parse_model(raw: Any, index: int, base_dir: Path, problems: _Problems) -> M
         enabled=_take(raw, "enabled", label, problems, _is_bool, True),
         family=tuple(f.strip() for f in family),
     )
-    if backend not in BACKENDS or name_problem:
-        return None
-    entry = ModelEntry(name=name, backend=backend, **common)
+    if backend not in BACKENDS:
+        return None  # which other fields belong depends on the backend
+    # A bad name still gets its backend's fields checked, so one run reports every problem.
+    entry = ModelEntry(name=name if not name_problem else label, backend=backend, **common)
     if backend == "transformers":
-        return _parse_transformers(raw, entry, label, base_dir, problems)
-    if backend == "openai":
-        return replace(
+        entry = _parse_transformers(raw, entry, label, base_dir, problems)
+    elif backend == "openai":
+        entry = replace(
             entry,
             base_url=_require(raw, "base_url", label, problems, _is_url),
             model=_require(raw, "model", label, problems, _is_text),
             api_key_env=_take(raw, "api_key_env", label, problems, _is_env_name, None),
             request_timeout_s=float(_take(raw, "request_timeout_s", label, problems, _number(0, 3600, low_open=True), 60.0)),
         )
-    return replace(entry, script=_require(raw, "script", label, problems, _is_text))
+    else:
+        entry = replace(entry, script=_require(raw, "script", label, problems, _is_text))
+    return None if name_problem else entry
 
 
 def _is_text_list(value: Any) -> str | None:

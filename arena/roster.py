@@ -24,6 +24,17 @@ class ModelLoadError(RuntimeError):
         super().__init__(f"model '{name}' failed to load{where}: {type(cause).__name__}: {cause}")
 
 
+class TooFewModels(ModelLoadError):
+    """`on_load_failure: disable` left fewer than two models: no battle can be served."""
+
+    def __init__(self, loaded: list[str], failures: dict[str, str]):
+        self.loaded, self.failures = loaded, failures
+        RuntimeError.__init__(
+            self, f"only {len(loaded)} model{'' if len(loaded) == 1 else 's'} loaded{' (' + ', '.join(loaded) + ')' if loaded else ''}"
+            f" and a battle needs two; failed and disabled: "
+            + "; ".join(f"{name} ({cause})" for name, cause in failures.items()))
+
+
 @dataclass
 class Contestant:
     entry: ModelEntry
@@ -71,19 +82,27 @@ class Roster:
             try:
                 backend.load(lambda message: report(f"    {message}"))
             except Exception as exc:  # any failure of a model's own code is reported, never a crash
-                if self.config.settings.on_load_failure == "stop":
-                    raise ModelLoadError(entries[0].name, exc, entries[0].source or entries[0].base_url or "") from exc
-                for entry in entries:
-                    self.failures[entry.name] = f"{type(exc).__name__}: {exc}"
-                report(f"    FAILED, disabled: {type(exc).__name__}: {exc}")
+                self._give_up(entries, exc, report)
                 continue
             report(f"    ready in {time.monotonic() - started:.1f} s")
             for entry in entries:
-                self.contestants[entry.name] = Contestant(entry, backend)
+                problem = backend.settings_problem(entry.generation)  # e.g. more new tokens than the model can read
+                if problem:
+                    self._give_up([entry], ValueError(problem), report)
+                else:
+                    self.contestants[entry.name] = Contestant(entry, backend)
         if len(self.contestants) < 2:
-            raise ModelLoadError(", ".join(self.failures) or "(none)", RuntimeError("fewer than two models loaded"))
+            raise TooFewModels(list(self.contestants), self.failures)
         self.loading = "ready"
         self.ready.set()
+
+    def _give_up(self, entries: list[ModelEntry], exc: Exception, report: Callable[[str], None]) -> None:
+        """`on_load_failure`: "stop" raises ModelLoadError naming the model; "disable" leaves these entries out."""
+        if self.config.settings.on_load_failure == "stop":
+            raise ModelLoadError(entries[0].name, exc, entries[0].source or entries[0].base_url or "") from exc
+        for entry in entries:
+            self.failures[entry.name] = f"{type(exc).__name__}: {exc}"
+        report(f"    FAILED, disabled {', '.join(e.name for e in entries)}: {type(exc).__name__}: {exc}")
 
     def close(self) -> None:
         for backend in {id(c.backend): c.backend for c in self.contestants.values()}.values():

@@ -32,15 +32,24 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
     service = ArenaService(config, roster, store)
     app = build_app(service)
     app.queue(default_concurrency_limit=8)
-    app.launch(server_name=host, server_port=port, prevent_thread_lock=True, show_error=False, quiet=True,
-               footer_links=["gradio", "settings"])
+    try:
+        app.launch(server_name=host, server_port=port, prevent_thread_lock=True, show_error=False, quiet=True,
+                   footer_links=["gradio", "settings"])
+    except OSError:  # Gradio's own message suggests an environment variable that --port overrides anyway
+        print(f"error: cannot listen on {host}:{port}: the port is taken, or {host} is not an address of this "
+              "machine; choose another with --port or --host", file=sys.stderr, flush=True)
+        store.close()
+        return 1
     print(f"Arena page: http://{host}:{port}  (models loading…)", flush=True)
     try:
         roster.load(report=lambda message: print(message, flush=True))
-    except ModelLoadError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
+    except (ModelLoadError, KeyboardInterrupt) as exc:
+        stopped = "stopped while loading the models" if isinstance(exc, KeyboardInterrupt) else str(exc)
+        print(f"error: {stopped}", file=sys.stderr, flush=True)
         app.close()
-        return 1
+        roster.close()
+        store.close()
+        return 130 if isinstance(exc, KeyboardInterrupt) else 1
     print(f"Ready: {len(roster.contestants)} contestants on http://{host}:{port}", flush=True)
     if roster.failures:
         for name, cause in roster.failures.items():

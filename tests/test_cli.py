@@ -185,7 +185,7 @@ def test_export_into_a_regular_file_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("command", [
-    ("ratings", "--db"), ("export", "--out", "{out}", "--db"), ("import", "{votes}", "--db"), ("serve", "--port", "0", "--db"),
+    ("ratings", "--db"), ("export", "--out", "{out}", "--db"), ("import", "{votes}", "--db"), ("serve", "--port", "65535", "--db"),
 ])
 def test_a_file_that_is_not_a_database_is_named_and_left_alone(tmp_path, command):
     (tmp_path / "votes.jsonl").write_text('{"model_a": "x", "model_b": "y", "winner": "model_a"}\n')

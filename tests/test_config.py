@@ -89,10 +89,13 @@ def test_an_entry_with_a_bad_backend_or_name_still_has_its_other_fields_checked(
           - {{name: 5, backend: scripted, script: echo, weight: -1}}
           - {GOOD_ENTRY.replace("one", "two")}
           - {GOOD_ENTRY.replace("one", "three")}
+          - {{name: 6, backend: transformers, source: ./no-such-dir, dtype: float64}}
+          - {{name: 7, backend: openai, base_url: "not a url", model: ""}}
     """)
     reported = {(entry, field) for entry, field, _ in error.problems}
     assert {("model 'one'", "backend"), ("model 'one'", "top_p"), ("model 'one'", "temperature"),
-            ("model 'one'", "colour"), ("models[2]", "name"), ("models[2]", "weight")} <= reported
+            ("model 'one'", "colour"), ("models[2]", "name"), ("models[2]", "weight"),
+            ("models[5]", "source"), ("models[5]", "dtype"), ("models[6]", "base_url"), ("models[6]", "model")} <= reported
     assert "got 5" in str(error) and "missing" not in str(error)
 
 
@@ -106,7 +109,11 @@ def test_a_key_pasted_in_place_of_its_variable_name_is_not_echoed(tmp_path):
 
 
 @pytest.mark.parametrize("text, fragment", [
-    ("models: [", "not valid YAML"),
+    ("models: [", "not valid YAML at line 1, column 10"),
+    (f"models:\n  - {GOOD_ENTRY}\nmodels:\n  - {GOOD_ENTRY}\n", "key 'models' is given twice (first on line 1)"),
+    (f"models:\n  - {{name: a, backend: scripted, script: echo, name: b}}\n", "key 'name' is given twice"),
+    (f"settings: []\nmodels:\n  - {GOOD_ENTRY}\n", "settings: field '-': must be a mapping"),
+    (f"settings: {{limits: []}}\nmodels:\n  - {GOOD_ENTRY}\n", "field 'limits': must be a mapping"),
     ("- just a list", "top level must be a mapping"),
     ("models: []", "non-empty list"),
     (f"models:\n  - {GOOD_ENTRY}\n", "at least two enabled"),

@@ -97,3 +97,57 @@ def test_side_by_side_offers_only_models_that_loaded(start_arena, browser_page, 
     options.first.wait_for()
     offered = sorted(text.split("\n")[-1] for text in options.all_inner_texts())  # the chosen one carries a tick
     assert offered == ["fine-one", "fine-two"]
+
+
+def test_too_few_models_left_says_so(tmp_path):
+    make_broken_weights(tmp_path)
+    config = write_config(tmp_path, """
+        settings: {on_load_failure: disable}
+        models:
+          - {name: fine-one, backend: scripted, script: echo}
+          - {name: hollow-model, backend: transformers, source: ./broken-weights}
+    """)
+    roster = Roster(load_config(config))
+    with pytest.raises(ModelLoadError, match=r"only 1 model loaded \(fine-one\) and a battle needs two; "
+                                             r"failed and disabled: hollow-model \("):
+        roster.load(report=lambda message: None)
+
+
+def test_a_port_that_is_taken_is_one_line(tmp_path):
+    import socket
+
+    config = write_config(tmp_path, "models:\n  - {name: one, backend: scripted, script: echo}\n"
+                                    "  - {name: two, backend: scripted, script: echo}\n")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        for args, message in ((["--port", str(port)], f"error: cannot listen on 127.0.0.1:{port}"),
+                              (["--port", "99999"], "--port: must be a port number from 1 to 65535")):
+            done = subprocess.run([sys.executable, "-m", "arena", "serve", "--config", str(config),
+                                   "--db", str(tmp_path / "a.db"), *args],
+                                  cwd=ROOT, capture_output=True, text=True, timeout=120)
+            assert done.returncode in (1, 2) and "Traceback" not in done.stderr, done.stderr
+            assert message in done.stderr
+
+
+@pytest.mark.parametrize("policy", ["stop", "disable"])
+def test_settings_the_loaded_model_cannot_honour_fail_that_model(tmp_path, monkeypatch, policy):
+    from arena.backends.scripted import ScriptedBackend
+
+    monkeypatch.setattr(ScriptedBackend, "settings_problem",
+                        lambda self, settings: "too many" if settings.max_new_tokens > 300 else None)
+    config = write_config(tmp_path, f"""
+        settings: {{on_load_failure: {policy}}}
+        models:
+          - {{name: fine-one, backend: scripted, script: echo}}
+          - {{name: fine-two, backend: scripted, script: echo}}
+          - {{name: greedy, backend: scripted, script: echo, max_new_tokens: 500}}
+    """)
+    roster = Roster(load_config(config))
+    if policy == "stop":
+        with pytest.raises(ModelLoadError, match="model 'greedy' failed to load: ValueError: too many"):
+            roster.load(report=lambda message: None)
+    else:
+        roster.load(report=lambda message: None)
+        assert roster.names == ["fine-one", "fine-two"] and roster.failures == {"greedy": "ValueError: too many"}

@@ -82,3 +82,10 @@ def test_converted_weights_are_cached_and_give_the_same_answer(loaded):
     first = "".join(d.text for d in roster.contestants["terse"].backend.stream(prompt, greedy, threading.Event()))
     second = "".join(d.text for d in again.stream(prompt, greedy, threading.Event()))
     assert first == second and first.strip()
+
+
+def test_more_new_tokens_than_the_model_can_read_is_caught_once_loaded(loaded):
+    backend = loaded[0].contestants["terse"].backend
+    assert backend.settings_problem(GenerationSettings(max_new_tokens=12)) is None
+    problem = backend.settings_problem(GenerationSettings(max_new_tokens=10000))
+    assert problem and "max_new_tokens is 10000" in problem and "8192" in problem

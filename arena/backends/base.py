@@ -47,6 +47,13 @@ class Backend(ABC):
     def load(self, report: ProgressReport) -> None:
         """Prepare for generation; slow work reports progress through `report`."""
 
+    def settings_problem(self, settings: GenerationSettings) -> str | None:
+        """Once loaded: why a contestant's decoding settings cannot work with this model, or None.
+
+        Caught at start-up, a setting the model cannot honour fails every battle otherwise.
+        """
+        return None
+
     @abstractmethod
     def stream(self, messages: list[Message], settings: GenerationSettings, cancel: threading.Event) -> Iterator[Delta]:
         """Yield the answer to `messages` piece by piece until done or `cancel` is set.

@@ -65,10 +65,21 @@ class TransformersBackend(Backend):
         if self.decoder is None:
             raise GenerationError("model is not loaded")
         prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
-        limit = getattr(self.model.config, "max_position_embeddings", None)
+        limit = self._context_length()
         if limit and len(prompt) + settings.max_new_tokens > limit:
-            raise GenerationError(f"the conversation is too long for this model ({len(prompt)} tokens, limit {limit})")
+            raise GenerationError(f"the conversation is too long for this model: {len(prompt)} tokens, plus up to "
+                                  f"{settings.max_new_tokens} new ones, is more than the {limit} it can read")
         yield from _text_deltas(self.tokenizer, self.decoder.generate(prompt, settings, cancel))
+
+    def settings_problem(self, settings: GenerationSettings) -> str | None:
+        limit = self._context_length()
+        if limit and settings.max_new_tokens >= limit:
+            return (f"max_new_tokens is {settings.max_new_tokens}, but this model reads at most {limit} tokens "
+                    "in all, prompt included: lower max_new_tokens in models.yaml")
+        return None
+
+    def _context_length(self) -> int | None:
+        return getattr(self.model.config, "max_position_embeddings", None)
 
     def close(self) -> None:
         if self.decoder is not None:
