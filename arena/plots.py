@@ -33,7 +33,7 @@ def _no_votes(title: str) -> Figure:
 
 
 def ratings_with_intervals(leaderboard: Leaderboard) -> Figure:
-    """Each model's rating with its 95% interval, best at the top."""
+    """Each model's rating with its 95% interval, best at the top; a hollow dot where none was measured."""
     title = "Model ratings with 95% confidence intervals"
     if not leaderboard.rows:
         return _no_votes(title)
@@ -46,10 +46,16 @@ def ratings_with_intervals(leaderboard: Leaderboard) -> Figure:
     axes = figure.add_subplot()
     positions = np.arange(count)
     ratings = np.array([row.rating for row in rows])
-    below = ratings - np.array([row.ci_lower for row in rows])
-    above = np.array([row.ci_upper for row in rows]) - ratings
-    axes.errorbar(ratings, positions, xerr=np.clip([below, above], 0, None), fmt="o", color="tab:blue",
-                  ecolor="tab:gray", elinewidth=1.5, capsize=3, markersize=5)
+    # NaN where no interval was measured: errorbar draws no bar there.
+    lower = np.array([np.nan if row.ci_lower is None else row.ci_lower for row in rows])
+    upper = np.array([np.nan if row.ci_upper is None else row.ci_upper for row in rows])
+    axes.errorbar(ratings, positions, xerr=np.clip([ratings - lower, upper - ratings], 0, None), fmt="o",
+                  color="tab:blue", ecolor="tab:gray", elinewidth=1.5, capsize=3, markersize=5)
+    unmeasured = np.isnan(lower)
+    if unmeasured.any():
+        axes.plot(ratings[unmeasured], positions[unmeasured], "o", color="tab:blue", markerfacecolor="white",
+                  markersize=5, label="no interval (too few votes)")
+        axes.legend(loc="lower right", fontsize=8)
     axes.set_yticks(positions, [f"{row.rank}. {row.model}" for row in rows], fontsize=9)
     axes.set_ylim(count - 0.5, -0.5)  # best at the top, no empty bands
     axes.grid(axis="x", alpha=0.3)
@@ -74,8 +80,8 @@ def _heatmap(
     size = _label_size(count)
     axes.set_xticks(np.arange(count), models, rotation=90, fontsize=size)
     axes.set_yticks(np.arange(count), models, fontsize=size)
-    axes.set_xlabel("Opponent (model B)")
-    axes.set_ylabel("Model A")
+    axes.set_xlabel("Opponent")
+    axes.set_ylabel("Model")
     axes.set_title(title)
     figure.colorbar(image, ax=axes, label=colour_label, shrink=0.8)
     if count <= _ANNOTATE_UP_TO:
@@ -91,7 +97,7 @@ def _heatmap(
 def win_fraction_heatmap(leaderboard: Leaderboard) -> Figure:
     """Observed share of battles won by the row model (ties count half); grey where a pair never met."""
     return _heatmap(
-        leaderboard, leaderboard.win_fraction, title="Observed win fraction of model A against model B",
+        leaderboard, leaderboard.win_fraction, title="Observed win fraction against each opponent",
         colour_label="Share of battles won (ties count half)", cmap="RdBu", vmin=0.0, vmax=1.0, cell_format=".2f",
     )
 
@@ -110,6 +116,6 @@ def predicted_win_probability_heatmap(leaderboard: Leaderboard) -> Figure:
     """Win probability the ratings predict for the row model, to compare with the observed fractions."""
     return _heatmap(
         leaderboard, leaderboard.predicted_win_probability,
-        title="Predicted probability that model A beats model B", colour_label="Predicted win probability",
+        title="Predicted chance of beating each opponent", colour_label="Predicted win probability",
         cmap="RdBu", vmin=0.0, vmax=1.0, cell_format=".2f",
     )

@@ -7,6 +7,7 @@ costs in proportion to the number of model pairs, not the number of votes.
 
 Ratings are on the Elo scale: a difference of 400 points means 10:1 odds.
 Ties, of either kind, count as half a win for each side, as Chatbot Arena does.
+Their mean, weighted by each model's number of votes, is 1000: see `_centring_weights`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ DEFAULT_RIDGE = 1e-4
 
 # Score of model_a for each winner label; ties of both kinds are half a win.
 SCORE_OF_MODEL_A = MappingProxyType({"model_a": 1.0, "model_b": 0.0, "tie": 0.5, "tie (bothbad)": 0.5})
+
+# 95% intervals: the bootstrap percentiles this far in from each end.
+_TAIL_PERCENT = 2.5
 
 # Bootstrap rounds are fitted together in chunks: big enough to amortise the
 # Python overhead, small enough to keep the rounds x pairs arrays modest and to
@@ -279,9 +283,20 @@ def _fit_log_strengths(
     return theta
 
 
-def _to_elo(log_strengths: np.ndarray, *, scale: float, base: float, mean: float) -> np.ndarray:
-    centred = log_strengths - log_strengths.mean(axis=-1, keepdims=True)
-    return mean + centred * (scale / math.log(base))
+def _centring_weights(battles: np.ndarray) -> np.ndarray:
+    """Each model's number of battles: the weights of the mean rating (equal weights if there are none).
+
+    Bradley-Terry fixes only differences, so some mean must be chosen. A plain mean lets a
+    model with a vote or two, whose rating only the ridge holds finite, drag every other
+    rating (and, through its bootstrap swings, every interval); weighted by votes it barely counts.
+    """
+    votes = np.asarray(battles, dtype=float).sum(axis=1)
+    return votes if votes.sum() > 0 else np.ones_like(votes)
+
+
+def _to_elo(log_strengths: np.ndarray, *, weights: np.ndarray, scale: float, base: float, mean: float) -> np.ndarray:
+    centre = np.average(log_strengths, axis=-1, weights=weights, keepdims=True)
+    return mean + (log_strengths - centre) * (scale / math.log(base))
 
 
 def fit_bradley_terry(
@@ -292,10 +307,11 @@ def fit_bradley_terry(
     base: float = ELO_BASE,
     mean: float = INITIAL_RATING,
 ) -> np.ndarray:
-    """Bradley-Terry ratings on the Elo scale, with mean `mean` (1000).
+    """Bradley-Terry ratings on the Elo scale, with vote-weighted mean `mean` (1000).
 
     `wins[i, j]` is the (possibly fractional, ties as 0.5 each way) number of
-    times model i beat model j; the diagonal is ignored. Agrees with an
+    times model i beat model j; the diagonal is ignored. Each model weighs on
+    the mean by its number of battles (see `_centring_weights`). Agrees with an
     unpenalised logistic regression (Chatbot Arena's method) wherever that has
     a finite answer; the tiny `ridge` only matters where it does not.
     """
@@ -306,7 +322,7 @@ def fit_bradley_terry(
     earned = wins[layout.rows, layout.cols]
     battles = earned + wins[layout.cols, layout.rows]
     theta = _fit_log_strengths(layout, earned[None, :], battles[None, :], ridge=ridge)
-    return _to_elo(theta[0], scale=scale, base=base, mean=mean)
+    return _to_elo(theta[0], weights=_centring_weights(wins + wins.T), scale=scale, base=base, mean=mean)
 
 
 def bootstrap_ratings(
@@ -326,7 +342,9 @@ def bootstrap_ratings(
     Resampling votes with replacement is the same as a multinomial draw over the
     (pair, outcome) cells with the observed proportions, so each round is drawn
     from the aggregated counts and all rounds are fitted together, starting
-    from the full-data fit. Each round has mean `mean`. `progress(done, total)`
+    from the full-data fit. Each round has mean `mean`, weighted by the full
+    data's votes per model (the same weights every round, so a rare model's
+    swings do not move the others). `progress(done, total)`
     is called after every chunk of rounds, from the calling thread. `workers`
     threads share the rounds (default: one per core).
     """
@@ -341,6 +359,7 @@ def bootstrap_ratings(
     start = _fit_log_strengths(layout, full_scores, full_battles, ridge=ridge)
     p = np.exp(_log_sigmoid(layout.differences(start)))
     inverse_information = np.linalg.inv(layout.information(full_battles * p * (1.0 - p), ridge)[0])
+    weights = _centring_weights(counts.battles)
 
     chunk = max(1, min(_MAX_CHUNK_ROUNDS, _CHUNK_CELLS // max(1, rows.size)))
     chunk_starts = range(0, rounds, chunk)
@@ -356,7 +375,7 @@ def bootstrap_ratings(
             layout, scores, battles, ridge=ridge, start=start, inverse_information=inverse_information,
             tolerance=_BOOTSTRAP_TOLERANCE,
         )
-        result[first:first + size] = _to_elo(theta, scale=scale, base=base, mean=mean)
+        result[first:first + size] = _to_elo(theta, weights=weights, scale=scale, base=base, mean=mean)
         return size
 
     # numpy releases the GIL in the multinomial draws and the array arithmetic,
@@ -381,10 +400,24 @@ def _cell_scores(cells: np.ndarray, pairs: int) -> tuple[np.ndarray, np.ndarray]
     return row_wins + 0.5 * ties, row_wins + col_wins + ties
 
 
-def ranks_from_intervals(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
-    """1 + how many models are surely better (their lower bound above this one's upper bound)."""
+def _chance_left_out(counts: PairCounts) -> np.ndarray:
+    """Per model: the chance that a resample of the votes has none of its votes."""
+    total = counts.total_votes
+    return (1.0 - counts.votes_per_model / total) ** total
+
+
+def ranks_from_intervals(
+    lower: np.ndarray, upper: np.ndarray, can_outrank: np.ndarray | None = None
+) -> np.ndarray:
+    """1 + how many models are surely better (their lower bound above this one's upper bound).
+
+    Only models in the boolean mask `can_outrank` (default: all) count as surely better.
+    """
     lower, upper = np.asarray(lower, dtype=float), np.asarray(upper, dtype=float)
-    return 1 + (lower[None, :] > upper[:, None]).sum(axis=1)
+    surely_better = lower[None, :] > upper[:, None]
+    if can_outrank is not None:
+        surely_better &= np.asarray(can_outrank, dtype=bool)[None, :]
+    return 1 + surely_better.sum(axis=1)
 
 
 # --- diagnostics ------------------------------------------------------------
@@ -466,13 +499,20 @@ def comparison_notes(counts: PairCounts) -> list[str]:
 
 @dataclass(frozen=True)
 class ModelRating:
-    """One leaderboard row. `win_rate` is (wins + ties/2) / votes."""
+    """One leaderboard row. `win_rate` is (wins + ties/2) / votes.
+
+    `ci_lower` and `ci_upper` are None when no interval was measured: no
+    bootstrap, one that could not vary (a single vote, a pair with only wins),
+    or a model left out of more than 2.5% of resamples (about 3 votes or fewer),
+    where the ridge, not its votes, would set one end. A zero-width or
+    ridge-made interval would read as a measurement.
+    """
 
     rank: int
     model: str
     rating: float
-    ci_lower: float
-    ci_upper: float
+    ci_lower: float | None
+    ci_upper: float | None
     elo: float
     votes: int
     win_rate: float
@@ -497,20 +537,24 @@ class Leaderboard:
     votes_used: int
 
     def as_dicts(self) -> list[dict]:
-        """Rows as plain dicts for JSON/CSV: ratings to 2 decimals, win rate to 4."""
+        """Rows as plain dicts for JSON/CSV: ratings to 2 decimals (None stays None), win rate to 4."""
         return [
             {
                 "rank": row.rank,
                 "model": row.model,
                 "rating": round(row.rating, 2),
-                "ci_lower": round(row.ci_lower, 2),
-                "ci_upper": round(row.ci_upper, 2),
+                "ci_lower": _rounded(row.ci_lower, 2),
+                "ci_upper": _rounded(row.ci_upper, 2),
                 "elo": round(row.elo, 2),
                 "votes": row.votes,
                 "win_rate": round(row.win_rate, 4),
             }
             for row in self.rows
         ]
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def _empty_leaderboard(notes: list[str], bootstrap_rounds: int) -> Leaderboard:
@@ -559,13 +603,17 @@ def compute_leaderboard(
 
     Uses anonymous votes only unless `include_named`, never flagged ones, and only
     models with at least `min_votes` of those votes (counted before dropping the
-    others; `votes` in each row counts the votes actually used). Ratings have mean
-    1000, or put `anchor=(model, rating)` at exactly that rating, in every
-    bootstrap round too, so intervals are relative to the anchor.
-    A model's rank is 1 + the number of models whose interval lies wholly above its own.
+    others; `votes` in each row counts the votes actually used). Ratings have a
+    vote-weighted mean of 1000; `anchor=(model, rating)` instead shifts every
+    rating and interval by one constant that puts that model at exactly that
+    rating, so ranks and interval widths are the same either way.
+    A model's rank is 1 + the number of models whose interval lies wholly above its own,
+    not counting models without a measured interval (see `ModelRating`).
     """
     if bootstrap_rounds < 0:
         raise ValueError(f"bootstrap_rounds must be 0 or more, got {bootstrap_rounds}")
+    if anchor is not None and not math.isfinite(anchor[1]):
+        raise ValueError(f"anchor rating must be a finite number, got {anchor[1]!r}")
     records = list(records)
     votes = select_votes(records, include_named=include_named)
     notes = _exclusion_notes(len(records), len(votes), include_named, records)
@@ -585,20 +633,23 @@ def compute_leaderboard(
 
     ratings = fit_bradley_terry(counts.scores)
     samples = bootstrap_ratings(counts, bootstrap_rounds, seed=seed, progress=progress)
-    if anchor is not None:
-        position = counts.models.index(anchor[0])
-        ratings = ratings + (anchor[1] - ratings[position])
-        samples = samples + (anchor[1] - samples[:, [position]])
     if bootstrap_rounds > 0:
-        lower, upper = np.percentile(samples, [2.5, 97.5], axis=0)
+        lower, upper = np.percentile(samples, [_TAIL_PERCENT, 100 - _TAIL_PERCENT], axis=0)
     else:
         lower, upper = ratings, ratings
-    ranks = ranks_from_intervals(lower, upper)
+    measured = (upper > lower) & (_chance_left_out(counts) <= _TAIL_PERCENT / 100)
+    # Only models with a measured interval can be surely better than another, or a model with one
+    # win would outrank everyone below where the ridge leaves it in the resamples missing that win.
+    ranks = ranks_from_intervals(lower, upper, can_outrank=measured if bootstrap_rounds > 0 else None)
+    if anchor is not None:
+        # One constant for every number: pinning the anchor in each round would add its noise to every interval.
+        shift = anchor[1] - ratings[counts.models.index(anchor[0])]
+        ratings, lower, upper = ratings + shift, lower + shift, upper + shift
     notes += comparison_notes(counts)
 
     order = sorted(range(len(counts.models)), key=lambda i: (-ratings[i], counts.models[i]))
     counts = counts.subset([counts.models[i] for i in order])
-    ratings, lower, upper, ranks = ratings[order], lower[order], upper[order], ranks[order]
+    ratings, lower, upper, ranks, measured = ratings[order], lower[order], upper[order], ranks[order], measured[order]
     elo = online_elo(votes)
     battles = counts.battles
     votes_per_model = battles.sum(axis=1)
@@ -610,8 +661,9 @@ def compute_leaderboard(
 
     rows = [
         ModelRating(
-            rank=int(ranks[i]), model=model, rating=float(ratings[i]), ci_lower=float(lower[i]),
-            ci_upper=float(upper[i]), elo=float(elo[model]), votes=int(votes_per_model[i]),
+            rank=int(ranks[i]), model=model, rating=float(ratings[i]),
+            ci_lower=float(lower[i]) if measured[i] else None, ci_upper=float(upper[i]) if measured[i] else None,
+            elo=float(elo[model]), votes=int(votes_per_model[i]),
             win_rate=float(earned[i] / votes_per_model[i]),
         )
         for i, model in enumerate(counts.models)

@@ -20,9 +20,9 @@ _EMPTY = "No votes yet."
 def _interval(row: Mapping) -> str:
     """The 95% interval as distances from the rating, the way arena leaderboards print it.
 
-    A bootstrap that never varies (one vote, or only wins) measured nothing: no interval is printed.
+    Where the bootstrap measured nothing (no interval: see `ModelRating`) none is printed.
     """
-    if row["ci_upper"] <= row["ci_lower"]:
+    if row["ci_lower"] is None:
         return "–"
     return f"+{row['ci_upper'] - row['rating']:.1f}/-{row['rating'] - row['ci_lower']:.1f}"
 

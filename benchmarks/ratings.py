@@ -78,7 +78,9 @@ class LogisticRegressionReference:
         model = LogisticRegression(fit_intercept=False, C=np.inf, tol=1e-6, max_iter=1000)
         model.fit(design, labels)
         ratings = 400.0 * model.coef_[0]
-        return ratings - ratings.mean() + 1000.0
+        # Centred as the engine centres: the mean weighted by each model's votes in the rows used.
+        votes = np.bincount(self.first[rows], minlength=len(self.models)) + np.bincount(self.second[rows], minlength=len(self.models))
+        return ratings - np.average(ratings, weights=votes) + 1000.0
 
 
 def timed(action):

@@ -57,6 +57,24 @@ def test_empty_leaderboard_says_no_votes_yet(draw):
     assert png(figure).startswith(PNG_MAGIC)
 
 
+HEATMAPS = FIGURES[1:]
+
+
+@pytest.mark.parametrize("draw", HEATMAPS, ids=lambda draw: draw.__name__)
+def test_heatmaps_say_rows_are_each_model_and_columns_its_opponent(real_board, draw):
+    axes = draw(real_board).axes[0]
+    assert (axes.get_ylabel(), axes.get_xlabel()) == ("Model", "Opponent")
+    assert "model A" not in axes.get_title() and "model B" not in axes.get_title()
+
+
+def test_ratings_plot_marks_models_whose_interval_could_not_be_measured():
+    votes = [{"model_a": "solo", "model_b": "other", "winner": "model_a"}]
+    votes += [{"model_a": a, "model_b": b, "winner": "model_a"} for a, b in [("x", "y"), ("y", "x")] * 10]
+    figure = plots.ratings_with_intervals(compute_leaderboard(votes, bootstrap_rounds=50, seed=0))
+    assert "no interval (too few votes)" in texts(figure)
+    assert png(figure).startswith(PNG_MAGIC)
+
+
 def test_small_heatmaps_are_annotated_and_large_ones_are_not(real_board):
     pairs = [("x", "y"), ("y", "z"), ("z", "x"), ("x", "z")]
     votes = [{"model_a": a, "model_b": b, "winner": "model_a"} for a, b in pairs]

@@ -51,8 +51,13 @@ def simulated_votes(
     return [vote(f"m{a}", f"m{b}", w) for a, b, w in zip(first.tolist(), second.tolist(), winners.tolist())]
 
 
+def vote_weighted_mean(ratings, votes) -> float:
+    """The mean the leaderboard centres on: each model weighted by its number of votes."""
+    return float(np.average(ratings, weights=votes))
+
+
 def logistic_regression_ratings(votes: list[dict], models: list[str]) -> np.ndarray:
-    """Chatbot Arena's way, independently: every vote twice, a tie as one win each way; mean 1000."""
+    """Chatbot Arena's way, independently: every vote twice, a tie as one win each way; vote-weighted mean 1000."""
     from sklearn.linear_model import LogisticRegression
 
     index = {m: i for i, m in enumerate(models)}
@@ -65,7 +70,8 @@ def logistic_regression_ratings(votes: list[dict], models: list[str]) -> np.ndar
         labels += list(outcomes)
     fit = LogisticRegression(fit_intercept=False, C=np.inf, tol=1e-10, max_iter=10_000).fit(np.array(rows), labels)
     ratings = 400 * fit.coef_[0]
-    return ratings - ratings.mean() + 1000
+    votes_per_model = np.abs(np.array(rows[::2])).sum(axis=0) / math.log(10)
+    return ratings - vote_weighted_mean(ratings, votes_per_model) + 1000
 
 
 # --- Bradley-Terry against independent computations --------------------------
@@ -115,7 +121,8 @@ def test_real_llmfao_data_many_models_few_votes():
     board = compute_leaderboard(votes, bootstrap_rounds=100, seed=1)
     assert len(board.models) == 59 and board.votes_used == 8_931
     assert all(math.isfinite(row.ci_lower) and math.isfinite(row.ci_upper) for row in board.rows)
-    assert np.mean([row.rating for row in board.rows]) == pytest.approx(1000)
+    ratings, votes_per_model = [row.rating for row in board.rows], [row.votes for row in board.rows]
+    assert vote_weighted_mean(ratings, votes_per_model) == pytest.approx(1000)
 
 
 # --- bootstrap -----------------------------------------------------------------
@@ -124,13 +131,13 @@ def test_real_llmfao_data_many_models_few_votes():
 def test_intervals_cover_true_strengths_about_95_percent_of_the_time():
     rng = np.random.default_rng(2024)
     true_ratings = np.linspace(-150, 150, 8)
-    centred = true_ratings - true_ratings.mean() + 1000
     covered = []
     for repetition in range(40):
         votes = simulated_votes(true_ratings, 1500, rng, tie_share=0.2 if repetition % 2 else 0.0)
         board = compute_leaderboard(votes, bootstrap_rounds=200, seed=repetition)
-        for row in board.rows:
-            truth = centred[int(row.model[1:])]
+        truths = true_ratings[[int(row.model[1:]) for row in board.rows]]
+        truths += 1000 - vote_weighted_mean(truths, [row.votes for row in board.rows])
+        for row, truth in zip(board.rows, truths):
             covered.append(row.ci_lower <= truth <= row.ci_upper)
     assert 0.85 <= np.mean(covered) <= 0.99
 
@@ -151,12 +158,40 @@ def test_bootstrap_is_reproducible_and_reports_progress():
     assert [done for done, _ in calls] == sorted(done for done, _ in calls)
 
 
-def test_bootstrap_resamples_keep_the_number_of_votes_and_mean():
+def test_bootstrap_resamples_keep_the_full_data_vote_weighted_mean():
     counts = aggregate(simulated_votes(np.array([0.0, 50, -50, 120]), 500, np.random.default_rng(5)))
     samples = bootstrap_ratings(counts, 64, seed=0)
     assert samples.shape == (64, 4)
-    assert np.allclose(samples.mean(axis=1), 1000)
+    assert np.allclose(np.average(samples, axis=1, weights=counts.votes_per_model), 1000)
     assert samples.std(axis=0).min() > 1  # rounds really differ
+
+
+def with_newcomer(votes: list[dict], opponent: str, winner: str) -> list[dict]:
+    return votes + [vote("newbie", opponent, winner)]
+
+
+@pytest.mark.parametrize("winner", ["model_a", "tie"])
+def test_a_newcomer_with_one_vote_barely_moves_the_other_models(winner):
+    # Models far enough apart that bootstrap noise cannot change a rank.
+    votes = simulated_votes(np.linspace(-300, 300, 6), 3000, np.random.default_rng(6), tie_share=0.05)
+    before = compute_leaderboard(votes, bootstrap_rounds=300, seed=0)
+    after = {row.model: row for row in compute_leaderboard(with_newcomer(votes, "m0", winner), bootstrap_rounds=300,
+                                                            seed=0).rows}
+    assert after["newbie"].ci_lower is None and after["newbie"].ci_upper is None  # left out of 37% of resamples
+    for row in before.rows:
+        other = after[row.model]
+        assert other.rank == row.rank
+        assert abs(other.rating - row.rating) < 1
+        # Other resamples, so some noise; lopsided intervals were off by 100 points.
+        assert abs(other.ci_lower - row.ci_lower) < 10 and abs(other.ci_upper - row.ci_upper) < 10
+
+
+def test_a_newcomer_with_one_vote_moves_no_rating_on_real_data():
+    votes = real_votes("chatbot_arena_2023_battles.jsonl")
+    before = compute_leaderboard(votes, bootstrap_rounds=0)
+    after = {row.model: row for row in compute_leaderboard(with_newcomer(votes, "llama-13b", "model_a"),
+                                                            bootstrap_rounds=0).rows}
+    assert max(abs(after[row.model].rating - row.rating) for row in before.rows) < 1
 
 
 @pytest.mark.parametrize("case", ["simulated", "unbeaten and disconnected"])
@@ -179,6 +214,7 @@ def test_ranks_count_only_models_surely_better():
     lower = np.array([10.0, 5, 0, -10])
     upper = np.array([20.0, 15, 4, 1])
     assert ranks_from_intervals(lower, upper).tolist() == [1, 1, 3, 3]
+    assert ranks_from_intervals(lower, upper, can_outrank=[False, True, True, True]).tolist() == [1, 1, 2, 2]
 
 
 def test_overlapping_intervals_share_a_rank():
@@ -189,24 +225,44 @@ def test_overlapping_intervals_share_a_rank():
     assert [(row.model, row.rank) for row in board.rows] == [("strong", 1), ("x", 2), ("y", 2)]
 
 
-def test_without_bootstrap_intervals_are_the_rating_and_ranks_follow_it():
+def test_without_bootstrap_there_are_no_intervals_and_ranks_follow_the_ratings():
     votes = [vote("a", "b")] * 3 + [vote("b", "c")] * 3 + [vote("c", "a")] * 1 + [vote("a", "c")] * 2
     board = compute_leaderboard(votes, bootstrap_rounds=0)
-    assert all(row.ci_lower == row.rating == row.ci_upper for row in board.rows)
+    assert all(row.ci_lower is None and row.ci_upper is None for row in board.rows)
     assert [row.rank for row in board.rows] == [1, 2, 3]
+    assert all(row["ci_lower"] is None and row["ci_upper"] is None for row in board.as_dicts())
 
 
-def test_anchor_puts_the_model_at_the_given_rating():
-    votes = simulated_votes(np.array([0.0, 80, 160]), 600, np.random.default_rng(9))
-    plain = compute_leaderboard(votes, bootstrap_rounds=100, seed=0)
-    anchored = compute_leaderboard(votes, bootstrap_rounds=100, seed=0, anchor=("m1", 1200.0))
-    by_model = {row.model: row for row in anchored.rows}
-    assert by_model["m1"].rating == pytest.approx(1200.0, abs=1e-9)
-    shift = 1200.0 - {row.model: row for row in plain.rows}["m1"].rating
-    for row in plain.rows:
-        assert by_model[row.model].rating == pytest.approx(row.rating + shift)
+@pytest.mark.parametrize("votes", [[vote("solo", "other")], [vote("a", "b")] * 5], ids=["one vote", "only wins"])
+def test_a_bootstrap_that_cannot_vary_gives_no_interval_and_outranks_nobody(votes):
+    board = compute_leaderboard(votes, bootstrap_rounds=50, seed=0)
+    assert all(row.ci_lower is None and row.ci_upper is None for row in board.rows)
+    assert [row.rank for row in board.rows] == [1, 1]
+
+
+def test_anchor_shifts_every_number_alike_and_changes_no_rank():
+    votes = simulated_votes(np.array([0.0, 80, 160, 240]), 2000, np.random.default_rng(9))
+    votes += [vote("rare", "m0"), vote("m3", "rare"), vote("rare", "m1", "model_b"), vote("rare", "m2", "tie")] * 2
+    plain = compute_leaderboard(votes, bootstrap_rounds=200, seed=0)
+    for model in ("m1", "rare"):
+        board = compute_leaderboard(votes, bootstrap_rounds=200, seed=0, anchor=(model, 1200.0))
+        assert [(row.model, row.rank) for row in board.rows] == [(row.model, row.rank) for row in plain.rows]
+        anchored = {row.model: row for row in board.rows}
+        assert anchored[model].rating == pytest.approx(1200.0, abs=1e-9)
+        shift = 1200.0 - {row.model: row for row in plain.rows}[model].rating
+        for row in plain.rows:
+            assert anchored[row.model].rating == pytest.approx(row.rating + shift)
+            assert anchored[row.model].ci_lower == pytest.approx(row.ci_lower + shift)
+            assert anchored[row.model].ci_upper == pytest.approx(row.ci_upper + shift)
     with pytest.raises(ValueError, match="no-such-model"):
         compute_leaderboard(votes, anchor=("no-such-model", 1000.0))
+
+
+@pytest.mark.parametrize("rating", [math.nan, math.inf, -math.inf])
+def test_anchor_rating_must_be_finite(rating):
+    for votes in ([vote("a", "b"), vote("b", "a")], []):
+        with pytest.raises(ValueError, match=r"anchor rating must be a finite number, got -?(nan|inf)"):
+            compute_leaderboard(votes, bootstrap_rounds=0, anchor=("a", rating))
 
 
 def test_min_votes_drops_rare_models_before_fitting():
@@ -239,7 +295,9 @@ def test_disconnected_groups_and_unbeaten_models_stay_finite_and_are_explained()
     votes += [vote("c", "d")] * 4 + [vote("d", "c")] * 4
     votes += [vote("champion", "a")] * 7 + [vote("b", "loser")] * 3
     board = compute_leaderboard(votes, bootstrap_rounds=100, seed=0)
-    assert all(math.isfinite(v) for row in board.rows for v in (row.rating, row.ci_lower, row.ci_upper))
+    values = [v for row in board.rows for v in (row.rating, row.ci_lower, row.ci_upper) if v is not None]
+    assert all(map(math.isfinite, values))
+    assert [row.model for row in board.rows if row.ci_lower is None] == ["loser"]  # 3 votes: too few for an interval
     notes = " ".join(board.notes)
     assert "2 components" in notes and "not comparable" in notes
     assert "champion has only wins" in notes and "loser has only losses" in notes

@@ -112,6 +112,19 @@ def test_an_export_that_fails_midway_leaves_the_previous_one_whole(tmp_path, boa
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before  # no file replaced, nothing left over
 
 
+def test_an_interval_the_bootstrap_could_not_measure_is_null_in_json_and_empty_in_csv():
+    votes = [vote("solo", "other")] + [vote("a", "b"), vote("b", "a"), vote("a", "b", "tie")] * 20
+    board = compute_leaderboard(votes, bootstrap_rounds=50, seed=0)
+    rows = {row["model"]: row for row in json.loads(render(board, "json"))}
+    assert rows["solo"]["ci_lower"] is None and rows["solo"]["ci_upper"] is None
+    assert rows["a"]["ci_lower"] < rows["a"]["rating"] < rows["a"]["ci_upper"]
+    cells = {row["model"]: row for row in csv.DictReader(io.StringIO(render(board, "csv")))}
+    assert cells["solo"]["ci_lower"] == cells["solo"]["ci_upper"] == ""
+    assert float(cells["a"]["ci_upper"]) == rows["a"]["ci_upper"]
+    no_bootstrap = json.loads(render(compute_leaderboard(votes, bootstrap_rounds=0), "json"))
+    assert all(row["ci_lower"] is None and row["ci_upper"] is None for row in no_bootstrap)
+
+
 @pytest.mark.parametrize("fmt", ["table", "md"])
 def test_a_model_with_a_single_vote_gets_no_interval(fmt):
     board = compute_leaderboard([vote("solo", "other")], bootstrap_rounds=50, seed=0)

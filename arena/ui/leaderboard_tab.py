@@ -88,6 +88,6 @@ class LeaderboardTab:
         )
 
 
-def _interval(lower: float, upper: float) -> str:
-    """A bootstrap that never varies (one vote, or only wins) measured nothing: say so rather than print a point."""
-    return f"{lower:.0f} – {upper:.0f}" if upper > lower else "too few votes"
+def _interval(lower: float | None, upper: float | None) -> str:
+    """Where the bootstrap measured nothing (no interval: see `ModelRating`), say so rather than print a point."""
+    return "too few votes" if lower is None else f"{lower:.0f} – {upper:.0f}"
