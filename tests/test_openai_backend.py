@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from arena.backends import GenerationError
-from arena.backends.openai_compatible import OpenAICompatibleBackend
+from arena.backends.openai_compatible import NO_SUCH_ROUTE, OpenAICompatibleBackend
 from arena.backends.transformers_local import TransformersBackend
 from arena.battle import Mode
 from arena.config import GenerationSettings, ModelEntry, bundled_model_path
@@ -146,15 +146,29 @@ def test_cancel_stops_the_answer_early(served):
 @pytest.mark.parametrize("change, settings, expected", [
     ({"model": "no-such-model"}, GREEDY, "HTTP 400"),
     ({}, replace(GREEDY, repetition_penalty=1.3), "HTTP 422.*repetition_penalty"),  # transformers serve is strict
-    ({"path": ""}, GREEDY, "HTTP 404"),  # base_url without /v1: no /models (tolerated), then no /chat/completions
 ])
 def test_server_refusals_become_errors_with_the_status(served, change, settings, expected):
     base_url, model_id = served
-    if "path" in change:
-        base_url = base_url.removesuffix("/v1")
     backend = loaded(remote_entry(base_url, change.get("model", model_id)))
     with pytest.raises(GenerationError, match=expected):
         answer(backend, settings)
+
+
+@pytest.mark.model
+def test_a_base_url_without_v1_fails_load(served):
+    base_url, model_id = served
+    with pytest.raises(GenerationError, match=r"HTTP 404.*end in /v1"):
+        loaded(remote_entry(base_url.removesuffix("/v1"), model_id))
+
+
+@pytest.mark.model
+def test_a_real_server_refuses_the_load_probe_without_generating(served):
+    """Where /models is missing, load() probes /chat/completions with no messages: an API refuses it, but not as a missing route."""
+    base_url, _ = served
+    started = time.monotonic()
+    probe = httpx.post(f"{base_url}/chat/completions", json={}, timeout=10, trust_env=False)
+    assert probe.status_code >= 400 and probe.status_code not in NO_SUCH_ROUTE, probe.text  # transformers serve: 500
+    assert time.monotonic() - started < 2
 
 
 @pytest.mark.model
@@ -186,14 +200,15 @@ def test_a_battle_between_a_local_and_a_remote_model(served, make_service):
 
 # --- local listeners that misbehave on purpose -----------------------------------
 
-Reply = Callable[[BaseHTTPRequestHandler], "tuple[int, str | Iterable[str]] | None"]
+Reply = Callable[[BaseHTTPRequestHandler], "tuple[int, str | Iterable[str]] | tuple[int, str, str] | None"]
 
 
 class Listener:
     """A throwaway HTTP endpoint on 127.0.0.1 that records requests and answers via `reply`.
 
-    `reply` returns (status, body), where a body given as pieces is written
-    piece by piece until the client hangs up; or None to keep the client waiting.
+    `reply` returns (status, body) or (status, body, content type), where a
+    body given as pieces is written piece by piece until the client hangs up;
+    or None to keep the client waiting. The request's JSON is `request.json`.
     """
 
     def __init__(self, reply: Reply):
@@ -205,15 +220,15 @@ class Listener:
         class Handler(BaseHTTPRequestHandler):
             def handle_one(self):
                 listener.headers.append(dict(self.headers))
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.json = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or "null")
                 result = reply(self)
                 if result is None:
                     listener.release.wait(30)
                     return
-                status, body = result
+                status, body, *content_type = result
                 self.send_response(status)
                 json_body = isinstance(body, str) and body.startswith("{")
-                self.send_header("Content-Type", "application/json" if json_body else "text/event-stream")
+                self.send_header("Content-Type", (content_type or ["application/json" if json_body else "text/event-stream"])[0])
                 if isinstance(body, str):
                     self.send_header("Content-Length", str(len(body.encode())))
                 self.end_headers()
@@ -254,8 +269,18 @@ def listen():
 
 
 def no_model_listing_then(post: Reply) -> Reply:
-    """Like llama.cpp's older servers: no /models, so load() cannot check the key or model up front."""
-    return lambda request: (404, '{"detail": "Not Found"}') if request.command == "GET" else post(request)
+    """Like llama.cpp's older servers: no /models, so load() cannot check the key or model up front.
+
+    Like any real server, it refuses a request without messages (load's probe) before generating.
+    """
+    def reply(request):
+        if request.command == "GET":
+            return 404, '{"detail": "Not Found"}'
+        if "messages" not in request.json:
+            return 400, '{"error": {"message": "messages is required"}}'
+        return post(request)
+
+    return reply
 
 
 def events(*chunks) -> str:
@@ -281,6 +306,88 @@ def test_an_error_event_mid_answer_fails_the_answer(listen):
     listener = listen(no_model_listing_then(lambda request: (200, stream)))
     with pytest.raises(GenerationError, match="engine died"):
         answer(loaded(remote_entry(listener.url)))
+
+
+def test_a_reply_that_is_not_an_event_stream_says_what_came_back(listen):
+    login_page = "<html><body><form>Sign in to the proxy</form></body></html>"
+    listener = listen(no_model_listing_then(lambda request: (200, login_page, "text/html; charset=utf-8")))
+    with pytest.raises(GenerationError, match=r"expected an event stream \(text/event-stream\), got text/html: <html>.*Sign in"):
+        answer(loaded(remote_entry(listener.url)))
+
+
+def test_a_json_reply_that_is_no_chat_completion_says_what_came_back(listen):
+    listener = listen(no_model_listing_then(lambda request: (200, '{"status": "queued", "id": 7}')))
+    with pytest.raises(GenerationError, match=r"got application/json: \{\"status\": \"queued\""):
+        answer(loaded(remote_entry(listener.url)))
+
+
+def test_an_endpoint_that_ignores_stream_true_still_answers(listen):
+    completion = {"object": "chat.completion", "usage": {"completion_tokens": 6},
+                  "choices": [{"index": 0, "message": {"role": "assistant", "content": "A whole answer at once."}, "finish_reason": "stop"}]}
+    listener = listen(no_model_listing_then(lambda request: (200, json.dumps(completion))))
+    deltas = answer(loaded(remote_entry(listener.url)))
+    assert "".join(d.text for d in deltas) == "A whole answer at once."
+    assert sum(d.tokens for d in deltas) == 6
+
+
+def cut_for_length(*chunks) -> str:
+    """Few chunks of many tokens each, then finish_reason "length" (`usage` only if given)."""
+    return events(*chunks, {"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}, "data: [DONE]\n\n")
+
+
+@pytest.mark.parametrize("stream, tokens", [
+    (cut_for_length(content("word " * 10), content("word " * 10)), GREEDY.max_new_tokens),  # no usage: counted as cut
+    (cut_for_length(content("word " * 30), {"choices": [], "usage": {"completion_tokens": 30}}), 30),  # usage wins
+])
+def test_an_answer_cut_for_length_reaches_the_token_limit(listen, stream, tokens):
+    """Callers tell a cut answer by its tokens reaching max_new_tokens, as the local backend's do."""
+    listener = listen(no_model_listing_then(lambda request: (200, stream)))
+    assert sum(d.tokens for d in answer(loaded(remote_entry(listener.url)))) == tokens
+
+
+def test_a_battle_says_a_remote_answer_was_cut(listen, make_service):
+    stream = cut_for_length(content("word " * 10), content("word " * 10))
+    listener = listen(no_model_listing_then(lambda request: (200, stream)))
+    service = make_service(f"""
+        settings: {{sampling: uniform, generation_timeout_s: 10}}
+        models:
+          - {{name: local-echo, backend: scripted, script: echo}}
+          - {{name: remote-wordy, backend: openai, base_url: "{listener.url}", model: wordy, max_new_tokens: 64}}
+    """)
+    view = None
+    for view in service.ask(None, "Say many words.", "10.0.0.1", Mode.ANONYMOUS):
+        pass
+    assert view.votable and "reached the length limit" in view.status, view.status
+
+
+@pytest.mark.parametrize("chunk, problem", [
+    ({"choices": ["oops"]}, r"choices\[0\] is not an object"),
+    ({"choices": {"0": {}}}, "choices is not a list"),
+    ({"choices": [{"index": 0, "delta": "text"}]}, r"choices\[0\]\.delta is not an object"),
+    ({"choices": [{"index": 0, "delta": {"content": ["te", "xt"]}}]}, r"choices\[0\]\.delta\.content is not a string"),
+    ({"choices": [], "usage": [1, 2]}, "usage is not an object"),
+])
+def test_a_malformed_event_fails_the_answer_readably(listen, chunk, problem):
+    stream = events(content("ok "), chunk, "data: [DONE]\n\n")
+    listener = listen(no_model_listing_then(lambda request: (200, stream)))
+    with pytest.raises(GenerationError, match=f"sent a malformed event: {problem}"):
+        answer(loaded(remote_entry(listener.url)))
+
+
+def test_a_web_server_that_is_no_openai_api_fails_load(listen):
+    """An ordinary site, or a base_url missing /v1, must not start "ready" and then fail every battle."""
+    listener = listen(lambda request: (404, "<html><body>Not Found</body></html>", "text/html"))
+    with pytest.raises(GenerationError, match=r"not an OpenAI-compatible API.*HTTP 404.*end in /v1"):
+        loaded(remote_entry(listener.url.removesuffix("/v1")))
+    assert len(listener.headers) == 2  # /models, then the probe: nothing was generated
+
+
+def test_a_server_without_a_model_listing_loads_with_a_warning(listen):
+    listener = listen(no_model_listing_then(lambda request: (200, events(content("Hi"), "data: [DONE]\n\n"))))
+    reports: list[str] = []
+    backend = loaded(remote_entry(listener.url), reports)
+    assert any(r.startswith("warning:") and "no /models" in r for r in reports), reports
+    assert "".join(d.text for d in answer(backend)) == "Hi"
 
 
 def test_cancel_hangs_up_on_the_server_at_once(listen):
@@ -339,4 +446,4 @@ def test_the_key_is_sent_as_a_bearer_token_and_never_shown(listen, monkeypatch):
         answer(backend)
     assert "HTTP 401" in str(refused.value) and KEY_VARIABLE in str(refused.value)
     assert key not in str(refused.value) and "[API key]" in str(refused.value)
-    assert [h.get("Authorization") for h in listener.headers] == [f"Bearer {key}"] * 2  # /models and the answer
+    assert [h.get("Authorization") for h in listener.headers] == [f"Bearer {key}"] * 3  # /models, load's probe, the answer

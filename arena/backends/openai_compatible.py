@@ -4,6 +4,12 @@ They all speak the same streaming dialect (`POST /chat/completions` answered
 with server-sent events), so one code path serves them all. Only httpx is
 needed: an arena of remote models never imports torch.
 
+Servers differ in what they leave out, so the reply is read leniently: an
+answer cut by `max_tokens` is known by `finish_reason: "length"` as well as by
+`usage`, and an endpoint that ignores `stream: true` and sends one whole
+completion is still understood. What is not a chat completion at all (a
+proxy's login page, a web server that is not the API) fails with what came back.
+
 `repetition_penalty` is not part of the OpenAI API; it is sent only when it
 differs from 1.0. vLLM honours it, some servers ignore it, and strict ones
 (`transformers serve`) refuse the request with HTTP 422: leave it at 1.0 there.
@@ -15,7 +21,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,6 +31,8 @@ from arena.backends.base import Backend, Delta, GenerationError, Message, Progre
 from arena.config import GenerationSettings, ModelEntry
 
 EXCERPT_CHARS = 200
+EVENT_STREAM = "text/event-stream"
+NO_SUCH_ROUTE = (404, 405, 501)  # what web servers answer a POST to a path they do not serve
 
 
 class OpenAICompatibleBackend(Backend):
@@ -55,7 +63,7 @@ class OpenAICompatibleBackend(Backend):
         with self._translated_errors():
             response = self.client.get("/models")
         if response.status_code == 404:
-            report(f"{self.base_url} has no /models listing; '{self.entry.model}' is checked at the first request")
+            self._check_chat_route(report)
             return
         self._raise_for_status(response)
         served = _listed_models(response)
@@ -72,10 +80,12 @@ class OpenAICompatibleBackend(Backend):
             return
         with self._translated_errors(cancel):
             with self.client.stream("POST", "/chat/completions", json=self._request_body(messages, settings)) as response:
-                if response.status_code >= 400:
+                streamed = _media_type(response) == EVENT_STREAM
+                if response.status_code >= 400 or not streamed:
                     response.read()
                 self._raise_for_status(response)
-                yield from self._deltas(response, cancel)
+                chunks = self._events(response, cancel) if streamed else [self._whole_completion(response)]
+                yield from self._deltas(chunks, settings, cancel)
 
     def close(self) -> None:
         if self.client is not None:
@@ -98,9 +108,30 @@ class OpenAICompatibleBackend(Backend):
             body["repetition_penalty"] = settings.repetition_penalty
         return body
 
-    def _deltas(self, response: httpx.Response, cancel: threading.Event) -> Iterator[Delta]:
-        """Turn the event stream into deltas, one token per content chunk until `usage` says better."""
-        counted = 0
+    def _deltas(self, chunks: Iterable[dict], settings: GenerationSettings, cancel: threading.Event) -> Iterator[Delta]:
+        """Turn completion chunks into deltas, one token per content chunk until `usage` says better.
+
+        A chunk may hold many tokens, so an answer the server cut for length
+        (`finish_reason: "length"`) is topped up to `max_new_tokens`: callers
+        tell a cut answer by its tokens reaching that limit.
+        """
+        counted, cut = 0, False
+        for chunk in chunks:
+            for choice in chunk.get("choices") or []:
+                text = (choice.get("delta") or {}).get("content")
+                if text:
+                    counted += 1
+                    yield Delta(text, 1)
+                cut = cut or choice.get("finish_reason") == "length"
+            completion_tokens = (chunk.get("usage") or {}).get("completion_tokens")
+            if isinstance(completion_tokens, int) and completion_tokens > counted:
+                yield Delta("", completion_tokens - counted)
+                counted = completion_tokens
+        if cut and counted < settings.max_new_tokens and not cancel.is_set():
+            yield Delta("", settings.max_new_tokens - counted)
+
+    def _events(self, response: httpx.Response, cancel: threading.Event) -> Iterator[dict]:
+        """The chunks of an event stream, until `[DONE]`, the end of the body or `cancel`."""
         for line in response.iter_lines():
             if cancel.is_set():
                 return  # leaving the `with` closes the response, which tells the server to stop
@@ -109,16 +140,7 @@ class OpenAICompatibleBackend(Backend):
             data = line[len("data:"):].strip()
             if data == "[DONE]":
                 return
-            chunk = self._parse_chunk(data)
-            for choice in chunk.get("choices") or []:
-                text = (choice.get("delta") or {}).get("content")
-                if text:
-                    counted += 1
-                    yield Delta(text, 1)
-            completion_tokens = (chunk.get("usage") or {}).get("completion_tokens")
-            if isinstance(completion_tokens, int) and completion_tokens > counted:
-                yield Delta("", completion_tokens - counted)
-                counted = completion_tokens
+            yield self._parse_chunk(data)
 
     def _parse_chunk(self, data: str) -> dict:
         try:
@@ -129,7 +151,52 @@ class OpenAICompatibleBackend(Backend):
             raise self._error(f"{self.base_url} sent a malformed event: {self._excerpt(data)}")
         if chunk.get("error"):
             raise self._error(f"{self.base_url} failed mid-answer: {self._excerpt(json.dumps(chunk['error']))}")
+        flaw = _chunk_flaw(chunk)
+        if flaw:
+            raise self._error(f"{self.base_url} sent a malformed event: {flaw}: {self._excerpt(data)}")
         return chunk
+
+    def _whole_completion(self, response: httpx.Response) -> dict:
+        """The chunk equivalent of a reply that is not an event stream, if it is a whole chat completion.
+
+        Some servers and proxies ignore `stream: true` and send the finished
+        answer as JSON; anything else (a login page, another API) is an error
+        that quotes what came back.
+        """
+        try:
+            completion = response.json()
+        except ValueError:
+            completion = None
+        choices = completion.get("choices") if isinstance(completion, dict) else None
+        whole = isinstance(choices, list) and choices and all(isinstance(c, dict) and isinstance(c.get("message"), dict) for c in choices)
+        if whole:
+            chunk = {"choices": [{"delta": c["message"], "finish_reason": c.get("finish_reason")} for c in choices],
+                     "usage": completion.get("usage")}
+            if not _chunk_flaw(chunk):
+                return chunk
+        received = _media_type(response) or "no content type"
+        raise self._error(f"{self.base_url} did not stream: expected an event stream ({EVENT_STREAM}), "
+                          f"got {received}: {self._excerpt(response.text)}")
+
+    def _check_chat_route(self, report: ProgressReport) -> None:
+        """Without a /models listing, make sure chat completions are served here before claiming to be ready.
+
+        The probe holds no messages, so an API refuses it (400, 422, even 500)
+        without generating; an ordinary web server, or a base_url missing
+        /v1, has no such route.
+        """
+        report(f"{self.base_url} has no /models listing; checking that it serves /chat/completions")
+        with self._translated_errors():
+            with self.client.stream("POST", "/chat/completions", json={}) as probe:  # the body is read only if refused
+                if probe.status_code in NO_SUCH_ROUTE:
+                    probe.read()
+                    raise self._error(
+                        f"{self.base_url} is not an OpenAI-compatible API: /models answered HTTP 404 and /chat/completions "
+                        f"HTTP {probe.status_code}: {self._excerpt(probe.text)}; base_url should end in /v1 (or the "
+                        "server's API prefix), e.g. http://HOST:8000/v1"
+                    )
+        report(f"warning: {self.base_url} has no /models listing; whether it serves '{self.entry.model}' "
+               "is known only at the first battle")
 
     # --- errors -----------------------------------------------------------
 
@@ -170,6 +237,29 @@ class OpenAICompatibleBackend(Backend):
     def _hide_key(self, text: str) -> str:
         """Servers sometimes echo the key they refused; it must never reach a log or a page."""
         return text.replace(self.api_key, "[API key]") if self.api_key else text
+
+
+def _media_type(response: httpx.Response) -> str:
+    """`text/event-stream` from `Text/Event-Stream; charset=utf-8`."""
+    return response.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _chunk_flaw(chunk: dict) -> str | None:
+    """What in a completion chunk does not have the shape the API promises, or None."""
+    choices = chunk.get("choices")
+    if choices is not None and not isinstance(choices, list):
+        return "choices is not a list"
+    for index, choice in enumerate(choices or []):
+        if not isinstance(choice, dict):
+            return f"choices[{index}] is not an object"
+        delta = choice.get("delta")
+        if delta is not None and not isinstance(delta, dict):
+            return f"choices[{index}].delta is not an object"
+        if delta and delta.get("content") is not None and not isinstance(delta["content"], str):
+            return f"choices[{index}].delta.content is not a string"
+    if chunk.get("usage") is not None and not isinstance(chunk["usage"], dict):
+        return "usage is not an object"
+    return None
 
 
 def _listed_models(response: httpx.Response) -> set[str]:
