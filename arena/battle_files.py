@@ -20,6 +20,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Any
 
+from arena.wording import counted
+
 WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
 # What an optional field means when a record leaves it out.
 RECORD_DEFAULTS = MappingProxyType({"tstamp": None, "turn": 1, "anony": True, "flagged": False})
@@ -56,7 +58,7 @@ class BattleFileError(ValueError):
 
     def _describe(self) -> str:
         count = self.problem_count
-        lines = [f"{self.path}: {count} problem{'s' if count != 1 else ''}, nothing imported"]
+        lines = [f"{self.path}: {counted(count, 'problem')}, nothing imported"]
         for line, message in self.problems[:SHOWN_PROBLEMS]:
             lines.append(f"  line {line}: {message}" if line else f"  {message}")
         if count > SHOWN_PROBLEMS:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from arena.config import ConfigError, load_config
+from arena.wording import counted
 
 DEFAULT_CONFIG = "models.yaml"
 DEFAULT_DB = "arena.db"
@@ -190,8 +191,7 @@ def _import(args) -> int:
         raise SystemExit(f"error: {args.file}: {exc}; nothing imported") from None
     finally:
         store.close()
-    votes = "vote" if summary.added == 1 else "votes"
-    print(f"{args.file}: {summary.added} {votes} added to {args.db}, {summary.already_present} already present")
+    print(f"{args.file}: {counted(summary.added, 'vote')} added to {args.db}, {summary.already_present:,} already present")
     if summary.new_models:
         print(f"new models: {', '.join(summary.new_models)}")
     return 0

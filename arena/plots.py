@@ -12,6 +12,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from arena.ratings import Leaderboard
+from arena.wording import counted
 
 WIDTH_INCHES = 9.0  # about 900 px at the default 100 dpi
 _ANNOTATE_UP_TO = 15  # models; beyond this cell labels get unreadable
@@ -38,8 +39,7 @@ def ratings_with_intervals(leaderboard: Leaderboard) -> Figure:
     if not leaderboard.rows:
         return _no_votes(title)
     if leaderboard.bootstrap_rounds:
-        votes = f"{leaderboard.votes_used:,} vote{'' if leaderboard.votes_used == 1 else 's'}"
-        title += f"\n({leaderboard.bootstrap_rounds:,} bootstrap rounds over {votes})"
+        title += f"\n({counted(leaderboard.bootstrap_rounds, 'bootstrap round')} over {counted(leaderboard.votes_used, 'vote')})"
     rows = leaderboard.rows
     count = len(rows)
     figure = Figure(figsize=(WIDTH_INCHES, max(3.0, 1.5 + 0.22 * count)), layout="constrained")

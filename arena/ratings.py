@@ -21,6 +21,8 @@ from types import MappingProxyType
 
 import numpy as np
 
+from arena.wording import counted
+
 ELO_SCALE = 400.0
 ELO_BASE = 10.0
 INITIAL_RATING = 1000.0
@@ -583,8 +585,7 @@ def _without_rare_models(counts: PairCounts, min_votes: int) -> tuple[PairCounts
         kept = keep(counts)
         if not kept.all():
             dropped = [m for m, k in zip(counts.models, kept) if not k]
-            noun = "model" if len(dropped) == 1 else "models"
-            notes.append(f"{len(dropped)} {noun} left out for {reason}: {_named(dropped, range(len(dropped)))}")
+            notes.append(f"{counted(len(dropped), 'model')} left out for {reason}: {_named(dropped, range(len(dropped)))}")
             counts = counts.subset([m for m, k in zip(counts.models, kept) if k])
     return counts, notes
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from arena.battle_files import atomic_text_writer, write_battle_lines
 from arena.ratings import Leaderboard
+from arena.wording import counted
 
 FORMATS = ("table", "json", "csv", "md")
 COLUMNS = ("rank", "model", "rating", "ci_lower", "ci_upper", "elo", "votes", "win_rate")
@@ -41,7 +42,7 @@ def _display_rows(leaderboard: Leaderboard) -> tuple[list[str], list[list[str]]]
 def _summary(leaderboard: Leaderboard) -> str:
     rounds = leaderboard.bootstrap_rounds
     intervals = f"95% intervals from {rounds:,} bootstrap rounds" if rounds else "no bootstrap: intervals not computed"
-    return f"{leaderboard.votes_used:,} votes, {len(leaderboard.models)} models; {intervals}."
+    return f"{counted(leaderboard.votes_used, 'vote')}, {counted(len(leaderboard.models), 'model')}; {intervals}."
 
 
 def _table(leaderboard: Leaderboard) -> str:

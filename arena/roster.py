@@ -14,6 +14,7 @@ from pathlib import Path
 
 from arena.backends import Backend, Delta, Message, backend_class
 from arena.config import ArenaConfig, ModelEntry
+from arena.wording import counted
 
 
 class ModelLoadError(RuntimeError):
@@ -30,7 +31,7 @@ class TooFewModels(ModelLoadError):
     def __init__(self, loaded: list[str], failures: dict[str, str]):
         self.loaded, self.failures = loaded, failures
         RuntimeError.__init__(
-            self, f"only {len(loaded)} model{'' if len(loaded) == 1 else 's'} loaded{' (' + ', '.join(loaded) + ')' if loaded else ''}"
+            self, f"only {counted(len(loaded), 'model')} loaded{' (' + ', '.join(loaded) + ')' if loaded else ''}"
             f" and a battle needs two; failed and disabled: "
             + "; ".join(f"{name} ({cause})" for name, cause in failures.items()))
 

@@ -42,7 +42,7 @@ def test_models_reports_a_bad_config(tmp_path):
 @needs_shared
 def test_import_export_round_trip_on_real_arena_votes(tmp_path):
     db = tmp_path / "arena.db"
-    assert "25938 votes added" in arena("import", ARENA_2023, "--db", db).stdout
+    assert "25,938 votes added" in arena("import", ARENA_2023, "--db", db).stdout
     assert "0 votes added" in arena("import", ARENA_2023, "--db", db).stdout  # same file twice: nothing new
     out = tmp_path / "ratings"
     arena("export", "--db", db, "--out", out, "--bootstrap", 100)

@@ -14,6 +14,7 @@ import gradio as gr
 
 from arena import plots
 from arena.service import ArenaService
+from arena.wording import counted
 
 COLUMNS = ["rank", "model", "rating", "95% CI", "elo", "votes", "win_rate"]
 
@@ -63,7 +64,7 @@ class LeaderboardTab:
             else "Votes from side-by-side mode and votes on answers that revealed a model's name are not counted."
         )
         summary = (
-            f"**{board.votes_used:,} {kind}vote{'' if board.votes_used == 1 else 's'}** on {len(board.rows)} models. Bradley–Terry ratings (Elo scale) "
+            f"**{counted(board.votes_used, kind + 'vote')}** on {counted(len(board.rows), 'model')}. Bradley–Terry ratings (Elo scale) "
             f"with 95% bootstrap intervals ({board.bootstrap_rounds} rounds); models whose intervals overlap share a rank. "
             + left_out
         )
