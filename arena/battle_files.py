@@ -85,15 +85,17 @@ def _model_name(record: Mapping, key: str, problems: list[str]) -> str | None:
     return _storable_text(key, name, MAX_MODEL_NAME_LENGTH, problems)
 
 
-# Characters that break a table row or make two names look alike: line breaks and other controls,
-# direction overrides, zero-width spaces.
-_INVISIBLE = {0x061C, 0x200B, 0x200E, 0x200F, *range(0x202A, 0x202F), 0x2060, *range(0x2066, 0x206A), 0xFEFF}
+# Characters that break a table row or make two names look alike: controls (Cc), format characters
+# such as direction overrides, zero-width spaces and soft hyphens (Cf), line and paragraph separators,
+# and the few invisible letters Unicode counts as default-ignorable (Hangul fillers, the grapheme joiner).
+_UNREADABLE_CATEGORIES = {"Cc", "Cf", "Zl", "Zp"}
+_INVISIBLE_LETTERS = {0x034F, 0x115F, 0x1160, 0x3164, 0xFFA0}
 
 
 def unreadable_character(name: str) -> str | None:
     """Why a model name cannot be shown as it is (a control or invisible character), or None."""
     for character in name:
-        if unicodedata.category(character) == "Cc" or ord(character) in _INVISIBLE:
+        if unicodedata.category(character) in _UNREADABLE_CATEGORIES or ord(character) in _INVISIBLE_LETTERS:
             return f"contains a control or invisible character (U+{ord(character):04X})"
     return None
 

@@ -6,6 +6,7 @@ import argparse
 import hashlib
 import os
 import sys
+import time
 from pathlib import Path
 
 from arena.config import ConfigError, load_config
@@ -192,6 +193,10 @@ def _import(args) -> int:
     finally:
         store.close()
     print(f"{args.file}: {counted(summary.added, 'vote')} added to {args.db}, {summary.already_present:,} already present")
+    if summary.imported_before is not None:
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(summary.imported_before))
+        print(f"the same votes (this file, or one with the same content) were imported on {when}; "
+              "they are not added twice, whatever --all-new says")
     if summary.new_models:
         print(f"new models: {', '.join(summary.new_models)}")
     return 0

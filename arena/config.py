@@ -167,7 +167,9 @@ def _refuse_repeated_keys(loader: _StrictLoader, node: yaml.MappingNode) -> dict
         if key_node.tag == "tag:yaml.org,2002:merge":  # `<<:` merges are meant to be overridden
             continue
         key = loader.construct_object(key_node)
-        if isinstance(key, (str, int, float, bool)) and key in first_line:
+        if not isinstance(key, (str, int, float, bool)):
+            continue  # an unhashable key is refused by construct_mapping, with YAML's own message
+        if key in first_line:
             raise yaml.constructor.ConstructorError(
                 None, None, f"key '{key}' is given twice (first on line {first_line[key]})", key_node.start_mark)
         first_line[key] = key_node.start_mark.line + 1

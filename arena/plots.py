@@ -54,7 +54,7 @@ def ratings_with_intervals(leaderboard: Leaderboard) -> Figure:
     unmeasured = np.isnan(lower)
     if unmeasured.any():
         axes.plot(ratings[unmeasured], positions[unmeasured], "o", color="tab:blue", markerfacecolor="white",
-                  markersize=5, label="no interval (too few votes)")
+                  markersize=5, label="no interval (too few votes, or only wins or losses)")
         axes.legend(loc="lower right", fontsize=8)
     axes.set_yticks(positions, [f"{row.rank}. {row.model}" for row in rows], fontsize=9)
     axes.set_ylim(count - 0.5, -0.5)  # best at the top, no empty bands

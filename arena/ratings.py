@@ -474,10 +474,35 @@ def comparison_notes(counts: PairCounts) -> list[str]:
             f"comparison graph has {len(components)} components: ratings are not comparable across them "
             f"(groups: {groups}{more})"
         )
-    beats = counts.scores > 0
-    linked = _reachability(beats)
+    for group, what in ridge_bound_groups(counts):
+        if len(group) == 1:
+            notes.append(f"model {models[group[0]]} has {what}: its rating is bounded by the regularisation, "
+                         "not by the votes")
+        else:
+            notes.append(f"models {_named(models, group)} have {what} against the other models they were "
+                         "compared with: their ratings are bounded by the regularisation, not by the votes")
+    return notes
+
+
+def ridge_bound_groups(counts: PairCounts) -> list[tuple[list[int], str]]:
+    """Groups of models whose place only the ridge sets, each with "only wins" or "only losses".
+
+    Inside a compared group, models linked both ways by chains of wins are pinned to each other
+    by the votes; a set of them with only wins (or only losses) against the rest of the group
+    is not. Which side floats? The mean is weighted by votes, so the side holding most of the
+    group's votes stays put and the smaller sides float: a newcomer with one win floats, not
+    the twenty models it was compared with. Sides with no majority between them all float.
+    """
+    n = len(counts.models)
+    if n == 0:
+        return []
+    components = _groups(_reachability(counts.battles > 0), range(n))
+    linked = _reachability(counts.scores > 0)
     strongly = linked & linked.T
+    votes = counts.votes_per_model
+    bound = []
     for component in components:
+        component_votes = votes[component].sum()
         for group in _groups(strongly, component):
             others = [m for m in component if m not in group]
             if not others:
@@ -486,14 +511,10 @@ def comparison_notes(counts: PairCounts) -> list[str]:
             won = counts.scores[np.ix_(group, others)].sum() > 0
             if lost and won:
                 continue
-            what = "only wins" if not lost else "only losses"
-            if len(group) == 1:
-                notes.append(f"model {models[group[0]]} has {what}: its rating is bounded by the regularisation, "
-                             "not by the votes")
-            else:
-                notes.append(f"models {_named(models, group)} have {what} against the other models they were "
-                             "compared with: their ratings are bounded by the regularisation, not by the votes")
-    return notes
+            if votes[group].sum() > component_votes / 2:
+                continue  # holds most of the votes: it pins the mean, the others float around it
+            bound.append((group, "only wins" if not lost else "only losses"))
+    return bound
 
 
 # --- leaderboard ------------------------------------------------------------
@@ -639,6 +660,8 @@ def compute_leaderboard(
     else:
         lower, upper = ratings, ratings
     measured = (upper > lower) & (_chance_left_out(counts) <= _TAIL_PERCENT / 100)
+    for group, _ in ridge_bound_groups(counts):  # the bootstrap varies there only as the ridge lets it
+        measured[group] = False
     # Only models with a measured interval can be surely better than another, or a model with one
     # win would outrank everyone below where the ridge leaves it in the resamples missing that win.
     ranks = ranks_from_intervals(lower, upper, can_outrank=measured if bootstrap_rounds > 0 else None)

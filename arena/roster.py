@@ -92,6 +92,8 @@ class Roster:
                     self._give_up([entry], ValueError(problem), report)
                 else:
                     self.contestants[entry.name] = Contestant(entry, backend)
+            if not any(self.contestants.get(entry.name) for entry in entries):
+                backend.close()  # nobody serves on these weights: free them
         if len(self.contestants) < 2:
             raise TooFewModels(list(self.contestants), self.failures)
         self.loading = "ready"

@@ -16,6 +16,7 @@ import secrets
 import sqlite3
 import threading
 import time
+import unicodedata
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ class ImportSummary:
     added: int
     already_present: int
     new_models: list[str]
+    imported_before: float | None = None  # when the same votes (same file, any layout) were first imported
 
 
 class ArenaStore:
@@ -138,14 +140,39 @@ class ArenaStore:
             self.db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, replace=True)
             if self._meta("client_salt") is None:
                 self.db["meta"].insert({"key": "client_salt", "value": secrets.token_hex(16)})
+            self._compose_model_names()
         self.client_salt = self._meta("client_salt")
 
+    def _compose_model_names(self) -> None:
+        """Names are compared in Unicode NFC (see `battle_files`); rename any an earlier version stored otherwise,
+        so "é" typed two ways stays one model."""
+        connection = self.db.conn
+        names = {row[0] for row in connection.execute(
+            "select name from models union select model_a from battles union select model_b from battles")}
+        for name in names:
+            composed = unicodedata.normalize("NFC", name)
+            if composed == name:
+                continue
+            if connection.execute("select 1 from models where name = ?", [composed]).fetchone():
+                connection.execute("delete from models where name = ?", [name])
+            else:
+                connection.execute("update models set name = ? where name = ?", [composed, name])
+            for column in ("model_a", "model_b"):
+                connection.execute(f"update battles set {column} = ? where {column} = ?", [composed, name])
+
     def _check_not_foreign(self) -> None:
-        """Refuse, before writing anything, a SQLite file that some other program's tables fill."""
+        """Refuse, before writing anything, a SQLite file that is not empty and not an arena's.
+
+        Every arena database has `meta.schema_version` from its first write; table names alone
+        would let another program's `votes` or `models` pass.
+        """
         tables = self.db.table_names()
-        if tables and not {"models", "battles", "votes"} & set(tables):
-            shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
-            raise DatabaseFileError(f"{self.path}: not an arena database (it has other tables: {shown}); nothing written")
+        if not tables:
+            return
+        if "meta" in tables and self.db.execute("select 1 from meta where key = 'schema_version'").fetchone():
+            return
+        shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+        raise DatabaseFileError(f"{self.path}: not an arena database (it has other tables: {shown}); nothing written")
 
     def _check_schema(self) -> None:
         missing = [table for table in ("models", "battles", "votes") if not self.db[table].exists()]
@@ -293,16 +320,22 @@ class ArenaStore:
         key = self._vote_id_key()
         battle_ids = vote_ids(records, key)
         with self._transaction():
-            known_files = {row[0] for row in self.db.execute("select file_key from imports")}
-            policy = "skip" if file_key in known_files else known  # the same file again: the same votes
+            earlier_import = self.db.execute("select min(imported) from imports where file_key = ?", [file_key]).fetchone()[0]
+            policy = "skip" if earlier_import is not None else known  # the same file again: the same votes
             stored = {row[0] for row in self.db.execute("select id from battles where id like 'imported-%'")}
-            content_ids = [i for record, i in zip(records, battle_ids) if record.get("battle_id") is None]
+            earlier = {row[0] for row in self.db.execute("select id from battles where id like 'import-%'")}
+            # Ids earlier versions gave imported votes: by position in this very file (the same votes), and
+            # by a plain hash of the content (look-alikes from any file, like the current ids).
+            by_position = [f"import-{source_digest[:16]}-{n}" if source_digest else None for n in range(1, len(records) + 1)]
+            by_plain_hash = unkeyed_vote_ids(records) if earlier else [None] * len(records)
+            self._adopt_earlier_ids(records, battle_ids, by_position, stored, earlier)
             if policy == "ask":
-                matched = sum(i in stored for i in content_ids)
+                matched = sum(record.get("battle_id") is None and (current in stored or plain in earlier)
+                              for record, current, plain in zip(records, battle_ids, by_plain_hash))
                 if matched:
                     raise KnownVotesError(matched, len(records))
             self._check_same_votes(records)
-            self._adopt_earlier_ids(records, battle_ids, source_digest, stored)
+            self._adopt_earlier_ids(records, battle_ids, by_plain_hash, stored, earlier)
             if policy == "new":
                 battle_ids = vote_ids(records, key, _first_free_occurrences(records, key, stored))
             known_models = {row[0] for row in self.db.execute("select name from models")}
@@ -330,7 +363,8 @@ class ArenaStore:
             added = self.db["votes"].count - before
             self.db["imports"].insert({"file_key": file_key, "source": source, "imported": now, "records": len(records),
                                        "added": added, "known": policy})
-        return ImportSummary(added=added, already_present=len(records) - added, new_models=new_models)
+        return ImportSummary(added=added, already_present=len(records) - added, new_models=new_models,
+                             imported_before=earlier_import)
 
     def _vote_id_key(self) -> bytes:
         """The secret that keys imported votes' ids (derived from the salt, never exported)."""
@@ -346,29 +380,29 @@ class ArenaStore:
             vote = (record["model_a"], record["model_b"], record["winner"])
             if battle_id not in seen:
                 stored = self.db.execute(
-                    "select b.model_a, b.model_b, v.winner from battles b join votes v on v.battle_id = b.id where b.id = ?",
-                    [battle_id]).fetchone()
-                seen[battle_id] = tuple(stored) if stored else vote
+                    "select b.model_a, b.model_b, v.winner, b.status from battles b left join votes v on v.battle_id = b.id "
+                    "where b.id = ?", [battle_id]).fetchone()
+                if stored and stored[2] is None:  # a live battle nobody voted on: a file cannot vote for it
+                    raise ValueError(f"record {number}: battle_id {battle_id!r} is a battle of this arena that has no vote "
+                                     f"({stored[3]}); a file cannot add one")
+                seen[battle_id] = tuple(stored[:3]) if stored else vote
             if seen[battle_id] != vote:
                 a, b, winner = seen[battle_id]
                 raise ValueError(f"record {number}: battle_id {battle_id!r} is already a vote of {a} vs {b} "
                                  f"({winner}), not {vote[0]} vs {vote[1]} ({vote[2]})")
 
-    def _adopt_earlier_ids(self, records: list[dict], battle_ids: list[str], source_digest: str | None,
-                           stored: set[str]) -> None:
-        """Rename votes earlier versions stored under other ids to `battle_ids` (updating `stored`).
+    def _adopt_earlier_ids(self, records: list[dict], battle_ids: list[str], old_ids: list[str | None],
+                           stored: set[str], earlier: set[str]) -> None:
+        """Give votes stored under an earlier version's id (`old_ids`, per record) their current one.
 
-        Those ids were `import-<digest>-<position>` (this very file, by position) and
-        `import-<plain hash of the content>`, which an export showed and anyone could test guesses against.
+        The plain-hash ids of the version before could be tested against guesses by anyone holding an
+        export; position ids did not follow the vote. Updates `stored` and `earlier` as it renames.
         """
-        earlier = {row[0] for row in self.db.execute("select id from battles where id like 'import-%'")}
         if not earlier:
             return
-        positional = [f"import-{source_digest[:16]}-{n}" if source_digest else None for n in range(1, len(records) + 1)]
         connection = self.db.conn
-        for record, battle_id, by_position, by_plain_hash in zip(records, battle_ids, positional, unkeyed_vote_ids(records)):
-            old_id = next((i for i in (by_position, by_plain_hash) if i in earlier), None)
-            if old_id is None or battle_id in stored:
+        for record, battle_id, old_id in zip(records, battle_ids, old_ids):
+            if old_id not in earlier or battle_id in stored:
                 continue
             tstamp = record.get("tstamp")  # old imports stored the import time for undated votes
             connection.execute("update votes set battle_id = ?, created = ? where battle_id = ?", [battle_id, tstamp, old_id])

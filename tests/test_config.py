@@ -113,6 +113,7 @@ def test_a_key_pasted_in_place_of_its_variable_name_is_not_echoed(tmp_path):
     (f"models:\n  - {GOOD_ENTRY}\nmodels:\n  - {GOOD_ENTRY}\n", "key 'models' is given twice (first on line 1)"),
     (f"models:\n  - {{name: a, backend: scripted, script: echo, name: b}}\n", "key 'name' is given twice"),
     (f"settings: []\nmodels:\n  - {GOOD_ENTRY}\n", "settings: field '-': must be a mapping"),
+    ("models:\n  - {name: a, backend: scripted, script: echo, [1, 2]: x}\n", "found unhashable key"),
     (f"settings: {{limits: []}}\nmodels:\n  - {GOOD_ENTRY}\n", "field 'limits': must be a mapping"),
     ("- just a list", "top level must be a mapping"),
     ("models: []", "non-empty list"),

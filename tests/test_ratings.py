@@ -297,12 +297,23 @@ def test_disconnected_groups_and_unbeaten_models_stay_finite_and_are_explained()
     board = compute_leaderboard(votes, bootstrap_rounds=100, seed=0)
     values = [v for row in board.rows for v in (row.rating, row.ci_lower, row.ci_upper) if v is not None]
     assert all(map(math.isfinite, values))
-    assert [row.model for row in board.rows if row.ci_lower is None] == ["loser"]  # 3 votes: too few for an interval
+    # only wins, only losses: the ridge, not the votes, would set their intervals
+    assert [row.model for row in board.rows if row.ci_lower is None] == ["champion", "loser"]
     notes = " ".join(board.notes)
     assert "2 components" in notes and "not comparable" in notes
     assert "champion has only wins" in notes and "loser has only losses" in notes
     ratings = {row.model: row.rating for row in board.rows}
     assert ratings["champion"] > ratings["a"] and ratings["loser"] < ratings["b"]
+
+
+def test_a_model_with_only_wins_has_no_interval_and_outranks_nobody_but_the_rest_keep_theirs():
+    votes = [vote("unbeaten", "b")] * 20 + [vote("b", "c")] * 25 + [vote("c", "b")] * 25
+    board = compute_leaderboard(votes, bootstrap_rounds=200, seed=0)
+    rows = {row.model: row for row in board.rows}
+    assert rows["unbeaten"].ci_lower is None and rows["b"].ci_lower is not None and rows["c"].ci_lower is not None
+    assert {row.rank for row in board.rows} == {1}  # b and c overlap; unbeaten's place is the ridge's
+    notes = " ".join(board.notes)
+    assert "unbeaten has only wins" in notes and "only losses" not in notes  # b and c hold the votes
 
 
 def test_zero_votes_give_an_empty_leaderboard():

@@ -154,6 +154,9 @@ def test_a_battle_id_that_names_another_vote_is_refused(store):
     with pytest.raises(ValueError, match="record 2: battle_id 'b-2'"):  # within one file too
         store.import_votes([{**vote, "battle_id": "b-2"}, {**vote, "battle_id": "b-2", "model_b": "gamma"}])
     assert [r["winner"] for r in store.vote_records()] == ["model_a"]  # nothing else kept
+    store.record_battle_start("live-1", "anonymous", "alpha", "beta", "client", 1.0)  # started, never voted
+    with pytest.raises(ValueError, match="record 1: battle_id 'live-1' is a battle of this arena that has no vote"):
+        store.import_votes([{**vote, "battle_id": "live-1", "model_b": "gamma"}])
 
 
 @needs_shared
@@ -206,7 +209,9 @@ def test_a_database_from_the_plain_hash_scheme_is_adopted_on_reimport(store):
             connection.execute("update votes set battle_id = ? where battle_id = ?", [old_id, battle_id])
             connection.execute("update battles set id = ? where id = ?", [old_id, battle_id])
         connection.execute("delete from imports")
-    again = store.import_votes(records)
+    with pytest.raises(KnownVotesError, match="2 of its 2"):  # by content alone, any file's look-alikes match
+        store.import_votes([records[0], records[1]])
+    again = store.import_votes(records, known="skip")
     assert (again.added, again.already_present) == (0, 2)
     assert [r["battle_id"] for r in store.vote_records()] == vote_ids(records, store._vote_id_key())
 
@@ -268,12 +273,33 @@ def test_battles_left_unfinished_by_an_earlier_run_are_marked_abandoned(store, t
     reopened.close()
 
 
-def test_a_database_of_another_program_is_left_alone(tmp_path):
+@pytest.mark.parametrize("tables", [("notes (text)",), ("votes (poll, choice)", "polls (id)"), ("models (id, path)",),
+                                    ("meta (key, value)",)])
+def test_a_database_of_another_program_is_left_alone(tmp_path, tables):
     path = tmp_path / "other.db"
-    with sqlite3.connect(path) as connection:
-        connection.execute("create table notes (text)")
+    connection = sqlite3.connect(path)
+    for table in tables:
+        connection.execute(f"create table {table}")
+    connection.commit()
     connection.close()
     before = path.read_bytes()
-    with pytest.raises(DatabaseFileError, match=r"not an arena database \(it has other tables: notes\); nothing written"):
+    with pytest.raises(DatabaseFileError, match=r"not an arena database \(it has other tables: .*\); nothing written"):
         ArenaStore(path)
     assert path.read_bytes() == before and not (tmp_path / "other.db-wal").exists()
+
+
+def test_names_an_earlier_version_stored_decomposed_are_composed_on_opening(tmp_path):
+    path = tmp_path / "arena.db"
+    store = ArenaStore(path)
+    store.import_votes([{"model_a": "cafe-7b", "model_b": "tea-7b", "winner": "model_a"},
+                        {"model_a": "caf\u00e9-7b", "model_b": "tea-7b", "winner": "tie"}])
+    with store.db.conn as connection:  # write the names as a version without NFC would have kept them
+        for table, columns in (("models", ("name",)), ("battles", ("model_a", "model_b"))):
+            for column in columns:
+                connection.execute(f"update {table} set {column} = replace({column}, 'cafe-', 'cafe\u0301-')")
+    store.close()
+    reopened = ArenaStore(path)
+    names = {row[0] for row in reopened.db.execute("select name from models")}
+    assert names == {"caf\u00e9-7b", "tea-7b"}
+    assert {r["model_a"] for r in reopened.vote_records()} == {"caf\u00e9-7b"}
+    reopened.close()

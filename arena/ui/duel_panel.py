@@ -9,6 +9,7 @@ every rule is checked by `ArenaService`.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 
 import gradio as gr
@@ -196,10 +197,15 @@ def _battle_closer(service: ArenaService):
     """A plain function, not a bound method: Gradio deep-copies the page's config on every page load, and
     `copy.deepcopy` copies a method's object (the panel, the service, the models' weights) but never a function."""
 
-    def page_closed(battle_id: str | None) -> None:
+    def close(battle_id: str | None) -> None:
         try:
             service.page_closed(battle_id)
-        except Exception:  # runs in Gradio's state sweeper, which an exception would stop for every page
+        except Exception:
             log.exception("could not close battle %s", battle_id)
+
+    def page_closed(battle_id: str | None) -> None:
+        # Gradio calls this from its event loop: a database write that waits for a lock would stall every page.
+        if battle_id is not None:
+            threading.Thread(target=close, args=(battle_id,), name="close-battle", daemon=True).start()
 
     return page_closed

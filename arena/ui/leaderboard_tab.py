@@ -91,4 +91,4 @@ class LeaderboardTab:
 
 def _interval(lower: float | None, upper: float | None) -> str:
     """Where the bootstrap measured nothing (no interval: see `ModelRating`), say so rather than print a point."""
-    return "too few votes" if lower is None else f"{lower:.0f} – {upper:.0f}"
+    return "no interval" if lower is None else f"{lower:.0f} – {upper:.0f}"
