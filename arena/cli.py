@@ -196,7 +196,7 @@ def _import(args) -> int:
     if summary.imported_before is not None:
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(summary.imported_before))
         print(f"the same votes (this file, or one with the same content) were imported on {when}; "
-              "they are not added twice, whatever --all-new says")
+              f"they are not added twice{', whatever --all-new says' if args.known == 'new' else ''}")
     if summary.new_models:
         print(f"new models: {', '.join(summary.new_models)}")
     return 0

@@ -525,10 +525,11 @@ class ModelRating:
     """One leaderboard row. `win_rate` is (wins + ties/2) / votes.
 
     `ci_lower` and `ci_upper` are None when no interval was measured: no
-    bootstrap, one that could not vary (a single vote, a pair with only wins),
-    or a model left out of more than 2.5% of resamples (about 3 votes or fewer),
-    where the ridge, not its votes, would set one end. A zero-width or
-    ridge-made interval would read as a measurement.
+    bootstrap, one that could not vary (a single vote), a model left out of more
+    than 2.5% of resamples (about 3 votes or fewer), or one in a `ridge_bound_groups`
+    group (only wins or only losses against the rest), where the ridge, not its
+    votes, would set the ends. A zero-width or ridge-made interval would read as a
+    measurement.
     """
 
     rank: int

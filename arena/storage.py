@@ -140,7 +140,9 @@ class ArenaStore:
             self.db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, replace=True)
             if self._meta("client_salt") is None:
                 self.db["meta"].insert({"key": "client_salt", "value": secrets.token_hex(16)})
-            self._compose_model_names()
+            if self._meta("model_names") != "NFC":  # once per database: it scans every battle
+                self._compose_model_names()
+                self.db["meta"].insert({"key": "model_names", "value": "NFC"}, replace=True)
         self.client_salt = self._meta("client_salt")
 
     def _compose_model_names(self) -> None:
@@ -161,24 +163,24 @@ class ArenaStore:
                 connection.execute(f"update battles set {column} = ? where {column} = ?", [composed, name])
 
     def _check_not_foreign(self) -> None:
-        """Refuse, before writing anything, a SQLite file that is not empty and not an arena's.
-
-        Every arena database has `meta.schema_version` from its first write; table names alone
-        would let another program's `votes` or `models` pass.
-        """
+        """Refuse, before writing anything, a SQLite file that is not empty and not an arena's."""
         tables = self.db.table_names()
-        if not tables:
-            return
-        if "meta" in tables and self.db.execute("select 1 from meta where key = 'schema_version'").fetchone():
-            return
-        shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
-        raise DatabaseFileError(f"{self.path}: not an arena database (it has other tables: {shown}); nothing written")
+        if tables and not self._is_arena_database():
+            shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+            raise DatabaseFileError(f"{self.path}: not an arena database (it has other tables: {shown}); nothing written")
 
     def _check_schema(self) -> None:
         missing = [table for table in ("models", "battles", "votes") if not self.db[table].exists()]
         if missing:
             raise DatabaseFileError(f"{self.path}: not an arena database (missing tables: {', '.join(missing)})")
-        self.client_salt = self._meta("client_salt") if self.db["meta"].exists() else None
+        if not self._is_arena_database():
+            raise DatabaseFileError(f"{self.path}: not an arena database (no schema_version in a meta table)")
+        self.client_salt = self._meta("client_salt")
+
+    def _is_arena_database(self) -> bool:
+        """Every arena database has `meta.schema_version` from its first write; table names alone would let
+        another program's `votes` or `models` pass."""
+        return self.db["meta"].exists() and self._meta("schema_version") is not None
 
     def _meta(self, key: str) -> str | None:
         row = self.db.execute("select value from meta where key = ?", [key]).fetchone()

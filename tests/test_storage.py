@@ -235,19 +235,23 @@ def test_opening_read_only_never_writes(tmp_path):
 @pytest.mark.parametrize("content, reason", [
     (b"hello, not a database\n" * 100, "not an SQLite database"),
     (None, "not an arena database (missing tables: models, battles, votes)"),
+    ("models (id), battles (id), votes (poll)", "not an arena database (no schema_version in a meta table)"),
 ])
 def test_files_that_are_not_arena_databases_are_named_and_left_alone(tmp_path, content, reason):
     path = tmp_path / "other.db"
-    if content is None:
-        with sqlite3.connect(path) as other:
-            other.execute("create table notes (text)")
+    if content is None or isinstance(content, str):
+        other = sqlite3.connect(path)
+        for table in (content or "notes (text)").split(", "):
+            other.execute(f"create table {table}")
+        other.commit()
+        other.close()
     else:
         path.write_bytes(content)
     before = path.read_bytes()
     with pytest.raises(DatabaseFileError) as caught:
         ArenaStore(path, read_only=True)
     assert str(caught.value) == f"{path}: {reason}"
-    if content is not None:
+    if isinstance(content, bytes):
         with pytest.raises(DatabaseFileError, match=f"{path}: not an SQLite database"):
             ArenaStore(path)
     assert path.read_bytes() == before
@@ -297,6 +301,7 @@ def test_names_an_earlier_version_stored_decomposed_are_composed_on_opening(tmp_
         for table, columns in (("models", ("name",)), ("battles", ("model_a", "model_b"))):
             for column in columns:
                 connection.execute(f"update {table} set {column} = replace({column}, 'cafe-', 'cafe\u0301-')")
+        connection.execute("delete from meta where key = 'model_names'")  # as a version before names were composed
     store.close()
     reopened = ArenaStore(path)
     names = {row[0] for row in reopened.db.execute("select name from models")}
