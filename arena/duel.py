@@ -22,6 +22,7 @@ StreamFactory = Callable[[threading.Event], Iterator[Delta]]
 class SideResult:
     text: str = ""
     tokens: int = 0
+    cut: bool = False  # stopped at the length limit
     first_token_s: float | None = None
     latency_s: float | None = None
     error: str | None = None  # detail for the server log and database, never for the page
@@ -97,6 +98,7 @@ def run_duel(streams: dict[str, StreamFactory], *, stall_timeout_s: float, frame
                     if not side.done:
                         side.text += item.text
                         side.tokens += item.tokens
+                        side.cut = side.cut or item.cut
                         if side.first_token_s is None and item.text:
                             side.first_token_s = now - started
                         last_progress[name] = now

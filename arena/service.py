@@ -218,10 +218,7 @@ class ArenaService:
         self.book.finish(battle, failed=failed)
         self.store.record_turn(battle.id, turn, battle.attempt, messages, "failed" if failed else "ready", failure)
         battle.failed_sides = frame.failed_sides
-        battle.cut_sides = [
-            side for side in SIDES
-            if side in frame.sides and frame.sides[side].tokens >= self.roster.contestants[battle.models[side]].entry.generation.max_new_tokens
-        ]
+        battle.cut_sides = [side for side in SIDES if side in frame.sides and frame.sides[side].cut]
 
     def _view(self, battle: Battle, generating: bool = False) -> BattleView:
         failed = battle.status is Status.FAILED

@@ -56,6 +56,17 @@ def test_bundled_model_answers_through_its_chat_template(loaded):
     assert len(deltas) > 1  # it streamed, not one final blob
 
 
+def test_an_answer_is_cut_only_when_it_hits_max_new_tokens(loaded):
+    roster, _, _ = loaded
+    backend = roster.contestants["terse"].backend
+    chat = [{"role": "user", "content": "What is the capital of France? One word."}]
+    whole = list(backend.stream(chat, GenerationSettings(max_new_tokens=40, temperature=0), threading.Event()))
+    spent = sum(d.tokens for d in whole)
+    assert spent < 40 and not any(d.cut for d in whole)  # it ended with its own stop token
+    cut = list(backend.stream(chat, GenerationSettings(max_new_tokens=spent - 1, temperature=0), threading.Event()))
+    assert sum(d.tokens for d in cut) == spent - 1 and cut[-1].cut
+
+
 def test_cancel_stops_generation_early(loaded):
     roster, _, _ = loaded
     backend = roster.contestants["chatty"].backend

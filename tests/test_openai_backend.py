@@ -335,14 +335,17 @@ def cut_for_length(*chunks) -> str:
     return events(*chunks, {"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}, "data: [DONE]\n\n")
 
 
-@pytest.mark.parametrize("stream, tokens", [
-    (cut_for_length(content("word " * 10), content("word " * 10)), GREEDY.max_new_tokens),  # no usage: counted as cut
-    (cut_for_length(content("word " * 30), {"choices": [], "usage": {"completion_tokens": 30}}), 30),  # usage wins
+@pytest.mark.parametrize("stream, tokens, cut", [
+    (cut_for_length(content("word " * 10), content("word " * 10)), 2, True),  # no usage: a token per chunk
+    (cut_for_length(content("word " * 30), {"choices": [], "usage": {"completion_tokens": 30}}), 30, True),  # usage wins
+    (events(content("word " * 30), {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}, "data: [DONE]\n\n"), 1, False),
 ])
-def test_an_answer_cut_for_length_reaches_the_token_limit(listen, stream, tokens):
-    """Callers tell a cut answer by its tokens reaching max_new_tokens, as the local backend's do."""
+def test_an_answer_cut_for_length_says_so_and_keeps_its_token_count(listen, stream, tokens, cut):
+    """A cut answer is told by finish_reason, never by inflating its tokens to max_new_tokens."""
     listener = listen(no_model_listing_then(lambda request: (200, stream)))
-    assert sum(d.tokens for d in answer(loaded(remote_entry(listener.url)))) == tokens
+    deltas = answer(loaded(remote_entry(listener.url)))
+    assert sum(d.tokens for d in deltas) == tokens
+    assert any(d.cut for d in deltas) is cut
 
 
 def test_a_battle_says_a_remote_answer_was_cut(listen, make_service):
@@ -388,6 +391,16 @@ def test_a_server_without_a_model_listing_loads_with_a_warning(listen):
     backend = loaded(remote_entry(listener.url), reports)
     assert any(r.startswith("warning:") and "no /models" in r for r in reports), reports
     assert "".join(d.text for d in answer(backend)) == "Hi"
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_key_fails_load_even_without_a_model_listing(listen, monkeypatch, status):
+    """Servers check the key before the body, so load's probe is where a wrong key shows, not the first battle."""
+    monkeypatch.setenv(KEY_VARIABLE, "sk-wrong")
+    listener = listen(lambda request: (404, '{"detail": "Not Found"}') if request.command == "GET"
+                      else (status, '{"error": {"message": "invalid api key"}}'))
+    with pytest.raises(GenerationError, match=rf"refused the key in {KEY_VARIABLE}: HTTP {status}"):
+        loaded(remote_entry(listener.url, api_key_env=KEY_VARIABLE))
 
 
 def test_cancel_hangs_up_on_the_server_at_once(listen):

@@ -30,6 +30,7 @@ class Delta:
 
     text: str
     tokens: int = 0
+    cut: bool = False  # the answer stopped at max_new_tokens, not because the model had finished
 
 
 class Backend(ABC):

@@ -5,8 +5,8 @@ with server-sent events), so one code path serves them all. Only httpx is
 needed: an arena of remote models never imports torch.
 
 Servers differ in what they leave out, so the reply is read leniently: an
-answer cut by `max_tokens` is known by `finish_reason: "length"` as well as by
-`usage`, and an endpoint that ignores `stream: true` and sends one whole
+answer cut by `max_tokens` is known by `finish_reason: "length"`, tokens are
+counted by `usage` where it is sent (a chunk each otherwise), and an endpoint that ignores `stream: true` and sends one whole
 completion is still understood. What is not a chat completion at all (a
 proxy's login page, a web server that is not the API) fails with what came back.
 
@@ -111,9 +111,9 @@ class OpenAICompatibleBackend(Backend):
     def _deltas(self, chunks: Iterable[dict], settings: GenerationSettings, cancel: threading.Event) -> Iterator[Delta]:
         """Turn completion chunks into deltas, one token per content chunk until `usage` says better.
 
-        A chunk may hold many tokens, so an answer the server cut for length
-        (`finish_reason: "length"`) is topped up to `max_new_tokens`: callers
-        tell a cut answer by its tokens reaching that limit.
+        A chunk may hold many tokens, so the token count cannot tell a cut
+        answer; `finish_reason: "length"` can, whether `max_tokens` or the
+        model's context window did the cutting.
         """
         counted, cut = 0, False
         for chunk in chunks:
@@ -127,8 +127,8 @@ class OpenAICompatibleBackend(Backend):
             if isinstance(completion_tokens, int) and completion_tokens > counted:
                 yield Delta("", completion_tokens - counted)
                 counted = completion_tokens
-        if cut and counted < settings.max_new_tokens and not cancel.is_set():
-            yield Delta("", settings.max_new_tokens - counted)
+        if cut and not cancel.is_set():
+            yield Delta("", 0, cut=True)
 
     def _events(self, response: httpx.Response, cancel: threading.Event) -> Iterator[dict]:
         """The chunks of an event stream, until `[DONE]`, the end of the body or `cancel`."""
@@ -188,6 +188,9 @@ class OpenAICompatibleBackend(Backend):
         report(f"{self.base_url} has no /models listing; checking that it serves /chat/completions")
         with self._translated_errors():
             with self.client.stream("POST", "/chat/completions", json={}) as probe:  # the body is read only if refused
+                if probe.status_code in (401, 403):  # a route that exists, but the key is wrong or missing
+                    probe.read()
+                    self._raise_for_status(probe)
                 if probe.status_code in NO_SUCH_ROUTE:
                     probe.read()
                     raise self._error(

@@ -59,3 +59,5 @@ class ScriptedBackend(Backend):
                 return
             time.sleep(STEP_SECONDS)
             yield Delta(word if index == 0 else " " + word, 1)
+        if len(words) > settings.max_new_tokens:
+            yield Delta("", 0, cut=True)

@@ -69,7 +69,8 @@ class TransformersBackend(Backend):
         if limit and len(prompt) + settings.max_new_tokens > limit:
             raise GenerationError(f"the conversation is too long for this model: {len(prompt)} tokens, plus up to "
                                   f"{settings.max_new_tokens} new ones, is more than the {limit} it can read")
-        yield from _text_deltas(self.tokenizer, self.decoder.generate(prompt, settings, cancel))
+        yield from _text_deltas(self.tokenizer, self.decoder.generate(prompt, settings, cancel),
+                                limit=settings.max_new_tokens, stop_ids=self.decoder.stop_ids)
 
     def settings_problem(self, settings: GenerationSettings) -> str | None:
         limit = self._context_length()
@@ -143,7 +144,7 @@ def _stop_ids(model, tokenizer) -> set[int]:
     return set(configured) if isinstance(configured, (list, tuple)) else {configured} if configured is not None else set()
 
 
-def _text_deltas(tokenizer, tokens: Iterator[int]) -> Iterator[Delta]:
+def _text_deltas(tokenizer, tokens: Iterator[int], *, limit: int, stop_ids: frozenset[int]) -> Iterator[Delta]:
     """Turn token ids into text pieces as they arrive.
 
     Decoding the whole answer each time (instead of token by token) keeps
@@ -164,3 +165,5 @@ def _text_deltas(tokenizer, tokens: Iterator[int]) -> Iterator[Delta]:
     if pending:
         text = tokenizer.decode(answer, skip_special_tokens=True)
         yield Delta(text[len(shown):], pending)
+    if len(answer) >= limit and answer[-1] not in stop_ids:
+        yield Delta("", 0, cut=True)
