@@ -409,16 +409,22 @@ def _chance_left_out(counts: PairCounts) -> np.ndarray:
 
 
 def ranks_from_intervals(
-    lower: np.ndarray, upper: np.ndarray, can_outrank: np.ndarray | None = None
+    lower: np.ndarray, upper: np.ndarray, can_outrank: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ) -> np.ndarray:
     """1 + how many models are surely better (their lower bound above this one's upper bound).
 
-    Only models in the boolean mask `can_outrank` (default: all) count as surely better.
+    Only models in the boolean mask `can_outrank` (default: all) count as surely better, and
+    only within the same label of `groups` (default: one group): models never linked by
+    battles have no measured gap, whatever their intervals say.
     """
     lower, upper = np.asarray(lower, dtype=float), np.asarray(upper, dtype=float)
     surely_better = lower[None, :] > upper[:, None]
     if can_outrank is not None:
         surely_better &= np.asarray(can_outrank, dtype=bool)[None, :]
+    if groups is not None:
+        labels = np.asarray(groups)
+        surely_better &= labels[:, None] == labels[None, :]
     return 1 + surely_better.sum(axis=1)
 
 
@@ -453,6 +459,14 @@ def _named(models: Sequence[str], group: Sequence[int], limit: int = 8) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
+def compared_groups(counts: PairCounts) -> np.ndarray:
+    """Per model, the label of its connected group of compared models (0 for the first seen)."""
+    labels = np.zeros(len(counts.models), dtype=int)
+    for label, group in enumerate(_groups(_reachability(counts.battles > 0), range(len(counts.models)))):
+        labels[group] = label
+    return labels
+
+
 def comparison_notes(counts: PairCounts) -> list[str]:
     """Say where the data cannot pin ratings down, so the regularisation does instead.
 
@@ -471,8 +485,8 @@ def comparison_notes(counts: PairCounts) -> list[str]:
         groups = "; ".join(f"[{_named(models, group, 5)}]" for group in components[:6])
         more = f"; and {len(components) - 6} more" if len(components) > 6 else ""
         notes.append(
-            f"comparison graph has {len(components)} components: ratings are not comparable across them "
-            f"(groups: {groups}{more})"
+            f"comparison graph has {len(components)} components: ratings are not comparable across them, "
+            f"and each model's rank counts only its own group (groups: {groups}{more})"
         )
     for group, what in ridge_bound_groups(counts):
         if len(group) == 1:
@@ -665,7 +679,8 @@ def compute_leaderboard(
         measured[group] = False
     # Only models with a measured interval can be surely better than another, or a model with one
     # win would outrank everyone below where the ridge leaves it in the resamples missing that win.
-    ranks = ranks_from_intervals(lower, upper, can_outrank=measured if bootstrap_rounds > 0 else None)
+    ranks = ranks_from_intervals(lower, upper, can_outrank=measured if bootstrap_rounds > 0 else None,
+                                 groups=compared_groups(counts))
     if anchor is not None:
         # One constant for every number: pinning the anchor in each round would add its noise to every interval.
         shift = anchor[1] - ratings[counts.models.index(anchor[0])]

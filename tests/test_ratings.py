@@ -306,6 +306,17 @@ def test_disconnected_groups_and_unbeaten_models_stay_finite_and_are_explained()
     assert ratings["champion"] > ratings["a"] and ratings["loser"] < ratings["b"]
 
 
+def test_ranks_count_only_models_of_the_same_compared_group():
+    """Two arenas in one file: a big gap in one says nothing of the other's models."""
+    votes = [vote("x", "y")] * 60 + [vote("y", "x")] * 20  # x well above y
+    votes += [vote("p", "q")] * 95 + [vote("q", "p")] * 5  # a wider gap, never compared with x or y
+    board = compute_leaderboard(votes, bootstrap_rounds=200, seed=0)
+    rows = {row.model: row for row in board.rows}
+    assert rows["q"].ci_upper < rows["x"].ci_lower  # the intervals alone would put x above q
+    assert {model: row.rank for model, row in rows.items()} == {"p": 1, "x": 1, "y": 2, "q": 2}
+    assert any("counts only its own group" in note for note in board.notes)
+
+
 def test_a_model_with_only_wins_has_no_interval_and_outranks_nobody_but_the_rest_keep_theirs():
     votes = [vote("unbeaten", "b")] * 20 + [vote("b", "c")] * 25 + [vote("c", "b")] * 25
     board = compute_leaderboard(votes, bootstrap_rounds=200, seed=0)
