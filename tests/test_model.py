@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
 import threading
 
 import pytest
@@ -100,3 +106,63 @@ def test_more_new_tokens_than_the_model_can_read_is_caught_once_loaded(loaded):
     assert backend.settings_problem(GenerationSettings(max_new_tokens=12)) is None
     problem = backend.settings_problem(GenerationSettings(max_new_tokens=10000))
     assert problem and "max_new_tokens is 10000" in problem and "8192" in problem
+
+
+HUB_LOADER = textwrap.dedent("""
+    import json, sys, threading
+    from huggingface_hub import constants
+    from arena.backends.base import GenerationError
+    from arena.backends.transformers_local import TransformersBackend
+    from arena.config import GenerationSettings, load_config
+
+    config = load_config(sys.argv[1])
+    outcome = {}
+    for entry in config.models:
+        reports = []
+        backend = TransformersBackend(entry)
+        try:
+            backend.load(reports.append)
+        except GenerationError as exc:
+            outcome[entry.name] = {"error": str(exc), "reports": reports}
+            continue
+        chat = [{"role": "user", "content": "What is the capital of France?"}]
+        deltas = backend.stream(chat, GenerationSettings(max_new_tokens=12, temperature=0), threading.Event())
+        outcome[entry.name] = {"answer": "".join(d.text for d in deltas), "reports": reports}
+    print(json.dumps(outcome))
+""")
+
+
+@pytest.mark.parametrize("offline_flag", ["1", "0"])
+def test_a_hub_id_loads_from_the_local_cache_and_an_unknown_one_fails_naming_it(loaded, tmp_path, offline_flag):
+    """The hub path itself, without a download: a snapshot laid out as huggingface_hub keeps one.
+
+    With HF_HUB_OFFLINE=0 on this machine the hub cannot be reached: the cached
+    model must still load, and the uncached one fail at once with the reason.
+    """
+    _, directory, _ = loaded
+    converted = next((directory / "cache").iterdir())
+    repo = tmp_path / "hub" / "models--arena-tests--smollm2"
+    revision = "0" * 40
+    shutil.copytree(converted, repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    config = write_config(tmp_path, """
+        models:
+          - {name: cached, backend: transformers, source: arena-tests/smollm2}
+          - {name: absent, backend: transformers, source: arena-tests/no-such-model}
+    """)
+    environment = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": offline_flag}
+    finished = subprocess.run([sys.executable, "-c", HUB_LOADER, str(config)], env=environment,
+                              capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    outcome = json.loads(finished.stdout.strip().splitlines()[-1])
+    assert "Paris" in outcome["cached"].get("answer", ""), outcome["cached"]
+    assert any(f"from the local Hugging Face cache ({tmp_path / 'hub'})" in r for r in outcome["cached"]["reports"])
+    failure = outcome["absent"]["error"]
+    if offline_flag == "1":
+        assert failure.startswith("hub model 'arena-tests/no-such-model' is not in the local Hugging Face cache")
+        assert "HF_HUB_OFFLINE is set" in failure
+    elif "cannot reach" in failure:  # this machine: no network
+        assert "'arena-tests/no-such-model' is not in the local Hugging Face cache" in failure
+    else:  # with a network, the hub answers that the id does not exist
+        assert failure.startswith("no model 'arena-tests/no-such-model' on the Hugging Face hub")

@@ -19,6 +19,9 @@ from arena.backends.base import Backend, Delta, GenerationError, Message, Progre
 from arena.config import GenerationSettings, ModelEntry
 
 
+HUB_PROBE_TIMEOUT_S = 10
+
+
 class TransformersBackend(Backend):
     def __init__(self, entry: ModelEntry, *, cache_dir: Path | None = None):
         super().__init__(entry, cache_dir=cache_dir)
@@ -50,6 +53,8 @@ class TransformersBackend(Backend):
             report(f"loading {self.entry.gguf_file} from {source} (dequantising GGUF, ~20 s on 2 cores)")
         else:
             report(f"loading {source}")
+        if cached is None and not Path(source).is_dir():
+            options.update(_hub_options(source, self.entry.gguf_file, report))
         dtype = "auto" if self.entry.dtype == "auto" else getattr(torch, self.entry.dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(source, **options)
         self.model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **options)
@@ -126,6 +131,54 @@ class TransformersBackend(Backend):
             model.hf_quantizer = quantizer
             if quantization is not None:
                 model.config.quantization_config = quantization
+
+
+def _hub_options(repo_id: str, gguf_file: str | None, report: ProgressReport) -> dict:
+    """Ask the hub once, quickly, before loading a hub id.
+
+    Left to itself, every file request retries for most of a minute when the
+    hub cannot be reached, and then fails with a message that does not name
+    the model. One probe tells a typo, a gated model and a missing network
+    apart, and a model already in the local cache loads without the network.
+    """
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    in_cache = isinstance(try_to_load_from_cache(repo_id, gguf_file or "config.json"), str)
+    where = f"the local Hugging Face cache ({constants.HF_HUB_CACHE})"
+    if constants.HF_HUB_OFFLINE:
+        if not in_cache:
+            raise GenerationError(f"hub model '{repo_id}' is not in {where}, and HF_HUB_OFFLINE is set: "
+                                  "start once with internet, or set source to a local directory")
+        report(f"HF_HUB_OFFLINE is set: loading '{repo_id}' from {where}")
+        return {"local_files_only": True}
+    try:
+        HfApi().model_info(repo_id, timeout=HUB_PROBE_TIMEOUT_S)
+    except GatedRepoError as exc:
+        if in_cache:
+            return {"local_files_only": True}
+        raise GenerationError(f"hub model '{repo_id}' is gated: accept its licence on the hub and set HF_TOKEN "
+                              f"({_first_line(exc)})") from exc
+    except RepositoryNotFoundError as exc:
+        if in_cache:
+            report(f"warning: the hub does not show '{repo_id}' (private, or renamed); loading it from {where}")
+            return {"local_files_only": True}
+        raise GenerationError(f"no model '{repo_id}' on the Hugging Face hub: check the id, or set HF_TOKEN "
+                              "if it is private") from exc
+    except Exception as exc:  # the network, a proxy or the hub itself: all mean "not reachable now"
+        if in_cache:
+            report(f"cannot reach the Hugging Face hub ({_first_line(exc)}); loading '{repo_id}' from {where}")
+            return {"local_files_only": True}
+        raise GenerationError(f"cannot reach the Hugging Face hub at {constants.ENDPOINT} ({_first_line(exc)}), "
+                              f"and hub model '{repo_id}' is not in {where}: start once with internet, "
+                              "or set source to a local directory") from exc
+    if not in_cache:
+        report(f"downloading '{repo_id}' from the hub (this start only: it is kept in {where})")
+    return {}
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _holds_conversion(path: Path) -> bool:
