@@ -17,6 +17,7 @@ from enum import Enum
 
 from arena.battle_files import WINNERS as OUTCOMES  # the labels of FastChat's clean-battle records
 from arena.config import Limits
+from arena.wording import counted
 
 SIDES = ("a", "b")
 
@@ -59,6 +60,7 @@ class Battle:
     outcome: str | None = None
     failed_sides: list[str] = field(default_factory=list)
     cut_sides: list[str] = field(default_factory=list)  # answers of the last turn stopped by max_new_tokens
+    left_while_answering: threading.Event = field(default_factory=threading.Event)  # its stream stops, then it ends
 
     @property
     def model_a(self) -> str:
@@ -122,8 +124,8 @@ class RateLimiter:
             if len(starts) >= self.per_hour:
                 wait_min = max(1, int((starts[0] + self.WINDOW_S - now) / 60) + 1)
                 raise RuleViolation(
-                    f"You have started {self.per_hour} battles in the last hour, the limit here. "
-                    f"Please come back in about {wait_min} minutes."
+                    f"{counted(self.per_hour, 'battle')} started from your network address in the last hour: "
+                    f"that is the limit here. Please come back in about {counted(wait_min, 'minute')}."
                 )
             starts.append(now)
 
@@ -176,7 +178,7 @@ class BattleBook:
         """Start a new exchange; both sides will answer the same prompt."""
         with self.lock:
             if battle.exchanges and battle.status is not Status.READY:
-                raise RuleViolation(_status_message(battle.status))
+                raise RuleViolation(status_message(battle.status))
             if len(battle.exchanges) >= self.limits.max_turns:
                 raise RuleViolation(
                     f"This battle reached its limit of {self.limits.max_turns} turns. Please vote, then start a new round."
@@ -188,7 +190,7 @@ class BattleBook:
         """Regenerate: both answers of the last exchange are thrown away and asked again."""
         with self.lock:
             if battle.status is not Status.READY or not battle.exchanges:
-                raise RuleViolation(_status_message(battle.status) if battle.exchanges else "Nothing to regenerate yet.")
+                raise RuleViolation(status_message(battle.status) if battle.exchanges else "Nothing to regenerate yet.")
             last = battle.exchanges[-1]
             last.replaced.extend(last.answers[side] for side in SIDES)
             last.answers = {"a": "", "b": ""}
@@ -196,16 +198,27 @@ class BattleBook:
             battle.status = Status.GENERATING
 
     def abandon(self, battle: Battle) -> bool:
-        """Close an unvoted, settled battle for good; False if it was not in that state."""
+        """Close an unvoted, settled battle for good; False if it was not in that state.
+
+        A battle still answering cannot be closed under its stream: it is told
+        to stop, and `finish` ends it as abandoned.
+        """
         with self.lock:
+            if battle.status is Status.GENERATING:
+                battle.left_while_answering.set()
             if battle.status is not Status.READY:
                 return False
             battle.status = Status.ABANDONED
             return True
 
-    def finish(self, battle: Battle, failed: bool) -> None:
+    def finish(self, battle: Battle, failed: bool) -> Status:
+        """Settle a turn: votable, failed, or abandoned if the volunteer left while it streamed."""
         with self.lock:
-            battle.status = Status.FAILED if failed else Status.READY
+            if battle.left_while_answering.is_set():
+                battle.status = Status.ABANDONED
+            else:
+                battle.status = Status.FAILED if failed else Status.READY
+            return battle.status
 
     def claim_vote(self, battle: Battle, outcome: str) -> None:
         """Reserve the battle's one vote; a second, concurrent request is refused here."""
@@ -213,7 +226,7 @@ class BattleBook:
             raise RuleViolation(f"Unknown vote {outcome!r}.")
         with self.lock:
             if battle.status is not Status.READY:
-                raise RuleViolation(_status_message(battle.status))
+                raise RuleViolation(status_message(battle.status))
             battle.status = Status.VOTING
 
     def settle_vote(self, battle: Battle, outcome: str | None) -> None:
@@ -234,7 +247,8 @@ class BattleBook:
         return [battle.id for battle in old if battle.status is Status.ABANDONED]
 
 
-def _status_message(status: Status) -> str:
+def status_message(status: Status) -> str:
+    """What the volunteer is told when a request does not fit the battle's state."""
     return {
         Status.GENERATING: "Please wait until both answers are complete.",
         Status.VOTING: "Your vote is being recorded.",

@@ -21,7 +21,7 @@ log = logging.getLogger("arena")
 
 def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: Path) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from arena.ui.app import build_app  # gradio is slow to import; commands that do not serve skip it
+    from arena.ui.app import PAGE_CSS, build_app, page_theme  # gradio is slow to import; commands that do not serve skip it
 
     store = ArenaStore(db_path)
     abandoned = store.close_unfinished_battles()
@@ -34,7 +34,7 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
     app.queue(default_concurrency_limit=8)
     try:
         app.launch(server_name=host, server_port=port, prevent_thread_lock=True, show_error=False, quiet=True,
-                   footer_links=["gradio", "settings"])
+                   footer_links=["gradio", "settings"], css=PAGE_CSS, theme=page_theme())
     except OSError:  # Gradio's own message suggests an environment variable that --port overrides anyway
         print(f"error: cannot listen on {host}:{port}: the port is taken, or {host} is not an address of this "
               "machine; choose another with --port or --host", file=sys.stderr, flush=True)

@@ -11,14 +11,15 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from arena import ratings
-from arena.battle import SIDES, Battle, BattleBook, Mode, RateLimiter, RuleViolation, Status, identity_leak
+from arena.battle import SIDES, Battle, BattleBook, Mode, RateLimiter, RuleViolation, Status, identity_leak, status_message
 from arena.config import ArenaConfig
-from arena.duel import DuelFrame, frame_interval, run_duel
+from arena.duel import DuelFrame, SideResult, frame_interval, run_duel
 from arena.roster import Roster
 from arena.sampling import make_sampler
 from arena.storage import ArenaStore, DuplicateVote
@@ -26,6 +27,8 @@ from arena.storage import ArenaStore, DuplicateVote
 log = logging.getLogger("arena")
 
 SIDE_LABELS = {"a": "Model A", "b": "Model B"}
+FAILED_NOTE = "*⚠️ This model could not answer.*"
+STOPPED_NOTE = "*The other model could not answer, so this battle ended.*"
 
 
 @dataclass
@@ -53,8 +56,8 @@ class VoteReceipt:
         text = f"Thanks, your vote is recorded. Model A was **{self.model_a}**, Model B was **{self.model_b}**."
         if self.flagged_term:
             text += (
-                f" An answer named a model ('{self.flagged_term}'), so the battle was not anonymous: "
-                "the vote is kept but left out of the leaderboard."
+                f" An answer named a model ('{self.flagged_term}'): the vote is kept, marked as not anonymous, "
+                "and left out of the leaderboard."
             )
         return text + " Type a prompt to start a new round."
 
@@ -187,12 +190,15 @@ class ArenaService:
             self._generating += 1
             interval = frame_interval(self._generating)
         try:
-            for frame in run_duel(streams, stall_timeout_s=self.config.settings.generation_timeout_s,
-                                  frame_interval_s=interval):
-                for side in SIDES:
-                    exchange.answers[side] = frame.sides[side].text
-                if not frame.done:  # the last frame is shown once the turn is settled (failed or votable)
-                    yield self._view(battle, generating=True)
+            with closing(run_duel(streams, stall_timeout_s=self.config.settings.generation_timeout_s,
+                                  frame_interval_s=interval)) as frames:
+                for frame in frames:
+                    for side in SIDES:
+                        exchange.answers[side] = frame.sides[side].text
+                    if battle.left_while_answering.is_set():
+                        break  # closing the duel cancels both sides
+                    if not frame.done:  # the last frame is shown once the turn is settled (failed or votable)
+                        yield self._view(battle, generating=True)
         finally:
             # Runs even when the volunteer goes away mid-stream (the generator is closed).
             with self._generating_lock:
@@ -211,19 +217,24 @@ class ArenaService:
                 messages.append({"side": side, "role": "assistant", "content": result.text, "tokens": result.tokens,
                                  "latency_s": result.latency_s, "first_token_s": result.first_token_s})
         failure = None
-        if failed:
+        status = self.book.finish(battle, failed=failed)
+        if status is Status.ABANDONED:
+            unfinished = [battle.models[s] for s in SIDES if not frame.sides.get(s, SideResult()).done]
+            failure = "left by the volunteer while answering" + (f" (still answering: {', '.join(unfinished)})" if unfinished else "")
+        elif failed:
             details = [f"{battle.models[s]}: {frame.sides[s].error}" for s in frame.failed_sides] or ["interrupted"]
             failure = "; ".join(details)
             log.warning("battle %s failed: %s", battle.id, failure)
-        self.book.finish(battle, failed=failed)
-        self.store.record_turn(battle.id, turn, battle.attempt, messages, "failed" if failed else "ready", failure)
+        self.store.record_turn(battle.id, turn, battle.attempt, messages, status.value, failure)
         battle.failed_sides = frame.failed_sides
         battle.cut_sides = [side for side in SIDES if side in frame.sides and frame.sides[side].cut]
 
     def _view(self, battle: Battle, generating: bool = False) -> BattleView:
         failed = battle.status is Status.FAILED
         if generating:
-            status = "Both models are answering…"
+            status = "Both models are answering… (New round stops them.)"
+        elif battle.status is Status.ABANDONED:
+            status = status_message(Status.ABANDONED)
         elif failed:
             which = " and ".join(SIDE_LABELS[s] for s in battle.failed_sides) or "A model"
             status = (f"{which} could not answer. This battle ended and is not counted. "
@@ -234,9 +245,15 @@ class ArenaService:
                 which = " and ".join(SIDE_LABELS[s] for s in battle.cut_sides)
                 status += f" ({which} reached the length limit and may stop mid-sentence.)"
         named = battle.mode is Mode.NAMED or battle.outcome is not None
+        conversations = {side: battle.transcript(side) for side in SIDES}
+        if failed:  # each panel says what happened to its own answer, not only the status line
+            for side, conversation in conversations.items():
+                note = FAILED_NOTE if side in battle.failed_sides else STOPPED_NOTE
+                last = conversation[-1]
+                last["content"] = f"{last['content']}\n\n{note}" if last["content"].strip() else note
         return BattleView(
             battle_id=battle.id,
-            conversations={side: battle.transcript(side) for side in SIDES},
+            conversations=conversations,
             status=status,
             votable=not generating and battle.status is Status.READY,
             generating=generating,

@@ -255,7 +255,7 @@ class ArenaStore:
                 [{"battle_id": battle_id, "turn": turn, "attempt": attempt, "created": now, **m} for m in messages]
             )
             self.db["battles"].update(battle_id, {"status": status, "turns": turn, "failure": failure,
-                                                  "ended": now if status == "failed" else None})
+                                                  "ended": now if status in ("failed", "abandoned") else None})
 
     def record_vote(self, battle_id: str, winner: str, client_id: str, flag_reason: str | None) -> float:
         """Commit the vote and close the battle in one transaction; returns the vote's time."""

@@ -14,6 +14,7 @@ import pytest
 
 from arena.battle import BattleBook, Mode, RateLimiter, RuleViolation, identity_leak
 from arena.config import Limits
+from arena.service import FAILED_NOTE, STOPPED_NOTE
 from tests.conftest import SCRIPTED_MODELS
 
 CLIENT = "10.0.0.1"
@@ -167,6 +168,10 @@ def test_a_failing_model_ends_its_battle_cleanly(make_service, script, cause):
     assert view.failed and not view.votable
     assert "could not answer" in view.status and "not counted" in view.status
     assert "broken" not in view.status and "healthy" not in view.status  # anonymity holds in failure too
+    battle = service.book.get(view.battle_id, service.store.client_id(CLIENT))
+    for side in "ab":  # each panel says what became of its own answer
+        expected = FAILED_NOTE if battle.models[side] == "broken" else STOPPED_NOTE
+        assert view.conversations[side][-1]["content"].endswith(expected), view.conversations[side]
     stored = service.store.battle(view.battle_id)
     assert stored["status"] == "failed" and cause in stored["failure"] and "broken" in stored["failure"]
     with pytest.raises(RuleViolation, match="failed"):
@@ -305,6 +310,9 @@ def test_rate_limit_is_per_address_and_slides():
     limiter.check_and_count("2.2.2.2")
     with pytest.raises(RuleViolation, match="limit"):
         limiter.check_and_count("1.1.1.1")
+    now[0] = 3570.0
+    with pytest.raises(RuleViolation, match=r"come back in about 1 minute\.$"):
+        limiter.check_and_count("1.1.1.1")
     now[0] = 3601.0
     limiter.check_and_count("1.1.1.1")
 
@@ -313,7 +321,7 @@ def test_rate_limit_through_the_service(make_service):
     service = make_service(SCRIPTED_MODELS.replace("battles_per_hour: 1000", "battles_per_hour: 2"))
     for _ in range(2):
         finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS))
-    with pytest.raises(RuleViolation, match="2 battles in the last hour"):
+    with pytest.raises(RuleViolation, match="2 battles started from your network address in the last hour"):
         service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS)
     finish(service.ask(None, "Hello", "10.0.0.2", Mode.ANONYMOUS))
 
@@ -346,20 +354,44 @@ def test_while_models_load_the_page_says_so_and_battles_wait(tmp_path, scripted_
     store.close()
 
 
-def test_a_volunteer_leaving_mid_answer_stops_generation_and_ends_the_battle(make_service):
-    import time
+def duel_threads_left(wait_s: float = 5) -> list[str]:
+    """The answering threads still alive once they have had `wait_s` to notice they were cancelled."""
+    deadline = time.monotonic() + wait_s
+    while any(t.name.startswith("duel-") for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [t.name for t in threading.enumerate() if t.name.startswith("duel-")]
 
+
+def test_a_volunteer_leaving_mid_answer_stops_generation_and_ends_the_battle(make_service):
     service = make_service(FAILING.format(script="hang").replace("generation_timeout_s: 1", "generation_timeout_s: 60"))
     views = service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS)
     first = next(views)
     assert first.generating
     views.close()  # what Gradio does when the page goes away
-    deadline = time.monotonic() + 5
-    while any(t.name.startswith("duel-") for t in threading.enumerate()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not [t.name for t in threading.enumerate() if t.name.startswith("duel-")]
+    assert duel_threads_left() == []
     stored = service.store.battle(first.battle_id)
     assert stored["status"] == "failed" and "interrupted" in stored["failure"]
+
+
+@pytest.mark.parametrize("leave", ["new round", "page closed"])
+def test_leaving_a_battle_mid_answer_stops_it_and_ends_it_as_abandoned(make_service, leave):
+    """A stalled model must not hold the volunteer until its timeout: New round stops the battle."""
+    service = make_service(FAILING.format(script="hang").replace("generation_timeout_s: 1", "generation_timeout_s: 60"))
+    views = service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS)
+    first = next(views)
+    assert first.generating
+    if leave == "new round":
+        service.abandon(first.battle_id, CLIENT)
+    else:
+        service.page_closed(first.battle_id)
+    last = list(views)[-1]  # the stream ends within a frame, not at the 60 s timeout
+    assert not last.generating and not last.votable and "left this battle" in last.status
+    stored = service.store.battle(first.battle_id)
+    assert stored["status"] == "abandoned" and stored["ended"] is not None
+    assert stored["failure"].startswith("left by the volunteer while answering (still answering:")
+    with pytest.raises(RuleViolation, match="left this battle"):
+        service.vote(first.battle_id, CLIENT, "model_a")
+    assert duel_threads_left() == []
 
 
 def test_leaderboard_is_recomputed_at_most_once_per_interval(make_service):

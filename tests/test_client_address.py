@@ -18,7 +18,7 @@ ONE_BATTLE_AN_HOUR = """
       - {name: first, backend: scripted, script: "reply: One answer."}
       - {name: second, backend: scripted, script: "reply: Another answer."}
 """
-REFUSED = "1 battles in the last hour"
+REFUSED = "1 battle started from your network address in the last hour"
 
 
 def start_battle(url: str, forwarded_for: str) -> str:

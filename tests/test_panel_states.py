@@ -38,26 +38,56 @@ def test_a_page_opened_after_loading_shows_the_intro_not_the_loading_notice(star
     assert "loading" not in status.inner_text().lower()
 
 
-@pytest.mark.parametrize("tab, key, leaving", [
-    (None, "battle", ["#battle-new-round"]),
-    ("Side by side", "named", ["#named-new-round", "#named-pick-a input", "#named-pick-b input"]),
+@pytest.mark.parametrize("tab, key, pickers", [
+    (None, "battle", []),
+    ("Side by side", "named", ["#named-pick-a input", "#named-pick-b input"]),
 ])
-def test_nothing_can_leave_a_battle_while_its_answers_stream(start_arena, browser_page, tab, key, leaving):
+def test_new_round_stops_a_battle_mid_answer_but_the_pickers_wait(start_arena, browser_page, tab, key, pickers):
+    """A slow or stalled model must not hold the page until its timeout; a new pair mid-answer is not offered."""
     arena = start_arena(SLOW_ECHO)
     page = browser_page
     open_and_ask(page, arena.url, LONG_PROMPT, key, tab)
-    vote = page.locator(f"#{key}-vote-a")
     page.wait_for_function(f"document.querySelector('#{key}-chat-a').innerText.includes('word5')", timeout=15_000)
-    assert vote.is_disabled()  # still streaming
-    for selector in leaving:
+    assert page.locator(f"#{key}-vote-a").is_disabled()  # still streaming
+    for selector in pickers:
         assert page.locator(selector).is_disabled(), selector
-    page.wait_for_function(f"!document.querySelector('#{key}-vote-a').disabled", timeout=30_000)
-    for selector in leaving:
+    page.locator(f"#{key}-new-round").click()
+    page.wait_for_function(f"!document.querySelector('#{key}-chat-a').innerText.includes('word5')", timeout=15_000)
+    time.sleep(1)  # the stopped stream must not write its answer back over the fresh panel
+    assert "word5" not in page.locator(f"#{key}-chat-a").inner_text()
+    assert page.locator(f"#{key}-prompt textarea").is_enabled() and page.locator(f"#{key}-vote-a").is_disabled()
+    for selector in pickers:
         assert page.locator(selector).is_enabled(), selector
-    page.locator(f"#{key}-new-round").click()  # leave it unvoted
-    page.wait_for_function(f"document.querySelector('#{key}-vote-a').disabled", timeout=15_000)
     with sqlite3.connect(arena.db) as db:
-        assert db.execute("select status from battles").fetchall() == [("abandoned",)]
+        rows = db.execute("select status, failure from battles").fetchall()
+    assert len(rows) == 1 and rows[0][0] == "abandoned" and rows[0][1].startswith("left by the volunteer while answering")
+
+
+def test_an_answer_keeps_its_status_and_gives_the_keyboard_back(start_arena, browser_page):
+    """Asked within the first seconds of a page load, when the page polled for loading news and overwrote it."""
+    arena = start_arena(SLOW_ECHO)
+    page = browser_page
+    open_and_ask(page, arena.url, "Hello there")
+    page.wait_for_function("!document.querySelector('#battle-vote-a').disabled", timeout=30_000)
+    time.sleep(3)
+    assert page.locator("#battle-status").inner_text().startswith("Both answers are complete")
+    assert page.locator("#loading-banner").inner_text().strip() == ""
+    page.keyboard.type("A follow-up")  # no click: the prompt box has the focus again
+    assert page.locator("#battle-prompt textarea").input_value() == "A follow-up"
+    assert page.locator("#battle-chat-a button[aria-label='Clear']").is_hidden()  # it blanked one answer before the vote
+
+
+def test_on_a_phone_the_prompt_is_on_the_first_screen(start_arena, browser_page):
+    arena = start_arena(SLOW_ECHO)
+    page = browser_page
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(arena.url)
+    prompt = page.locator("#battle-prompt textarea")
+    prompt.wait_for()
+    box = prompt.bounding_box()
+    assert box["y"] + box["height"] <= 844, box
+    votes = [page.locator(f"#battle-vote-{short}").bounding_box()["y"] for short in ("a", "b", "tie", "bothbad")]
+    assert max(votes) - min(votes) < 5  # one row of vote buttons, not four
 
 
 def test_closing_the_page_ends_its_unvoted_battle(start_arena, browser_page):

@@ -14,7 +14,9 @@ def build_app(service: ArenaService) -> gr.Blocks:
     settings = service.config.settings
     with gr.Blocks(title=settings.title, analytics_enabled=False) as app:
         gr.Markdown(f"# {settings.title}")
-        loading = gr.Markdown(service.loading_message(), elem_id="loading-banner")
+        # The page is built once, while the models load, and shown for days after: it starts as a ready
+        # page, and each page load fills in the news of that moment (poll_loading below).
+        loading = gr.Markdown("", elem_id="loading-banner")
         leaderboard = LeaderboardTab(service)
         panels = []
         with gr.Tabs():
@@ -34,20 +36,39 @@ def build_app(service: ArenaService) -> gr.Blocks:
         pickers = [picker for panel in panels for picker in panel.pickers]
         idle_outputs = [component for panel in panels for component in panel.idle_outputs]
 
-        def idle_state(*chosen: str | None) -> list:
-            updates, start = [], 0
-            for panel in panels:
-                updates += panel.idle_state(*chosen[start:start + len(panel.pickers)])
+        battles = [panel.battle_id for panel in panels]
+
+        def idle_state(*values) -> list:
+            """Each panel's idle status and pickers; `values` are the panels' battle ids, then every picker."""
+            updates, start = [], len(panels)
+            for panel, battle_id in zip(panels, values[:len(panels)]):
+                updates += panel.idle_state(battle_id, *values[start:start + len(panel.pickers)])
                 start += len(panel.pickers)
             return updates
 
-        app.load(idle_state, pickers, idle_outputs, api_visibility="private")
-
-        def poll_loading(*chosen: str | None) -> list:
+        def poll_loading(*values) -> list:
             """While models load, the banner and the panels poll; they settle once the roster is known."""
-            ready = service.ready
-            return [service.loading_message(), gr.Timer(active=not ready), *idle_state(*chosen)]
+            return [service.loading_message(), gr.Timer(active=not service.ready), *idle_state(*values)]
 
-        timer = gr.Timer(2.0, active=not service.ready)
-        timer.tick(poll_loading, pickers, [loading, timer, *idle_outputs], api_visibility="private")
+        timer = gr.Timer(2.0, active=not service.ready)  # the page is built before the models load
+        for trigger in (app.load, timer.tick):  # quietly: no progress timer over the status line
+            trigger(poll_loading, [*battles, *pickers], [loading, timer, *idle_outputs], api_visibility="private",
+                    show_progress="hidden")
     return app
+
+
+def page_theme() -> gr.themes.Base:
+    """Gradio's default look in the system's fonts: its bundled bold face lacks letters (the "A" of
+    "A is better" fell back to another font), and a web font would make every volunteer's browser ask
+    a third party for it."""
+    return gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                             font_mono=["ui-monospace", "Consolas", "monospace"])
+
+
+# The panels' "clear" icon would blank one answer on the page only, with the vote still open for it.
+PAGE_CSS = """
+.arena-chat button[aria-label="Clear"] { display: none; }
+@media (max-width: 640px) {
+  .arena-chat { height: 200px !important; }
+}
+"""

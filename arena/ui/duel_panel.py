@@ -45,12 +45,15 @@ class DuelPanel:
         with gr.Row():
             self.chats = {
                 side: gr.Chatbot(label=SIDE_LABELS[side], height=420, feedback_options=None, buttons=["copy"],
-                                 sanitize_html=True, render_markdown=True, elem_id=f"{self.key}-chat-{side}")
+                                 sanitize_html=True, render_markdown=True, elem_id=f"{self.key}-chat-{side}",
+                                 elem_classes=["arena-chat"])
                 for side in ("a", "b")
             }
-        self.status = gr.Markdown(self.service.loading_message() or self._intro(), elem_id=f"{self.key}-status")
+        self.status = gr.Markdown(self._intro(), elem_id=f"{self.key}-status")  # loading news comes with the page load
         with gr.Row():
-            self.vote_buttons = [gr.Button(label, interactive=False, elem_id=f"{self.key}-vote-{short}") for _, label, short in VOTES]
+            # min_width 0: on a phone the four stay in one row instead of four, so the prompt stays in sight
+            self.vote_buttons = [gr.Button(label, interactive=False, min_width=0, elem_id=f"{self.key}-vote-{short}")
+                                 for _, label, short in VOTES]
         with gr.Row():
             self.prompt = gr.Textbox(placeholder="Type a prompt and press Enter", show_label=False, scale=6,
                                      elem_id=f"{self.key}-prompt", max_lines=8)
@@ -69,20 +72,28 @@ class DuelPanel:
 
     def _wire(self) -> None:
         ask_inputs = [self.prompt, self.battle_id, *self.pickers]
-        gr.on([self.send.click, self.prompt.submit], self._ask, ask_inputs, self._outputs, api_name=f"{self.key}_ask",
-              api_visibility="undocumented", concurrency_id="generation", concurrency_limit=self.generation_slots)
-        self.regenerate_button.click(self._regenerate, [self.battle_id], self._outputs, api_name=f"{self.key}_regenerate",
-                                     api_visibility="undocumented", concurrency_id="generation",
-                                     concurrency_limit=self.generation_slots)
+        asking = gr.on([self.send.click, self.prompt.submit], self._ask, ask_inputs, self._outputs, api_name=f"{self.key}_ask",
+                       api_visibility="undocumented", concurrency_id="generation", concurrency_limit=self.generation_slots)
+        regenerating = self.regenerate_button.click(
+            self._regenerate, [self.battle_id], self._outputs, api_name=f"{self.key}_regenerate",
+            api_visibility="undocumented", concurrency_id="generation", concurrency_limit=self.generation_slots)
         for (outcome, _, short), button in zip(VOTES, self.vote_buttons):
             # A vote is a quick write: it skips the queue that generations wait in (one plain request, no stream).
             event = button.click(self._voter(outcome), [self.battle_id], self._outputs,
                                  api_name=f"{self.key}_vote_{short}", api_visibility="undocumented", queue=False)
             self.vote_events.append(event)
+        # New round also stops a battle mid-answer (a stalled model need not hold the page until its
+        # timeout): the page stops listening, and the service ends the battle once its stream unwinds.
         self.new_round.click(self._leave, [self.battle_id], self._outputs, api_name=f"{self.key}_new_round", api_visibility="undocumented",
-                             queue=False)
+                             queue=False, cancels=[asking, regenerating])
         for picker in self.pickers:  # another pair means another battle
             picker.change(self._leave, [self.battle_id], self._outputs, api_visibility="private")
+        # The prompt box is disabled while answers stream, which drops the keyboard focus: give it back,
+        # except on touch screens, where focusing a text box pops up the keyboard over the answers.
+        refocus = (f"() => {{ if (!matchMedia('(pointer: coarse)').matches) "
+                   f"document.querySelector('#{self.key}-prompt textarea')?.focus(); }}")
+        for event in (asking, regenerating, *self.vote_events):
+            event.then(None, js=refocus, queue=False, api_visibility="private")
 
     # --- handlers -------------------------------------------------------------
 
@@ -134,8 +145,13 @@ class DuelPanel:
         """What `idle_state` sets: the page is built once, before the models load, and shown many times after."""
         return [self.status, *self.pickers]
 
-    def idle_state(self, *chosen: str | None) -> list:
-        """The status line and pickers of a panel with no battle: loading news, or the intro and the loaded models."""
+    def idle_state(self, battle_id: str | None, *chosen: str | None) -> list:
+        """The status line and pickers of a panel with no battle: loading news, or the intro and the loaded models.
+
+        A panel holding a battle is left alone: its status is the battle's, and a new picker value would end it.
+        """
+        if battle_id is not None:
+            return [gr.skip() for _ in self.idle_outputs]
         return [self.service.loading_message() or self._intro(), *self.refresh_pickers(*chosen)]
 
     def refresh_pickers(self, *chosen: str | None) -> list:
@@ -168,8 +184,9 @@ class DuelPanel:
             gr.update(interactive=not view.generating),
             gr.update(interactive=view.votable),
             *[gr.update(interactive=view.votable) for _ in VOTES],
-            # Leaving a battle mid-answer would race the stream, which writes the battle back when it ends.
-            *[gr.update(interactive=not view.generating) for _ in (self.new_round, *self.pickers)],
+            gr.update(interactive=True),  # New round: also while answering, to stop
+            # The pickers wait: changing the pair mid-answer would end the battle by accident.
+            *[gr.update(interactive=not view.generating) for _ in self.pickers],
         )
 
     def _refusal(self, refusal: RuleViolation) -> tuple:

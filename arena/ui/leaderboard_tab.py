@@ -76,7 +76,7 @@ class LeaderboardTab:
         if interval > 0 and computed_at is not None:
             # A crowd's votes are batched into one refit per interval: say so, or a fresh vote seems lost.
             clock = time.strftime("%H:%M:%S UTC", time.gmtime(computed_at))
-            summary += f" Computed at {clock}; votes cast since then appear within {interval:g} s (reopen this tab)."
+            summary += f" Computed at {clock}; votes cast since then appear within {interval:g} s (press Refresh)."
         if board.notes:
             summary += "\n\n" + "\n".join(f"- {note}" for note in board.notes)
         return (
