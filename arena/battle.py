@@ -7,6 +7,7 @@ convenience, not a defence.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 import threading
@@ -15,7 +16,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 
-from arena.battle_files import WINNERS as OUTCOMES  # the labels of FastChat's clean-battle records
+from arena.battle_files import WINNERS as OUTCOMES
+from arena.battle_files import lone_surrogates_replaced  # the labels of FastChat's clean-battle records
 from arena.config import Limits
 from arena.wording import counted
 
@@ -104,8 +106,26 @@ def identity_leak(texts: list[str], terms: list[str]) -> str | None:
     return None
 
 
+def client_network(host: str) -> str:
+    """Who a connection counts as, for limits and for owning battles.
+
+    An IPv4 address written as IPv6 (`::ffff:203.0.113.7`) is that IPv4 address,
+    and an IPv6 address stands for its /64: one subscriber gets a whole /64,
+    so counting single addresses would give one person countless limits.
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host  # not an address (a test client, "unknown"): taken as it is
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
 class RateLimiter:
-    """Sliding one-hour window of battle starts per client address."""
+    """Sliding one-hour window of generations started (battles and regenerations) per client address."""
 
     WINDOW_S = 3600.0
 
@@ -116,18 +136,30 @@ class RateLimiter:
         self.lock = threading.Lock()
 
     def check_and_count(self, key: str) -> None:
-        now = self.clock()
         with self.lock:
-            starts = self.starts.setdefault(key, deque())
-            while starts and starts[0] <= now - self.WINDOW_S:
-                starts.popleft()
-            if len(starts) >= self.per_hour:
-                wait_min = max(1, int((starts[0] + self.WINDOW_S - now) / 60) + 1)
-                raise RuleViolation(
-                    f"{counted(self.per_hour, 'battle')} started from your network address in the last hour: "
-                    f"that is the limit here. Please come back in about {counted(wait_min, 'minute')}."
-                )
-            starts.append(now)
+            self._check(key)
+            self.starts[key].append(self.clock())
+
+    def check(self, key: str) -> None:
+        """Refuse if `key` is at its limit, without counting: for a request that may still be refused."""
+        with self.lock:
+            self._check(key)
+
+    def count(self, key: str) -> None:
+        with self.lock:
+            self.starts.setdefault(key, deque()).append(self.clock())
+
+    def _check(self, key: str) -> None:
+        now = self.clock()
+        starts = self.starts.setdefault(key, deque())
+        while starts and starts[0] <= now - self.WINDOW_S:
+            starts.popleft()
+        if len(starts) >= self.per_hour:
+            wait_min = max(1, int((starts[0] + self.WINDOW_S - now) / 60) + 1)
+            raise RuleViolation(
+                f"Your network address reached the limit here: {counted(self.per_hour, 'battle')} an hour, "
+                f"regenerations included. Please come back in about {counted(wait_min, 'minute')}."
+            )
 
 
 class BattleBook:
@@ -168,6 +200,8 @@ class BattleBook:
         prompt = (prompt or "").strip()
         if not prompt:
             raise RuleViolation("Please type a prompt first.")
+        if lone_surrogates_replaced(prompt) != prompt:  # a page never sends one; it cannot be stored as UTF-8
+            raise RuleViolation("Your prompt holds a broken character (half of an emoji?); please type it again.")
         if len(prompt) > self.limits.max_prompt_chars:
             raise RuleViolation(
                 f"Your prompt has {len(prompt):,} characters; the limit here is {self.limits.max_prompt_chars:,}."
@@ -211,14 +245,19 @@ class BattleBook:
             battle.status = Status.ABANDONED
             return True
 
-    def finish(self, battle: Battle, failed: bool) -> Status:
-        """Settle a turn: votable, failed, or abandoned if the volunteer left while it streamed."""
+    def closing_status(self, battle: Battle, failed: bool) -> Status:
+        """How a turn that stopped streaming ends: votable, failed, or abandoned if the volunteer left."""
+        if battle.left_while_answering.is_set():
+            return Status.ABANDONED
+        return Status.FAILED if failed else Status.READY
+
+    def finish(self, battle: Battle, status: Status) -> Status:
+        """Settle a turn once it is stored; a volunteer who left meanwhile still leaves it abandoned."""
         with self.lock:
-            if battle.left_while_answering.is_set():
-                battle.status = Status.ABANDONED
-            else:
-                battle.status = Status.FAILED if failed else Status.READY
-            return battle.status
+            if status is Status.READY and battle.left_while_answering.is_set():
+                status = Status.ABANDONED
+            battle.status = status
+            return status
 
     def claim_vote(self, battle: Battle, outcome: str) -> None:
         """Reserve the battle's one vote; a second, concurrent request is refused here."""

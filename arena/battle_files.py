@@ -12,6 +12,7 @@ import json
 import math
 import os
 import tempfile
+import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -90,6 +91,15 @@ def _model_name(record: Mapping, key: str, problems: list[str]) -> str | None:
 # and the few invisible letters Unicode counts as default-ignorable (Hangul fillers, the grapheme joiner).
 _UNREADABLE_CATEGORIES = {"Cc", "Cf", "Zl", "Zp"}
 _INVISIBLE_LETTERS = {0x034F, 0x115F, 0x1160, 0x3164, 0xFFA0}
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def lone_surrogates_replaced(text: str) -> str:
+    """`text` with each lone UTF-16 surrogate (from a \\ud800-style JSON escape) made U+FFFD:
+    SQLite, JSON encoders and pages all need valid UTF-8."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
 
 
 def unreadable_character(name: str) -> str | None:

@@ -88,6 +88,7 @@ class Limits:
     battles_per_hour: int = 120
     max_prompt_chars: int = 4000
     max_turns: int = 6
+    sessions_per_hour: int = 300  # new page sessions per client network; see arena/ui/session_limit.py
 
 
 @dataclass(frozen=True)
@@ -283,11 +284,12 @@ def _parse_settings(raw: Any, problems: _Problems) -> ArenaSettings:
     if not isinstance(raw_limits, dict):
         problems.add(entry, "limits", "must be a mapping")
     else:
-        problems.unknown_keys("settings.limits", raw_limits, {"battles_per_hour", "max_prompt_chars", "max_turns"})
+        problems.unknown_keys("settings.limits", raw_limits, {"battles_per_hour", "max_prompt_chars", "max_turns", "sessions_per_hour"})
         limits = Limits(
             battles_per_hour=_take(raw_limits, "battles_per_hour", "settings.limits", problems, _number(1, 10**6, integer=True), limits.battles_per_hour),
             max_prompt_chars=_take(raw_limits, "max_prompt_chars", "settings.limits", problems, _number(1, 10**6, integer=True), limits.max_prompt_chars),
             max_turns=_take(raw_limits, "max_turns", "settings.limits", problems, _number(1, 100, integer=True), limits.max_turns),
+            sessions_per_hour=_take(raw_limits, "sessions_per_hour", "settings.limits", problems, _number(1, 10**6, integer=True), limits.sessions_per_hour),
         )
     return ArenaSettings(
         title=_take(raw, "title", entry, problems, _is_text, defaults.title),

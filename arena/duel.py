@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from arena.backends import Delta
+from arena.battle_files import lone_surrogates_replaced
 
 StreamFactory = Callable[[threading.Event], Iterator[Delta]]
 
@@ -96,7 +97,7 @@ def run_duel(streams: dict[str, StreamFactory], *, stall_timeout_s: float, frame
                 side = frame.sides[name]
                 if isinstance(item, Delta):
                     if not side.done:
-                        side.text += item.text
+                        side.text += lone_surrogates_replaced(item.text)  # a remote JSON answer may hold one
                         side.tokens += item.tokens
                         side.cut = side.cut or item.cut
                         if side.first_token_s is None and item.text:

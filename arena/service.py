@@ -119,7 +119,11 @@ class ArenaService:
 
     def regenerate(self, battle_id: str | None, address: str) -> Iterator[BattleView]:
         battle = self.book.get(battle_id, self.store.client_id(address))
+        # Each regeneration runs both models in full: it counts like a new battle, or one battle
+        # could regenerate without end past the hourly limit.
+        self.limiter.check(address)
         self.book.restart_last(battle)
+        self.limiter.count(address)
         return self._generate(battle)
 
     def abandon(self, battle_id: str | None, address: str) -> None:
@@ -217,7 +221,7 @@ class ArenaService:
                 messages.append({"side": side, "role": "assistant", "content": result.text, "tokens": result.tokens,
                                  "latency_s": result.latency_s, "first_token_s": result.first_token_s})
         failure = None
-        status = self.book.finish(battle, failed=failed)
+        status = self.book.closing_status(battle, failed=failed)
         if status is Status.ABANDONED:
             unfinished = [battle.models[s] for s in SIDES if not frame.sides.get(s, SideResult()).done]
             failure = "left by the volunteer while answering" + (f" (still answering: {', '.join(unfinished)})" if unfinished else "")
@@ -225,9 +229,16 @@ class ArenaService:
             details = [f"{battle.models[s]}: {frame.sides[s].error}" for s in frame.failed_sides] or ["interrupted"]
             failure = "; ".join(details)
             log.warning("battle %s failed: %s", battle.id, failure)
-        self.store.record_turn(battle.id, turn, battle.attempt, messages, status.value, failure)
         battle.failed_sides = frame.failed_sides
         battle.cut_sides = [side for side in SIDES if side in frame.sides and frame.sides[side].cut]
+        # Stored before it becomes votable in memory: a vote must never be kept for a turn that is not.
+        try:
+            self.store.record_turn(battle.id, turn, battle.attempt, messages, status.value, failure)
+        except Exception:
+            log.exception("battle %s: its turn could not be stored; the battle ends unvoted", battle.id)
+            status = Status.FAILED
+        if self.book.finish(battle, status) is Status.ABANDONED and status is Status.READY:
+            self.store.mark_abandoned(battle.id)  # left in the moment between storing and settling
 
     def _view(self, battle: Battle, generating: bool = False) -> BattleView:
         failed = battle.status is Status.FAILED

@@ -6,13 +6,14 @@ by chance (crash, hang, empty answer); the rules under test are the real ones.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections import Counter
 
 import pytest
 
-from arena.battle import BattleBook, Mode, RateLimiter, RuleViolation, identity_leak
+from arena.battle import BattleBook, Mode, RateLimiter, RuleViolation, client_network, identity_leak
 from arena.config import Limits
 from arena.service import FAILED_NOTE, STOPPED_NOTE
 from tests.conftest import SCRIPTED_MODELS
@@ -181,6 +182,28 @@ def test_a_failing_model_ends_its_battle_cleanly(make_service, script, cause):
     assert fresh.battle_id != view.battle_id
 
 
+def test_a_prompt_with_half_a_character_is_refused_before_anything_starts(make_service):
+    service = make_service()
+    with pytest.raises(RuleViolation, match="broken character"):
+        service.ask(None, "Hello \ud800 there", CLIENT, Mode.ANONYMOUS)
+    assert service.store.db["battles"].count == 0
+
+
+def test_a_turn_that_cannot_be_stored_is_never_votable(make_service, monkeypatch):
+    """The vote is kept only with the answers it judged: storing the turn comes before the vote opens."""
+    service = make_service()
+
+    def full_disk(*args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(service.store, "record_turn", full_disk)
+    view = finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS))
+    assert not view.votable and view.failed
+    with pytest.raises(RuleViolation, match="failed"):
+        service.vote(view.battle_id, CLIENT, "model_a")
+    assert service.store.db["votes"].count == 0
+
+
 def test_identity_leak_is_flagged_and_left_out_of_the_leaderboard(make_service):
     service = make_service("""
         settings: {sampling: uniform}
@@ -317,13 +340,42 @@ def test_rate_limit_is_per_address_and_slides():
     limiter.check_and_count("1.1.1.1")
 
 
+@pytest.mark.parametrize("host, network", [
+    ("203.0.113.7", "203.0.113.7"),
+    ("::ffff:203.0.113.7", "203.0.113.7"),  # the same IPv4 client, through an IPv6 socket
+    ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2:ffff:ffff:ffff:fffe", "2001:db8:1:2::/64"),  # one subscriber's /64: one client
+    ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+    ("testclient", "testclient"),
+])
+def test_a_client_is_its_ipv4_address_or_its_ipv6_64(host, network):
+    assert client_network(host) == network
+
+
 def test_rate_limit_through_the_service(make_service):
     service = make_service(SCRIPTED_MODELS.replace("battles_per_hour: 1000", "battles_per_hour: 2"))
     for _ in range(2):
         finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS))
-    with pytest.raises(RuleViolation, match="2 battles started from your network address in the last hour"):
+    with pytest.raises(RuleViolation, match="limit here: 2 battles an hour"):
         service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS)
     finish(service.ask(None, "Hello", "10.0.0.2", Mode.ANONYMOUS))
+
+
+def test_regenerations_count_against_the_hourly_limit(make_service):
+    """Each one runs both models in full; otherwise one battle could regenerate without end."""
+    service = make_service(SCRIPTED_MODELS.replace("battles_per_hour: 1000", "battles_per_hour: 4"))
+    first = finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS))  # 1
+    finish(service.regenerate(first.battle_id, CLIENT))  # 2
+    streaming = service.ask(None, "Hi", CLIENT, Mode.ANONYMOUS)  # 3
+    second = next(streaming)
+    with pytest.raises(RuleViolation, match="Please wait"):  # refused: costs nothing
+        service.regenerate(second.battle_id, CLIENT)
+    finish(streaming)
+    finish(service.regenerate(first.battle_id, CLIENT))  # 4
+    with pytest.raises(RuleViolation, match="limit here: 4 battles an hour, regenerations included"):
+        service.regenerate(first.battle_id, CLIENT)
+    assert service.store.battle(first.battle_id)["status"] == "ready"  # the refusal left it votable
+    service.vote(first.battle_id, CLIENT, "tie")
 
 
 def test_identity_leak_matching():

@@ -18,7 +18,7 @@ ONE_BATTLE_AN_HOUR = """
       - {name: first, backend: scripted, script: "reply: One answer."}
       - {name: second, backend: scripted, script: "reply: Another answer."}
 """
-REFUSED = "1 battle started from your network address in the last hour"
+REFUSED = "limit here: 1 battle an hour"
 
 
 def start_battle(url: str, forwarded_for: str) -> str:
@@ -41,3 +41,38 @@ def test_the_header_is_ignored_unless_the_proxy_is_trusted(start_arena):
     assert REFUSED not in start_battle(arena.url, "203.0.113.5")
     # The connection is not from the trusted proxy, so any header is ignored: same client, refused.
     assert REFUSED in start_battle(arena.url, "203.0.113.6")
+
+
+FEW_SESSIONS = """
+    settings: {sampling: uniform, limits: {sessions_per_hour: 3}}
+    models:
+      - {name: first, backend: scripted, script: "reply: One answer."}
+      - {name: second, backend: scripted, script: "reply: Another answer."}
+"""
+
+
+def test_one_network_cannot_flood_the_server_with_new_sessions(start_arena):
+    """Gradio drops the oldest of its 10,000 session states: a flood of made-up hashes would push
+    every volunteer's battle out of memory. New sessions are counted per client network."""
+    import httpx
+
+    arena = start_arena(FEW_SESSIONS)
+    ids = {d["api_name"]: d["id"] for d in httpx.get(f"{arena.url}/config").json()["dependencies"]}
+
+    def new_round(session_hash: str | None, network: str, route: str = "run/predict") -> int:
+        body = {"fn_index": ids["battle_new_round"], "data": [None]}
+        if session_hash is not None:
+            body["session_hash"] = session_hash
+        url = f"{arena.url}/gradio_api/{route}"
+        return httpx.post(url, json=body, headers={"X-Forwarded-For": network}, timeout=30).status_code
+
+    flooder = "203.0.113.66"
+    assert [new_round(f"made-up-{i}", flooder) for i in range(3)] == [200, 200, 200]
+    assert new_round("made-up-3", flooder) == 429
+    assert new_round("made-up-0", flooder) == 200  # a session it already has goes on working
+    assert new_round(None, flooder, "call/battle_new_round") == 429  # a hash Gradio would make up is new too
+    assert new_round("made-up-3", "::ffff:203.0.113.66") == 429  # the same IPv4 client, written as IPv6
+    assert new_round("a-volunteer", "203.0.113.7") == 200  # other networks are not affected
+    volunteer = Client(arena.url, verbose=False, headers={"X-Forwarded-For": "198.51.100.9"})
+    answers = json.dumps(volunteer.submit("Hello", api_name="/battle_ask").result())
+    assert "One answer." in answers and "Another answer." in answers

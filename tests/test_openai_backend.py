@@ -363,6 +363,24 @@ def test_a_battle_says_a_remote_answer_was_cut(listen, make_service):
     assert view.votable and "reached the length limit" in view.status, view.status
 
 
+def test_half_a_character_in_a_remote_answer_is_stored_as_a_replacement(listen, make_service):
+    """JSON may escape a lone surrogate; SQLite and the page take only valid UTF-8."""
+    stream = events('data: {"choices": [{"index": 0, "delta": {"content": "broken \\ud83d emoji"}}]}\n\n', "data: [DONE]\n\n")
+    listener = listen(no_model_listing_then(lambda request: (200, stream)))
+    service = make_service(f"""
+        settings: {{sampling: uniform, generation_timeout_s: 10}}
+        models:
+          - {{name: local-echo, backend: scripted, script: echo}}
+          - {{name: remote-broken, backend: openai, base_url: "{listener.url}", model: broken}}
+    """)
+    view = None
+    for view in service.ask(None, "Say something.", "10.0.0.1", Mode.ANONYMOUS):
+        pass
+    assert view.votable, view.status
+    stored = [m["content"] for m in service.store.db["messages"].rows if m["role"] == "assistant"]
+    assert "broken \ufffd emoji" in stored
+
+
 @pytest.mark.parametrize("chunk, problem", [
     ({"choices": ["oops"]}, r"choices\[0\] is not an object"),
     ({"choices": {"0": {}}}, "choices is not a list"),

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import gradio as gr
 
-from arena.battle import Mode, RuleViolation
+from arena.battle import Mode, RuleViolation, client_network
 from arena.service import SIDE_LABELS, ArenaService, BattleView
 
 log = logging.getLogger("arena")
@@ -197,9 +197,9 @@ class DuelPanel:
 
 
 def _address(request: gr.Request | None) -> str:
-    """The client's socket address: the one thing a client cannot choose (unlike session_hash)."""
+    """The client's network, from its socket address: the one thing a client cannot choose (unlike session_hash)."""
     client = getattr(request, "client", None)
-    return getattr(client, "host", None) or "unknown"
+    return client_network(getattr(client, "host", None) or "unknown")
 
 
 def _intro(mode: Mode, named_votes_counted: bool) -> str:
