@@ -20,7 +20,7 @@ def build_app(service: ArenaService) -> gr.Blocks:
         leaderboard = LeaderboardTab(service)
         panels = []
         with gr.Tabs():
-            with gr.Tab("Arena (battle)", id="battle", elem_id="battle-tab"):
+            with gr.Tab("Battle", id="battle", elem_id="battle-tab"):
                 panels.append(DuelPanel(service, Mode.ANONYMOUS, "battle", settings.max_concurrent_battles))
                 panels[-1].build()
             with gr.Tab("Side by side", id="side-by-side"):

@@ -26,13 +26,14 @@ class LeaderboardTab:
         self._render_lock = threading.Lock()
 
     def build(self) -> None:
+        # The figures carry their own titles: Gradio's label chips would cover them.
         self.summary = gr.Markdown(elem_id="leaderboard-summary")
-        self.ratings_plot = gr.Plot(label="Ratings with 95% confidence intervals", elem_id="leaderboard-ratings")
+        self.ratings_plot = gr.Plot(label="Ratings with 95% confidence intervals", show_label=False, elem_id="leaderboard-ratings")
         self.table = gr.Dataframe(headers=COLUMNS, interactive=False, elem_id="leaderboard-table", wrap=True)
         with gr.Row():
-            self.win_fraction = gr.Plot(label="Win fraction (row beat column)")
-            self.predicted = gr.Plot(label="Predicted win probability")
-        self.battle_counts = gr.Plot(label="Battles per pair")
+            self.win_fraction = gr.Plot(label="Win fraction (row beat column)", show_label=False)
+            self.predicted = gr.Plot(label="Predicted win probability", show_label=False)
+        self.battle_counts = gr.Plot(label="Battles per pair", show_label=False)
         self.refresh_button = gr.Button("Refresh", elem_id="leaderboard-refresh")
         self.refresh_button.click(self.refresh, None, self.outputs, api_name="leaderboard", api_visibility="undocumented")
 
