@@ -29,6 +29,7 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
     from starlette.middleware import Middleware
 
     from arena.ui.app import PAGE_CSS, build_app, page_theme  # gradio is slow to import; commands that do not serve skip it
+    from arena.ui.content_policy import ImagesFromHereOnly
     from arena.ui.session_limit import NewSessionLimit
 
     store = ArenaStore(db_path)
@@ -46,7 +47,8 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
         app.launch(server_name=host, server_port=port, prevent_thread_lock=True, show_error=False, quiet=True,
                    footer_links=["gradio", "settings"], css=PAGE_CSS, theme=page_theme(),
                    max_file_size=MAX_UPLOAD_BYTES,
-                   app_kwargs={"middleware": [Middleware(NewSessionLimit, per_hour=config.settings.limits.sessions_per_hour)]})
+                   app_kwargs={"middleware": [Middleware(NewSessionLimit, per_hour=config.settings.limits.sessions_per_hour),
+                                              Middleware(ImagesFromHereOnly)]})
     except OSError:  # Gradio's own message suggests an environment variable that --port overrides anyway
         print(f"error: cannot listen on {host}:{port}: the port is taken, or {host} is not an address of this "
               "machine; choose another with --port or --host", file=sys.stderr, flush=True)

@@ -203,6 +203,9 @@ class ArenaService:
                         break  # closing the duel cancels both sides
                     if not frame.done:  # the last frame is shown once the turn is settled (failed or votable)
                         yield self._view(battle, generating=True)
+        except GeneratorExit:  # the page stopped listening (closed, reloaded): the volunteer left, no model failed
+            battle.left_while_answering.set()
+            raise
         finally:
             # Runs even when the volunteer goes away mid-stream (the generator is closed).
             with self._generating_lock:

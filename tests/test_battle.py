@@ -422,7 +422,7 @@ def test_a_volunteer_leaving_mid_answer_stops_generation_and_ends_the_battle(mak
     views.close()  # what Gradio does when the page goes away
     assert duel_threads_left() == []
     stored = service.store.battle(first.battle_id)
-    assert stored["status"] == "failed" and "interrupted" in stored["failure"]
+    assert stored["status"] == "abandoned" and stored["failure"].startswith("left by the volunteer while answering")
 
 
 @pytest.mark.parametrize("leave", ["new round", "page closed"])

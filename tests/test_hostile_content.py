@@ -48,3 +48,44 @@ def test_hostile_answers_and_prompts_are_inert(start_arena, browser_page):
     result = page.evaluate(INERT_CHECK)
     assert "Hello" in result["text"] and "click me" in result["text"]  # the content is shown, as text
     assert result == {**result, "pwned": None, "scripts": 0, "handlers": 0, "jsLinks": 0}
+
+
+def test_an_answer_cannot_make_the_browser_fetch_images_from_elsewhere(start_arena, browser_page):
+    """A remote image in an answer would hand each volunteer's address to a server of the model's choosing."""
+    import http.server
+    import threading
+
+    fetched: list[str] = []
+
+    class Pixel(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            fetched.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/gif")
+            self.end_headers()
+            self.wfile.write(b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,"
+                             b"\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
+
+        def log_message(self, *args):
+            pass
+
+    elsewhere = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Pixel)
+    threading.Thread(target=elsewhere.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{elsewhere.server_address[1]}"
+    try:
+        answer = f"Look: ![tracker]({url}/markdown.gif) and <img src=\"{url}/tag.gif\">"
+        arena = start_arena(yaml.safe_dump({"settings": {"sampling": "uniform"}, "models": [
+            {"name": "tracking-one", "backend": "scripted", "script": f"reply: {answer}"},
+            {"name": "tracking-two", "backend": "scripted", "script": f"reply: {answer}"},
+        ]}))
+        page = browser_page
+        page.goto(arena.url)
+        prompt = page.locator("#battle-prompt textarea")
+        prompt.fill("Show me a picture")
+        prompt.press("Enter")
+        page.wait_for_function("() => !document.querySelector('#battle-vote-a').disabled", timeout=60_000)
+        page.wait_for_timeout(1000)  # time enough for a browser to fetch what it was allowed to
+        assert "Look:" in page.locator("#battle-chat-a").inner_text()
+        assert fetched == []
+    finally:
+        elsewhere.shutdown()
