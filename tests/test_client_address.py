@@ -73,6 +73,8 @@ def test_one_network_cannot_flood_the_server_with_new_sessions(start_arena):
     assert new_round(None, flooder, "call/battle_new_round") == 429  # a hash Gradio would make up is new too
     assert new_round("made-up-3", "::ffff:203.0.113.66") == 429  # the same IPv4 client, written as IPv6
     assert new_round("a-volunteer", "203.0.113.7") == 200  # other networks are not affected
+    # A deep link would save a session's page for anyone who knows its hash, from any address.
+    assert httpx.get(f"{arena.url}/gradio_api/deep_link", params={"session_hash": "a-volunteer"}).status_code == 404
     volunteer = Client(arena.url, verbose=False, headers={"X-Forwarded-For": "198.51.100.9"})
     answers = json.dumps(volunteer.submit("Hello", api_name="/battle_ask").result())
     assert "One answer." in answers and "Another answer." in answers

@@ -7,6 +7,10 @@ every volunteer's battle out of memory (their vote is then refused) and costs
 the server ~150 KB a session. A page load is one session, so a real visitor
 needs a few an hour; the cap (`limits.sessions_per_hour`) is per client
 network, like every other limit, because the hash is the client's choice.
+
+Gradio's deep links are turned away here too: one saves a session's page
+(prompts and answers) for anyone who knows its hash, from any address, and
+the arena offers no deep links.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from arena.battle import RateLimiter, RuleViolation, client_network
 # stream, files) only read a session that exists.
 SESSION_ROUTES = ("/gradio_api/queue/join", "/gradio_api/run/", "/gradio_api/call/")
 MAX_PARSED_BODY = 1 << 20  # a larger body is not read for its hash: it counts as a new session
+DEEP_LINK_ROUTE = "/gradio_api/deep_link"
 
 
 class NewSessionLimit:
@@ -34,6 +39,9 @@ class NewSessionLimit:
         self.known: OrderedDict[tuple[str, str], float] = OrderedDict()  # (network, session) -> first seen
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] == DEEP_LINK_ROUTE:
+            await _refuse(send, "This arena has no deep links.", status=404)
+            return
         if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith(SESSION_ROUTES):
             await self.app(scope, receive, send)
             return
@@ -98,8 +106,8 @@ def _replaying(body: bytes, receive):
     return replay
 
 
-async def _refuse(send, message: str) -> None:
+async def _refuse(send, message: str, status: int = 429) -> None:
     payload = json.dumps({"detail": message}).encode()
-    await send({"type": "http.response.start", "status": 429,
+    await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
     await send({"type": "http.response.body", "body": payload})
