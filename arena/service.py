@@ -42,6 +42,7 @@ class BattleView:
     generating: bool = False
     failed: bool = False
     names: dict[str, str] | None = None  # only in named mode, or once the vote is in
+    left: bool = False  # the volunteer left while it answered: the page starts afresh
 
 
 @dataclass(frozen=True)
@@ -126,13 +127,18 @@ class ArenaService:
         self.limiter.count(address)
         return self._generate(battle)
 
-    def abandon(self, battle_id: str | None, address: str) -> None:
-        """The volunteer moved on without voting (New round, another pair): the record says so."""
+    def abandon(self, battle_id: str | None, address: str) -> bool:
+        """The volunteer moved on without voting (New round, another pair): the record says so.
+
+        True when the battle was still answering: its stream then stops, ends the battle and
+        sends the page its last view.
+        """
         try:
             battle = self.book.get(battle_id, self.store.client_id(address))
         except RuleViolation:
-            return  # nothing of theirs to close
+            return False  # nothing of theirs to close
         self._abandon(battle)
+        return battle.left_while_answering.is_set() and battle.status is Status.GENERATING
 
     def page_closed(self, battle_id: str | None) -> None:
         """The page that held this battle is gone for good (Gradio calls this, never a client)."""
@@ -211,7 +217,12 @@ class ArenaService:
             with self._generating_lock:
                 self._generating -= 1
             self._finish_turn(battle, frame)
-        yield self._view(battle)
+        if battle.left_while_answering.is_set():
+            # The stream is the panel's one writer while it runs, so it is what clears the panel: a reset
+            # sent by New round itself could arrive before this stream's last frame and be overwritten.
+            yield BattleView(battle_id=None, status=status_message(Status.ABANDONED), left=True)
+        else:
+            yield self._view(battle)
 
     def _finish_turn(self, battle: Battle, frame: DuelFrame) -> None:
         failed = bool(frame.failed_sides) or not frame.done

@@ -83,9 +83,9 @@ class DuelPanel:
                                  api_name=f"{self.key}_vote_{short}", api_visibility="undocumented", queue=False)
             self.vote_events.append(event)
         # New round also stops a battle mid-answer (a stalled model need not hold the page until its
-        # timeout): the page stops listening, and the service ends the battle once its stream unwinds.
+        # timeout): the service stops the stream, which ends the battle and clears the panel.
         self.new_round.click(self._leave, [self.battle_id], self._outputs, api_name=f"{self.key}_new_round", api_visibility="undocumented",
-                             queue=False, cancels=[asking, regenerating])
+                             queue=False)
         for picker in self.pickers:  # another pair means another battle
             picker.change(self._leave, [self.battle_id], self._outputs, api_visibility="private")
         # The prompt box is disabled while answers stream, which drops the keyboard focus: give it back,
@@ -104,7 +104,7 @@ class DuelPanel:
             views = self.service.ask(battle_id, prompt, _address(request), self.mode, chosen)
             first = True
             for view in views:
-                yield self._render(view, clear_prompt=first)
+                yield self._fresh() if view.left else self._render(view, clear_prompt=first)
                 first = False
         except RuleViolation as refusal:
             yield self._refusal(refusal)
@@ -112,7 +112,7 @@ class DuelPanel:
     def _regenerate(self, battle_id: str | None, request: gr.Request) -> Iterator[tuple]:
         try:
             for view in self.service.regenerate(battle_id, _address(request)):
-                yield self._render(view)
+                yield self._fresh() if view.left else self._render(view)
         except RuleViolation as refusal:
             yield self._refusal(refusal)
 
@@ -134,7 +134,11 @@ class DuelPanel:
         return self._render(view, voted=True)
 
     def _leave(self, battle_id: str | None, request: gr.Request) -> tuple:
-        self.service.abandon(battle_id, _address(request))
+        if self.service.abandon(battle_id, _address(request)):
+            return tuple(gr.skip() for _ in self._outputs)  # the stopping stream clears the panel itself
+        return self._fresh()
+
+    def _fresh(self) -> tuple:
         return self._render(BattleView(battle_id=None, status=self._intro()))
 
     def _intro(self) -> str:
