@@ -16,8 +16,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 
-from arena.battle_files import WINNERS as OUTCOMES
-from arena.battle_files import lone_surrogates_replaced  # the labels of FastChat's clean-battle records
+from arena.battle_files import WINNERS as OUTCOMES  # the labels of FastChat's clean-battle records
+from arena.battle_files import lone_surrogates_replaced
 from arena.config import Limits
 from arena.wording import counted
 
@@ -140,14 +140,11 @@ class RateLimiter:
             self._check(key)
             self.starts[key].append(self.clock())
 
-    def check(self, key: str) -> None:
-        """Refuse if `key` is at its limit, without counting: for a request that may still be refused."""
+    def refund(self, key: str) -> None:
+        """Take back the latest count: the request it was for was refused after all."""
         with self.lock:
-            self._check(key)
-
-    def count(self, key: str) -> None:
-        with self.lock:
-            self.starts.setdefault(key, deque()).append(self.clock())
+            if self.starts.get(key):
+                self.starts[key].pop()
 
     def _check(self, key: str) -> None:
         now = self.clock()
@@ -245,8 +242,13 @@ class BattleBook:
             battle.status = Status.ABANDONED
             return True
 
-    def closing_status(self, battle: Battle, failed: bool) -> Status:
-        """How a turn that stopped streaming ends: votable, failed, or abandoned if the volunteer left."""
+    def closing_status(self, battle: Battle, *, failed: bool, model_failed: bool) -> Status:
+        """How a turn that stopped streaming ends: votable, failed, or abandoned if the volunteer left.
+
+        A model that failed is recorded as failed even if the volunteer then left: its error matters.
+        """
+        if model_failed:
+            return Status.FAILED
         if battle.left_while_answering.is_set():
             return Status.ABANDONED
         return Status.FAILED if failed else Status.READY

@@ -88,7 +88,7 @@ class Limits:
     battles_per_hour: int = 120
     max_prompt_chars: int = 4000
     max_turns: int = 6
-    sessions_per_hour: int = 300  # new page sessions per client network; see arena/ui/session_limit.py
+    sessions_per_hour: int = 300  # new page sessions per client network; see arena/ui/request_guard.py
 
 
 @dataclass(frozen=True)

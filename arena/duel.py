@@ -104,7 +104,7 @@ def run_duel(streams: dict[str, StreamFactory], *, stall_timeout_s: float, frame
                             side.first_token_s = now - started
                         last_progress[name] = now
                 elif isinstance(item, Exception):
-                    _fail(side, f"{type(item).__name__}: {item}", now - started)
+                    _fail(side, lone_surrogates_replaced(f"{type(item).__name__}: {item}"), now - started)
                 elif item is _FINISHED and not side.done:
                     side.done = True
                     side.latency_s = now - started

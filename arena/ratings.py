@@ -459,10 +459,15 @@ def _named(models: Sequence[str], group: Sequence[int], limit: int = 8) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
+def compared_components(counts: PairCounts) -> list[list[int]]:
+    """The connected groups of models linked by battles, in first-seen order."""
+    return _groups(_reachability(counts.battles > 0), range(len(counts.models)))
+
+
 def compared_groups(counts: PairCounts) -> np.ndarray:
     """Per model, the label of its connected group of compared models (0 for the first seen)."""
     labels = np.zeros(len(counts.models), dtype=int)
-    for label, group in enumerate(_groups(_reachability(counts.battles > 0), range(len(counts.models)))):
+    for label, group in enumerate(compared_components(counts)):
         labels[group] = label
     return labels
 
@@ -478,8 +483,7 @@ def comparison_notes(counts: PairCounts) -> list[str]:
     models, n = counts.models, len(counts.models)
     if n == 0:
         return []
-    compared = _reachability(counts.battles > 0)
-    components = _groups(compared, range(n))
+    components = compared_components(counts)
     notes = []
     if len(components) > 1:
         groups = "; ".join(f"[{_named(models, group, 5)}]" for group in components[:6])
@@ -510,7 +514,7 @@ def ridge_bound_groups(counts: PairCounts) -> list[tuple[list[int], str]]:
     n = len(counts.models)
     if n == 0:
         return []
-    components = _groups(_reachability(counts.battles > 0), range(n))
+    components = compared_components(counts)
     linked = _reachability(counts.scores > 0)
     strongly = linked & linked.T
     votes = counts.votes_per_model

@@ -19,18 +19,13 @@ from arena.storage import ArenaStore
 log = logging.getLogger("arena")
 
 
-# The arena takes no files, but Gradio's upload route is always there: without a cap, anyone could
-# fill the disk through it.
-MAX_UPLOAD_BYTES = 1024
-
-
 def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: Path) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from starlette.middleware import Middleware
 
     from arena.ui.app import PAGE_CSS, build_app, page_theme  # gradio is slow to import; commands that do not serve skip it
-    from arena.ui.content_policy import ImagesFromHereOnly
-    from arena.ui.session_limit import NewSessionLimit
+    from arena.ui.content_policy import MediaFromHereOnly
+    from arena.ui.request_guard import RequestGuard
 
     store = ArenaStore(db_path)
     abandoned = store.close_unfinished_battles()
@@ -46,9 +41,8 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
     try:
         app.launch(server_name=host, server_port=port, prevent_thread_lock=True, show_error=False, quiet=True,
                    footer_links=["gradio", "settings"], css=PAGE_CSS, theme=page_theme(),
-                   max_file_size=MAX_UPLOAD_BYTES,
-                   app_kwargs={"middleware": [Middleware(NewSessionLimit, per_hour=config.settings.limits.sessions_per_hour),
-                                              Middleware(ImagesFromHereOnly)]})
+                   app_kwargs={"middleware": [Middleware(RequestGuard, sessions_per_hour=config.settings.limits.sessions_per_hour),
+                                              Middleware(MediaFromHereOnly)]})
     except OSError:  # Gradio's own message suggests an environment variable that --port overrides anyway
         print(f"error: cannot listen on {host}:{port}: the port is taken, or {host} is not an address of this "
               "machine; choose another with --port or --host", file=sys.stderr, flush=True)

@@ -121,10 +121,13 @@ class ArenaService:
     def regenerate(self, battle_id: str | None, address: str) -> Iterator[BattleView]:
         battle = self.book.get(battle_id, self.store.client_id(address))
         # Each regeneration runs both models in full: it counts like a new battle, or one battle
-        # could regenerate without end past the hourly limit.
-        self.limiter.check(address)
-        self.book.restart_last(battle)
-        self.limiter.count(address)
+        # could regenerate without end past the hourly limit. Counted first, so a burst cannot overshoot.
+        self.limiter.check_and_count(address)
+        try:
+            self.book.restart_last(battle)
+        except RuleViolation:
+            self.limiter.refund(address)  # refused requests cost nothing
+            raise
         return self._generate(battle)
 
     def abandon(self, battle_id: str | None, address: str) -> bool:
@@ -196,6 +199,7 @@ class ArenaService:
         }
         exchange = battle.exchanges[-1]
         frame = DuelFrame()
+        closed_by_page = False
         with self._generating_lock:
             self._generating += 1
             interval = frame_interval(self._generating)
@@ -211,12 +215,16 @@ class ArenaService:
                         yield self._view(battle, generating=True)
         except GeneratorExit:  # the page stopped listening (closed, reloaded): the volunteer left, no model failed
             battle.left_while_answering.set()
+            closed_by_page = True
             raise
         finally:
             # Runs even when the volunteer goes away mid-stream (the generator is closed).
             with self._generating_lock:
                 self._generating -= 1
-            self._finish_turn(battle, frame)
+            if closed_by_page:  # Gradio closes streams on its event loop: a database write there stalls every page
+                threading.Thread(target=self._finish_turn, args=(battle, frame), name="finish-turn", daemon=True).start()
+            else:
+                self._finish_turn(battle, frame)
         if battle.left_while_answering.is_set():
             # The stream is the panel's one writer while it runs, so it is what clears the panel: a reset
             # sent by New round itself could arrive before this stream's last frame and be overwritten.
@@ -225,7 +233,7 @@ class ArenaService:
             yield self._view(battle)
 
     def _finish_turn(self, battle: Battle, frame: DuelFrame) -> None:
-        failed = bool(frame.failed_sides) or not frame.done
+        failed = bool(frame.failed_sides) or not frame.done or not frame.sides  # no frame at all: the duel never ran
         turn = len(battle.exchanges)
         messages = [{"side": "user", "role": "user", "content": battle.exchanges[-1].prompt,
                      "tokens": None, "latency_s": None, "first_token_s": None}]
@@ -235,7 +243,7 @@ class ArenaService:
                 messages.append({"side": side, "role": "assistant", "content": result.text, "tokens": result.tokens,
                                  "latency_s": result.latency_s, "first_token_s": result.first_token_s})
         failure = None
-        status = self.book.closing_status(battle, failed=failed)
+        status = self.book.closing_status(battle, failed=failed, model_failed=bool(frame.failed_sides))
         if status is Status.ABANDONED:
             unfinished = [battle.models[s] for s in SIDES if not frame.sides.get(s, SideResult()).done]
             failure = "left by the volunteer while answering" + (f" (still answering: {', '.join(unfinished)})" if unfinished else "")
@@ -260,6 +268,9 @@ class ArenaService:
             status = "Both models are answering… (New round stops them.)"
         elif battle.status is Status.ABANDONED:
             status = status_message(Status.ABANDONED)
+        elif failed and not battle.failed_sides:  # the server, not a model: the turn could not be stored
+            status = ("Something went wrong on the server, so this battle ended and is not counted. "
+                      "Type a prompt to start a new round.")
         elif failed:
             which = " and ".join(SIDE_LABELS[s] for s in battle.failed_sides) or "A model"
             status = (f"{which} could not answer. This battle ended and is not counted. "
@@ -271,7 +282,7 @@ class ArenaService:
                 status += f" ({which} reached the length limit and may stop mid-sentence.)"
         named = battle.mode is Mode.NAMED or battle.outcome is not None
         conversations = {side: battle.transcript(side) for side in SIDES}
-        if failed:  # each panel says what happened to its own answer, not only the status line
+        if failed and battle.failed_sides:  # each panel says what happened to its own answer, not only the status line
             for side, conversation in conversations.items():
                 note = FAILED_NOTE if side in battle.failed_sides else STOPPED_NOTE
                 last = conversation[-1]

@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 
-from arena.battle import BattleBook, Mode, RateLimiter, RuleViolation, client_network, identity_leak
+from arena.battle import BattleBook, Mode, RateLimiter, RuleViolation, Status, client_network, identity_leak
 from arena.config import Limits
 from arena.service import FAILED_NOTE, STOPPED_NOTE
 from tests.conftest import SCRIPTED_MODELS
@@ -199,9 +199,36 @@ def test_a_turn_that_cannot_be_stored_is_never_votable(make_service, monkeypatch
     monkeypatch.setattr(service.store, "record_turn", full_disk)
     view = finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS))
     assert not view.votable and view.failed
+    assert "went wrong on the server" in view.status  # not blamed on a model
+    assert not any("could not answer" in m["content"] for side in "ab" for m in view.conversations[side])
     with pytest.raises(RuleViolation, match="failed"):
         service.vote(view.battle_id, CLIENT, "model_a")
     assert service.store.db["votes"].count == 0
+
+
+def test_a_duel_that_never_ran_is_not_votable(make_service, monkeypatch):
+    service = make_service()
+
+    def broken_duel(*args, **kwargs):
+        raise RuntimeError("no thread could start")
+        yield  # a generator, like the real one
+
+    monkeypatch.setattr("arena.service.run_duel", broken_duel)
+    views = service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS)
+    with pytest.raises(RuntimeError):
+        finish(views)
+    (battle_id,) = [row["id"] for row in service.store.db["battles"].rows]
+    assert service.store.battle(battle_id)["status"] == "failed"
+    with pytest.raises(RuleViolation, match="failed"):
+        service.vote(battle_id, CLIENT, "model_a")
+
+
+def test_a_model_that_failed_stays_failed_when_the_volunteer_leaves_too():
+    book = BattleBook(Limits())
+    battle = book.open(Mode.ANONYMOUS, "client", "one", "two")
+    battle.left_while_answering.set()
+    assert book.closing_status(battle, failed=True, model_failed=True) is Status.FAILED  # its error is kept
+    assert book.closing_status(battle, failed=True, model_failed=False) is Status.ABANDONED
 
 
 def test_identity_leak_is_flagged_and_left_out_of_the_leaderboard(make_service):
@@ -421,6 +448,9 @@ def test_a_volunteer_leaving_mid_answer_stops_generation_and_ends_the_battle(mak
     assert first.generating
     views.close()  # what Gradio does when the page goes away
     assert duel_threads_left() == []
+    deadline = time.monotonic() + 5  # stored from a thread: Gradio closes streams on its event loop
+    while service.store.battle(first.battle_id)["status"] == "generating" and time.monotonic() < deadline:
+        time.sleep(0.05)
     stored = service.store.battle(first.battle_id)
     assert stored["status"] == "abandoned" and stored["failure"].startswith("left by the volunteer while answering")
 

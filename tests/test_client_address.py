@@ -71,10 +71,16 @@ def test_one_network_cannot_flood_the_server_with_new_sessions(start_arena):
     assert new_round("made-up-3", flooder) == 429
     assert new_round("made-up-0", flooder) == 200  # a session it already has goes on working
     assert new_round(None, flooder, "call/battle_new_round") == 429  # a hash Gradio would make up is new too
+    assert new_round("made-up-4", flooder, "api/battle_new_round") == 429  # every route that makes a session
+    assert new_round("made-up-5", flooder, "queue/join") == 429
     assert new_round("made-up-3", "::ffff:203.0.113.66") == 429  # the same IPv4 client, written as IPv6
     assert new_round("a-volunteer", "203.0.113.7") == 200  # other networks are not affected
-    # A deep link would save a session's page for anyone who knows its hash, from any address.
+    # A deep link would save a session's page for anyone who knows its hash, from any address; the
+    # arena takes no files; the component server made a session before answering 404.
     assert httpx.get(f"{arena.url}/gradio_api/deep_link", params={"session_hash": "a-volunteer"}).status_code == 404
+    assert httpx.post(f"{arena.url}/gradio_api/upload", files={"files": ("a.bin", b"x" * 10)}).status_code == 404
+    assert httpx.post(f"{arena.url}/gradio_api/component_server", json={
+        "session_hash": "made-up-6", "component_id": 1, "fn_name": "x", "data": None}).status_code == 404
     volunteer = Client(arena.url, verbose=False, headers={"X-Forwarded-For": "198.51.100.9"})
     answers = json.dumps(volunteer.submit("Hello", api_name="/battle_ask").result())
     assert "One answer." in answers and "Another answer." in answers

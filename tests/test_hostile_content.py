@@ -50,8 +50,9 @@ def test_hostile_answers_and_prompts_are_inert(start_arena, browser_page):
     assert result == {**result, "pwned": None, "scripts": 0, "handlers": 0, "jsLinks": 0}
 
 
-def test_an_answer_cannot_make_the_browser_fetch_images_from_elsewhere(start_arena, browser_page):
-    """A remote image in an answer would hand each volunteer's address to a server of the model's choosing."""
+def test_an_answer_cannot_make_the_browser_fetch_media_from_elsewhere(start_arena, browser_page):
+    """A remote image, sound or video in an answer would hand each volunteer's address to a server of the
+    model's choosing."""
     import http.server
     import threading
 
@@ -73,7 +74,10 @@ def test_an_answer_cannot_make_the_browser_fetch_images_from_elsewhere(start_are
     threading.Thread(target=elsewhere.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{elsewhere.server_address[1]}"
     try:
-        answer = f"Look: ![tracker]({url}/markdown.gif) and <img src=\"{url}/tag.gif\">"
+        answer = (f"Look: ![tracker]({url}/markdown.gif) and <img src=\"{url}/tag.gif\"> "
+                  f"<audio src=\"{url}/audio.mp3\" preload=\"auto\" autoplay></audio> "
+                  f"<video src=\"{url}/video.mp4\" preload=\"auto\"></video> "
+                  f"<video preload=\"auto\"><source src=\"{url}/source.mp4\"></video>")
         arena = start_arena(yaml.safe_dump({"settings": {"sampling": "uniform"}, "models": [
             {"name": "tracking-one", "backend": "scripted", "script": f"reply: {answer}"},
             {"name": "tracking-two", "backend": "scripted", "script": f"reply: {answer}"},

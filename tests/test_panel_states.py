@@ -74,7 +74,8 @@ def test_an_answer_keeps_its_status_and_gives_the_keyboard_back(start_arena, bro
     assert page.locator("#loading-banner").inner_text().strip() == ""
     page.keyboard.type("A follow-up")  # no click: the prompt box has the focus again
     assert page.locator("#battle-prompt textarea").input_value() == "A follow-up"
-    assert page.locator("#battle-chat-a button[aria-label='Clear']").is_hidden()  # it blanked one answer before the vote
+    clear = page.locator("#battle-chat-a button[aria-label='Clear']")
+    assert clear.count() == 1 and clear.is_hidden()  # it blanked one answer before the vote
 
 
 def test_on_a_phone_the_prompt_is_on_the_first_screen(start_arena, browser_page):

@@ -1,20 +1,20 @@
-"""Answers may show images only from the arena itself.
+"""Answers may load images, audio and video only from the arena itself.
 
-A model's answer is rendered as Markdown, so `![](https://elsewhere/x.png)`
-would make every volunteer's browser fetch from a server of the model's
-choosing: their address and the moment they read the answer, handed to a
-third party. Sanitising keeps scripts out; this header keeps such requests
-from being made at all. Only images are restricted, so nothing else Gradio
-loads is affected.
+A model's answer is rendered as sanitised Markdown, which keeps `<img>`,
+`<audio>` and `<video>`: `![](https://elsewhere/x.png)` would make every
+volunteer's browser fetch from a server of the model's choosing, handing it
+their address and the moment they read the answer. Sanitising keeps scripts
+out; this header keeps such requests from being made at all. Only media and
+plugins are restricted, so nothing else Gradio loads is affected.
 """
 
 from __future__ import annotations
 
-IMAGE_POLICY = (b"content-security-policy", b"img-src 'self' data: blob:")
+MEDIA_POLICY = (b"content-security-policy", b"img-src 'self' data: blob:; media-src 'self' data: blob:; object-src 'none'")
 
 
-class ImagesFromHereOnly:
-    """ASGI middleware adding the image policy to every HTTP response."""
+class MediaFromHereOnly:
+    """ASGI middleware adding the media policy to every HTTP response."""
 
     def __init__(self, app):
         self.app = app
@@ -26,7 +26,7 @@ class ImagesFromHereOnly:
 
         async def send_with_policy(message):
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), IMAGE_POLICY]}
+                message = {**message, "headers": [*message.get("headers", []), MEDIA_POLICY]}
             await send(message)
 
         await self.app(scope, receive, send_with_policy)
