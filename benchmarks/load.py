@@ -63,7 +63,7 @@ MODEL_ARENA = """
     settings:
       sampling: uniform
       max_concurrent_battles: {slots}
-      limits: {{battles_per_hour: 100000}}
+      limits: {{battles_per_hour: 100000, sessions_per_hour: 100000}}  # every client is 127.0.0.1 here
     models:
       - name: precise
         backend: transformers
@@ -92,7 +92,7 @@ VOTE_ARENA = """
     settings:
       sampling: uniform
       max_concurrent_battles: 16
-      limits: {battles_per_hour: 1000000}
+      limits: {battles_per_hour: 1000000, sessions_per_hour: 1000000}  # every client is 127.0.0.1 here
     models:
       - {name: first, backend: scripted, script: "reply: One answer."}
       - {name: second, backend: scripted, script: "reply: Another answer."}
