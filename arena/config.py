@@ -419,6 +419,12 @@ def _parse_transformers(raw: dict, entry: ModelEntry, label: str, base_dir: Path
     elif not HUB_ID.match(source):
         problems.add(label, "source", f"must be 'bundled:NAME', a local directory (./path) or a hub id owner/name (got {source!r})")
         return entry
+    elif (base_dir / source.split("/")[0]).is_dir():
+        # `models/x` beside models.yaml: meant as a directory that is missing, not as the hub's "models" owner
+        owner = source.split("/")[0]
+        problems.add(label, "source", f"weights directory not found: {(base_dir / source).resolve()} (read as a path, "
+                                      f"not a hub id, because '{owner}' is a directory beside the model list)")
+        return entry
     if gguf_file and Path(source).is_dir() and not (Path(source) / gguf_file).is_file():
         problems.add(label, "gguf_file", f"weights file not found: {Path(source) / gguf_file}")
     elif not gguf_file and Path(source).is_dir() and not (Path(source) / "config.json").is_file():

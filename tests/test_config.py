@@ -63,6 +63,15 @@ def test_one_name_typed_two_ways_is_a_duplicate(tmp_path):
     assert ("model 'caf\u00e9'", "name") in [(e, f) for e, f, _ in error.problems], error
 
 
+def test_a_missing_directory_under_a_local_folder_is_not_taken_for_a_hub_id(tmp_path):
+    """`models/my-finetune` without `./`: a typo'd path would otherwise fail only at load, as a hub id."""
+    (tmp_path / "models").mkdir()
+    error = problems_of(tmp_path, "models:\n  - {name: one, backend: transformers, source: models/my-finetune}\n"
+                                  f"  - {GOOD_ENTRY.replace('one', 'two')}\n")
+    assert ("model 'one'", "source") in [(e, f) for e, f, _ in error.problems]
+    assert "weights directory not found" in str(error) and "'models' is a directory" in str(error)
+
+
 def test_missing_gguf_file_in_local_directory(tmp_path):
     (tmp_path / "weights").mkdir()
     error = problems_of(tmp_path, "models:\n  - {name: one, backend: transformers, source: ./weights, gguf_file: x.gguf}\n"
