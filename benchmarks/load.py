@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -332,8 +333,10 @@ def vote_end_to_end(clients: int, per_client: int, directory: Path, limit_s: flo
         for thread in threads:
             thread.join(timeout=max(1.0, deadline - time.monotonic() + 30))
         reference_elapsed = time.perf_counter() - reference_started
-        for client in (c for per in sessions for c in per):
-            client.close()
+        # gradio_client's close() waits for the session's next heartbeat: one after another, 500 of them
+        # could take many minutes; side by side, one heartbeat.
+        with ThreadPoolExecutor(max_workers=64) as closing:
+            list(closing.map(lambda client: client.close(), [c for per in sessions for c in per]))
     finally:
         arena.stop()
     return {"latencies": [x for per in latencies for x in per], "elapsed": elapsed, "failures": failures,
