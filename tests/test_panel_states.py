@@ -63,6 +63,18 @@ def test_new_round_stops_a_battle_mid_answer_but_the_pickers_wait(start_arena, b
     assert len(rows) == 1 and rows[0][0] == "abandoned" and rows[0][1].startswith("left by the volunteer while answering")
 
 
+def test_side_by_side_panels_are_labelled_with_the_picked_models(start_arena, browser_page):
+    arena = start_arena(SLOW_ECHO)
+    page = browser_page
+    page.goto(arena.url)
+    page.get_by_role("tab", name="Side by side").click()
+    picked = page.locator("#named-pick-a input").input_value(), page.locator("#named-pick-b input").input_value()
+    page.locator("#named-new-round").click()
+    page.wait_for_function("document.querySelector('#named-chat-a').innerText.includes('Model A: ')", timeout=15_000)
+    assert f"Model A: {picked[0]}" in page.locator("#named-chat-a").inner_text()
+    assert f"Model B: {picked[1]}" in page.locator("#named-chat-b").inner_text()
+
+
 def test_an_answer_keeps_its_status_and_gives_the_keyboard_back(start_arena, browser_page):
     """Asked within the first seconds of a page load, when the page polled for loading news and overwrote it."""
     arena = start_arena(SLOW_ECHO)

@@ -84,10 +84,10 @@ class DuelPanel:
             self.vote_events.append(event)
         # New round also stops a battle mid-answer (a stalled model need not hold the page until its
         # timeout): the service stops the stream, which ends the battle and clears the panel.
-        self.new_round.click(self._leave, [self.battle_id], self._outputs, api_name=f"{self.key}_new_round", api_visibility="undocumented",
+        self.new_round.click(self._leave, [self.battle_id, *self.pickers], self._outputs, api_name=f"{self.key}_new_round", api_visibility="undocumented",
                              queue=False)
         for picker in self.pickers:  # another pair means another battle
-            picker.change(self._leave, [self.battle_id], self._outputs, api_visibility="private")
+            picker.change(self._leave, [self.battle_id, *self.pickers], self._outputs, api_visibility="private")
         # The prompt box is disabled while answers stream, which drops the keyboard focus: give it back,
         # except on touch screens, where focusing a text box pops up the keyboard over the answers.
         refocus = (f"() => {{ if (!matchMedia('(pointer: coarse)').matches) "
@@ -104,7 +104,7 @@ class DuelPanel:
             views = self.service.ask(battle_id, prompt, _address(request), self.mode, chosen)
             first = True
             for view in views:
-                yield self._fresh() if view.left else self._render(view, clear_prompt=first)
+                yield self._fresh(pick_a, pick_b) if view.left else self._render(view, clear_prompt=first)
                 first = False
         except RuleViolation as refusal:
             yield self._refusal(refusal)
@@ -133,13 +133,16 @@ class DuelPanel:
         view.status = receipt.message
         return self._render(view, voted=True)
 
-    def _leave(self, battle_id: str | None, request: gr.Request) -> tuple:
+    def _leave(self, battle_id: str | None, pick_a: str | None = None, pick_b: str | None = None,
+               request: gr.Request = None) -> tuple:
         if self.service.abandon(battle_id, _address(request)):
             return tuple(gr.skip() for _ in self._outputs)  # the stopping stream clears the panel itself
-        return self._fresh()
+        return self._fresh(pick_a, pick_b)
 
-    def _fresh(self) -> tuple:
-        return self._render(BattleView(battle_id=None, status=self._intro()))
+    def _fresh(self, pick_a: str | None = None, pick_b: str | None = None) -> tuple:
+        """An empty panel; side by side, its chats are labelled with the models picked for the next battle."""
+        picked = {"a": pick_a, "b": pick_b} if self.mode is Mode.NAMED and pick_a and pick_b else None
+        return self._render(BattleView(battle_id=None, status=self._intro(), names=picked))
 
     def _intro(self) -> str:
         return _intro(self.mode, self.service.config.settings.count_named_votes)
