@@ -63,6 +63,24 @@ def test_new_round_stops_a_battle_mid_answer_but_the_pickers_wait(start_arena, b
     assert len(rows) == 1 and rows[0][0] == "abandoned" and rows[0][1].startswith("left by the volunteer while answering")
 
 
+def test_new_round_waits_while_a_sent_prompt_has_no_battle_yet(start_arena, browser_page):
+    """Queued behind another battle, the page holds no battle id yet: New round could not stop it."""
+    arena = start_arena(SLOW_ECHO.replace("sampling: uniform", "sampling: uniform, max_concurrent_battles: 1"))
+    first = browser_page
+    open_and_ask(first, arena.url, LONG_PROMPT)  # holds the only generation slot for a few seconds
+    first.wait_for_function("document.querySelector('#battle-chat-a').innerText.includes('word5')", timeout=15_000)
+    second = first.context.browser.new_page()
+    open_and_ask(second, arena.url, "Hello there")
+    second.wait_for_function("document.querySelector('#battle-new-round').disabled", timeout=5_000)
+    second.wait_for_function("!document.querySelector('#battle-vote-a').disabled", timeout=60_000)
+    assert second.locator("#battle-new-round").is_enabled()  # its battle arrived: New round works again
+    prompt = second.locator("#battle-prompt textarea")
+    prompt.fill("x" * 5000)  # over max_prompt_chars: refused at once
+    prompt.press("Enter")
+    second.wait_for_function("document.querySelector('#battle-status').innerText.includes('limit here')", timeout=15_000)
+    assert second.locator("#battle-new-round").is_enabled()  # nothing is starting: New round is not left waiting
+
+
 def test_side_by_side_panels_are_labelled_with_the_picked_models(start_arena, browser_page):
     arena = start_arena(SLOW_ECHO)
     page = browser_page

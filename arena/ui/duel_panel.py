@@ -72,9 +72,14 @@ class DuelPanel:
 
     def _wire(self) -> None:
         ask_inputs = [self.prompt, self.battle_id, *self.pickers]
-        asking = gr.on([self.send.click, self.prompt.submit], self._ask, ask_inputs, self._outputs, api_name=f"{self.key}_ask",
-                       api_visibility="undocumented", concurrency_id="generation", concurrency_limit=self.generation_slots)
-        regenerating = self.regenerate_button.click(
+        # New round waits from the click until the first answers arrive: before that, the page does not yet
+        # hold the battle's id, so New round could not stop it and the battle would appear after all.
+        asking = gr.on([self.send.click, self.prompt.submit], _new_round_waits, None, [self.new_round], queue=False,
+                       api_visibility="private").then(
+            self._ask, ask_inputs, self._outputs, api_name=f"{self.key}_ask", api_visibility="undocumented",
+            concurrency_id="generation", concurrency_limit=self.generation_slots)
+        regenerating = self.regenerate_button.click(_new_round_waits, None, [self.new_round], queue=False,
+                                                    api_visibility="private").then(
             self._regenerate, [self.battle_id], self._outputs, api_name=f"{self.key}_regenerate",
             api_visibility="undocumented", concurrency_id="generation", concurrency_limit=self.generation_slots)
         for (outcome, _, short), button in zip(VOTES, self.vote_buttons):
@@ -197,10 +202,15 @@ class DuelPanel:
         )
 
     def _refusal(self, refusal: RuleViolation) -> tuple:
-        """Say why, and leave everything else as it was."""
+        """Say why, and leave everything else as it was (New round usable again: nothing is starting)."""
         skipped = [gr.skip() for _ in self._outputs]
         skipped[self._outputs.index(self.status)] = f"⚠️ {refusal}"
+        skipped[self._outputs.index(self.new_round)] = gr.update(interactive=True)
         return tuple(skipped)
+
+
+def _new_round_waits() -> dict:
+    return gr.update(interactive=False)
 
 
 def _address(request: gr.Request | None) -> str:
