@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from tests.conftest import open_and_ask
+
 pytestmark = pytest.mark.browser
 
 PAYLOAD = (
@@ -83,10 +85,7 @@ def test_an_answer_cannot_make_the_browser_fetch_media_from_elsewhere(start_aren
             {"name": "tracking-two", "backend": "scripted", "script": f"reply: {answer}"},
         ]}))
         page = browser_page
-        page.goto(arena.url)
-        prompt = page.locator("#battle-prompt textarea")
-        prompt.fill("Show me a picture")
-        prompt.press("Enter")
+        open_and_ask(page, arena.url, "Show me a picture")
         page.wait_for_function("() => !document.querySelector('#battle-vote-a').disabled", timeout=60_000)
         page.wait_for_timeout(1000)  # time enough for a browser to fetch what it was allowed to
         assert "Look:" in page.locator("#battle-chat-a").inner_text()
