@@ -94,6 +94,9 @@ class Limits:
 @dataclass(frozen=True)
 class ArenaSettings:
     title: str = "LLM Arena"
+    # What volunteers are told about their data, under the title; "" shows nothing.
+    notice: str = ("Prompts, answers and votes are stored by whoever runs this arena, for research. "
+                   "Please do not enter personal or confidential information.")
     sampling: str = "weighted"
     generation_timeout_s: float = 120.0
     on_load_failure: str = "stop"  # or "disable"
@@ -250,6 +253,10 @@ def _is_text(value: Any) -> str | None:
     return None if isinstance(value, str) and value.strip() else "must be a non-empty string"
 
 
+def _is_string(value: Any) -> str | None:
+    return None if isinstance(value, str) else "must be a string (\"\" for none)"
+
+
 def _is_bool(value: Any) -> str | None:
     return None if isinstance(value, bool) else "must be true or false"
 
@@ -277,7 +284,7 @@ def _parse_settings(raw: Any, problems: _Problems) -> ArenaSettings:
     if not isinstance(raw, dict):
         problems.add(entry, "-", "must be a mapping")
         return ArenaSettings()
-    problems.unknown_keys(entry, raw, {"title", "sampling", "generation_timeout_s", "on_load_failure", "limits", "count_named_votes", "max_concurrent_battles", "leaderboard_interval_s"})
+    problems.unknown_keys(entry, raw, {"title", "notice", "sampling", "generation_timeout_s", "on_load_failure", "limits", "count_named_votes", "max_concurrent_battles", "leaderboard_interval_s"})
     defaults = ArenaSettings()
     raw_limits = {} if raw.get("limits") is None else raw["limits"]
     limits = Limits()
@@ -293,6 +300,7 @@ def _parse_settings(raw: Any, problems: _Problems) -> ArenaSettings:
         )
     return ArenaSettings(
         title=_take(raw, "title", entry, problems, _is_text, defaults.title),
+        notice=_take(raw, "notice", entry, problems, _is_string, defaults.notice),
         sampling=_take(raw, "sampling", entry, problems, _one_of(SAMPLING_POLICIES), defaults.sampling),
         generation_timeout_s=float(_take(raw, "generation_timeout_s", entry, problems, _number(0, 3600, low_open=True), defaults.generation_timeout_s)),
         on_load_failure=_take(raw, "on_load_failure", entry, problems, _one_of(("stop", "disable")), defaults.on_load_failure),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 from arena.ui.app import build_app
+from tests.conftest import SCRIPTED_MODELS
 
 
 def test_nothing_in_the_page_config_drags_the_server_along_when_copied(make_service):
@@ -16,3 +17,14 @@ def test_nothing_in_the_page_config_drags_the_server_along_when_copied(make_serv
     assert callables, "expected the battle state's delete_callback in the page config"
     for component_id, key, value in callables:
         assert copy.deepcopy(value) is value, f"component {component_id}: {key} would be copied with its owner"
+
+
+def markdown_texts(app) -> list[str]:
+    return [c["props"].get("value") for c in app.config["components"] if c.get("type") == "markdown"]
+
+
+def test_volunteers_are_told_what_is_kept_unless_the_operator_says_otherwise(make_service):
+    told = markdown_texts(build_app(make_service()))
+    assert any(text and "stored" in text and "personal" in text for text in told)
+    quiet = make_service(SCRIPTED_MODELS.replace("sampling: uniform", 'sampling: uniform\n      notice: ""'))
+    assert not any(text and "personal" in text for text in markdown_texts(build_app(quiet)))

@@ -14,6 +14,8 @@ def build_app(service: ArenaService) -> gr.Blocks:
     settings = service.config.settings
     with gr.Blocks(title=settings.title, analytics_enabled=False) as app:
         gr.Markdown(f"# {settings.title}")
+        if settings.notice.strip():
+            gr.Markdown(settings.notice, elem_id="data-notice")
         # The page is built once, while the models load, and shown for days after: it starts as a ready
         # page, and each page load fills in the news of that moment (poll_loading below).
         loading = gr.Markdown("", elem_id="loading-banner")
