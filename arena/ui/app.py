@@ -70,7 +70,10 @@ def page_theme() -> gr.themes.Base:
 # The panels' "clear" icon would blank one answer on the page only, with the vote still open for it.
 PAGE_CSS = """
 .arena-chat button[aria-label="Clear"] { display: none; }
+#data-notice, #data-notice * { font-size: 0.85rem !important; opacity: 0.85; }
 @media (max-width: 640px) {
-  .arena-chat { height: 200px !important; }
+  .arena-chat { height: 170px !important; }
+  #data-notice, #data-notice * { font-size: 0.75rem !important; }
+  .vote-button { font-size: 0.8rem !important; padding: 6px 2px !important; }
 }
 """

@@ -52,7 +52,8 @@ class DuelPanel:
         self.status = gr.Markdown(self._intro(), elem_id=f"{self.key}-status")  # loading news comes with the page load
         with gr.Row():
             # min_width 0: on a phone the four stay in one row instead of four, so the prompt stays in sight
-            self.vote_buttons = [gr.Button(label, interactive=False, min_width=0, elem_id=f"{self.key}-vote-{short}")
+            self.vote_buttons = [gr.Button(label, interactive=False, min_width=0, elem_id=f"{self.key}-vote-{short}",
+                                           elem_classes=["vote-button"])
                                  for _, label, short in VOTES]
         with gr.Row():
             self.prompt = gr.Textbox(placeholder="Type a prompt and press Enter", show_label=False, scale=6,
