@@ -16,7 +16,7 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Any
@@ -398,22 +398,38 @@ def export_fields(record: Mapping) -> dict:
 
 @contextmanager
 def atomic_text_writer(path: Path | str) -> Iterator[IO[str]]:
-    """A UTF-8 text stream that replaces `path` only once fully written, so readers never see half a file.
+    """A UTF-8 text stream that replaces `path` only once fully written, so readers never see half a file."""
+    with atomic_text_writers([path]) as (stream,):
+        yield stream
 
-    The file gets the mode `open()` would give it (0666 less the umask), not mkstemp's owner-only 0600,
-    so the people an export is for can read it.
+
+@contextmanager
+def atomic_text_writers(paths: Sequence[Path | str]) -> Iterator[list[IO[str]]]:
+    """UTF-8 text streams that replace `paths` only once every one is written and on disk.
+
+    Each is written beside its target; a failure anywhere (a full disk while writing, flushing or
+    syncing any of them) leaves every target as it was. The files get the mode `open()` would give
+    them (0666 less the umask), not mkstemp's owner-only 0600, so the people an export is for can read it.
     """
-    path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    staged: list[tuple[Path, Path, IO[str]]] = []
     try:
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="\n") as stream:
+        for path in map(Path, paths):
+            descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            stream = os.fdopen(descriptor, "w", encoding="utf-8", newline="\n")
+            staged.append((path, Path(temporary), stream))
             os.fchmod(stream.fileno(), 0o666 & ~_umask())
-            yield stream
+        yield [stream for _, _, stream in staged]
+        for _, _, stream in staged:
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(temporary, path)
+            stream.close()
+        for path, temporary, _ in staged:  # renames: no data left to write, so nothing left to fail on
+            os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        for _, temporary, stream in staged:
+            with suppress(OSError):
+                stream.close()
+            temporary.unlink(missing_ok=True)
         raise
 
 

@@ -6,10 +6,9 @@ import csv
 import io
 import json
 from collections.abc import Iterable, Mapping
-from contextlib import ExitStack
 from pathlib import Path
 
-from arena.battle_files import atomic_text_writer, write_battle_lines
+from arena.battle_files import atomic_text_writers, write_battle_lines
 from arena.ratings import Leaderboard
 from arena.wording import counted
 
@@ -107,8 +106,7 @@ def write_exports(leaderboard: Leaderboard, records: Iterable[Mapping], out_dir:
     out_dir.mkdir(parents=True, exist_ok=True)
     formats = ("csv", "json", "md")
     paths = [out_dir / f"leaderboard.{fmt}" for fmt in formats] + [out_dir / "battles.jsonl"]
-    with ExitStack() as replace_on_success:
-        *boards, battles = [replace_on_success.enter_context(atomic_text_writer(path)) for path in paths]
+    with atomic_text_writers(paths) as (*boards, battles):
         for stream, fmt in zip(boards, formats):
             stream.write(render(leaderboard, fmt))
         write_battle_lines(battles, records)

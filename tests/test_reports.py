@@ -1,6 +1,7 @@
 import csv
 import io
 import json
+import os
 
 import pytest
 
@@ -110,6 +111,27 @@ def test_an_export_that_fails_midway_leaves_the_previous_one_whole(tmp_path, boa
     with pytest.raises(OSError, match="No space"):
         write_exports(newer, votes_then_failure(), out)
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before  # no file replaced, nothing left over
+
+
+@pytest.mark.parametrize("failing_sync", [1, 2, 4])
+def test_an_export_whose_disk_fills_while_syncing_replaces_no_file(tmp_path, board, records, monkeypatch, failing_sync):
+    """The files are only renamed once all four are on disk: a sync failing on any leaves the old set."""
+    out = tmp_path / "exports"
+    write_exports(board, records[:3], out)
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    real_fsync, syncs = os.fsync, []
+
+    def fsync(descriptor):
+        syncs.append(descriptor)
+        if len(syncs) == failing_sync:
+            raise OSError(28, "No space left on device")
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    newer = compute_leaderboard([vote("solo", "other")], bootstrap_rounds=0, seed=0)
+    with pytest.raises(OSError, match="No space"):
+        write_exports(newer, records, out)
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
 
 
 def test_an_interval_the_bootstrap_could_not_measure_is_null_in_json_and_empty_in_csv():
