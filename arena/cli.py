@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="records identical to votes imported from another file are those votes (a longer copy)")
     known.add_argument("--all-new", dest="known", action="store_const", const="new",
                        help="every record is a new vote, even if identical to one already imported")
+    _add_file_size_option(import_)
     import_.set_defaults(run=_import, known="ask")
 
     ratings = commands.add_parser("ratings", help="print the leaderboard from a database or a vote file")
@@ -71,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--db", default=None, help=f"SQLite file (default: {DEFAULT_DB})")
     source.add_argument("--battles", help="battles.jsonl or a clean-battle JSON array")
     ratings.add_argument("--format", choices=("table", "json", "csv", "md"), default="table")
+    _add_file_size_option(ratings)
     _add_rating_options(ratings)
     ratings.set_defaults(run=_ratings)
     return parser
@@ -147,10 +149,16 @@ def _stored_votes(path: str) -> list[dict]:
         store.close()
 
 
+def _add_file_size_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-file-mb", type=_positive_whole_number, default=512, metavar="MB",
+                        help="refuse vote files larger than this, as they are read whole (default: %(default)s; "
+                             "an export of a million votes is about 170 MB)")
+
+
 def _ratings(args) -> int:
     from arena.reports import render
 
-    records = _read_battle_file(args.battles) if args.battles else _stored_votes(args.db or DEFAULT_DB)
+    records = _read_battle_file(args.battles, args.max_file_mb) if args.battles else _stored_votes(args.db or DEFAULT_DB)
     print(render(_leaderboard(records, args), args.format))
     return 0
 
@@ -176,7 +184,7 @@ def _import(args) -> int:
 
     from arena.storage import KnownVotesError
 
-    records = _read_battle_file(args.file)
+    records = _read_battle_file(args.file, args.max_file_mb)
     with open(args.file, "rb") as handle:
         digest = hashlib.file_digest(handle, "sha256").hexdigest()
     store = _open_store(args.db, read_only=False)
@@ -202,13 +210,14 @@ def _import(args) -> int:
     return 0
 
 
-def _read_battle_file(path: str) -> list[dict]:
+def _read_battle_file(path: str, max_file_mb: int) -> list[dict]:
     from arena.battle_files import BattleFileError, read_battles
 
     try:
-        return read_battles(path)
+        return read_battles(path, max_bytes=max_file_mb * 1024 * 1024)
     except BattleFileError as exc:
-        raise SystemExit(f"error: {exc}") from None
+        hint = " (raise it with --max-file-mb)" if "more than the limit" in str(exc) else ""
+        raise SystemExit(f"error: {exc}{hint}") from None
     except OSError as exc:
         raise SystemExit(f"error: cannot read {path}: {exc.strerror or exc}") from None
 
@@ -224,6 +233,12 @@ class _ProgressBar:
         filled = int(width * done / max(total, 1))
         end = "\n" if done >= total else ""
         print(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+
+def _positive_whole_number(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return int(text)
 
 
 def _port_number(text: str) -> int:

@@ -32,6 +32,17 @@ def test_models_lists_the_shipped_config():
     assert "3 enabled" in out and "smollm2-precise" in out and "temperature=0.9" in out
 
 
+@needs_shared
+def test_a_vote_file_over_the_size_limit_is_refused_with_the_way_out(tmp_path):
+    """Files are read whole, so there is a limit; a researcher with a bigger dump is told how to raise it."""
+    db = tmp_path / "arena.db"
+    refused = arena("import", ARENA_2023, "--db", db, "--max-file-mb", 1, check=False)
+    assert refused.returncode != 0 and "more than the limit of 1,048,576" in refused.stderr
+    assert "--max-file-mb" in refused.stderr and not db.exists()
+    assert "25,938 votes" in arena("ratings", "--battles", ARENA_2023, "--max-file-mb", 2, "--bootstrap", 0).stdout
+    assert arena("import", ARENA_2023, "--db", db, "--max-file-mb", 0, check=False).returncode == 2
+
+
 def test_models_reports_a_bad_config(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("models:\n  - {name: x, backend: transformers, source: bundled:smollm2, top_p: 7}\n")
