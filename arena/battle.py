@@ -285,6 +285,8 @@ class BattleBook:
                 del self.battles[battle.id]
                 if battle.status is Status.READY:
                     battle.status = Status.ABANDONED
+                elif battle.status is Status.GENERATING:
+                    battle.left_while_answering.set()  # its stream stops and stores it as abandoned
         return [battle.id for battle in old if battle.status is Status.ABANDONED]
 
 
