@@ -223,6 +223,18 @@ def test_a_duel_that_never_ran_is_not_votable(make_service, monkeypatch):
         service.vote(battle_id, CLIENT, "model_a")
 
 
+def test_a_battle_forgotten_while_answering_is_told_to_stop():
+    book = BattleBook(Limits())
+    now = [1000.0]
+    book.clock = lambda: now[0]
+    battle = book.open(Mode.ANONYMOUS, "client", "one", "two")
+    book.add_prompt(battle, "Hello")
+    now[0] += BattleBook.KEEP_S + 1
+    book.forget_old()
+    assert battle.left_while_answering.is_set()  # its stream then stores it as abandoned
+    assert book.closing_status(battle, failed=True, model_failed=False) is Status.ABANDONED
+
+
 def test_a_model_that_failed_stays_failed_when_the_volunteer_leaves_too():
     book = BattleBook(Limits())
     battle = book.open(Mode.ANONYMOUS, "client", "one", "two")
