@@ -464,26 +464,25 @@ def compared_components(counts: PairCounts) -> list[list[int]]:
     return _groups(_reachability(counts.battles > 0), range(len(counts.models)))
 
 
-def compared_groups(counts: PairCounts) -> np.ndarray:
-    """Per model, the label of its connected group of compared models (0 for the first seen)."""
-    labels = np.zeros(len(counts.models), dtype=int)
-    for label, group in enumerate(compared_components(counts)):
+def _component_labels(components: list[list[int]], n: int) -> np.ndarray:
+    """Per model, the index of its connected group of compared models."""
+    labels = np.zeros(n, dtype=int)
+    for label, group in enumerate(components):
         labels[group] = label
     return labels
 
 
-def comparison_notes(counts: PairCounts) -> list[str]:
+def comparison_notes(counts: PairCounts, components: list[list[int]],
+                     bound: list[tuple[list[int], str]]) -> list[str]:
     """Say where the data cannot pin ratings down, so the regularisation does instead.
 
     Maximum likelihood has a finite answer only when, inside each connected
     group of compared models, every model can be linked to every other by a
     chain of wins (ties link both ways). Otherwise the ridge decides how far
-    apart the ratings go, and readers should know.
+    apart the ratings go, and readers should know. `components` and `bound` are
+    `compared_components` and `ridge_bound_groups` of `counts`.
     """
-    models, n = counts.models, len(counts.models)
-    if n == 0:
-        return []
-    components = compared_components(counts)
+    models = counts.models
     notes = []
     if len(components) > 1:
         groups = "; ".join(f"[{_named(models, group, 5)}]" for group in components[:6])
@@ -492,7 +491,7 @@ def comparison_notes(counts: PairCounts) -> list[str]:
             f"comparison graph has {len(components)} components: ratings are not comparable across them, "
             f"and each model's rank counts only its own group (groups: {groups}{more})"
         )
-    for group, what in ridge_bound_groups(counts):
+    for group, what in bound:
         if len(group) == 1:
             notes.append(f"model {models[group[0]]} has {what}: its rating is bounded by the regularisation, "
                          "not by the votes")
@@ -502,7 +501,7 @@ def comparison_notes(counts: PairCounts) -> list[str]:
     return notes
 
 
-def ridge_bound_groups(counts: PairCounts) -> list[tuple[list[int], str]]:
+def ridge_bound_groups(counts: PairCounts, components: list[list[int]]) -> list[tuple[list[int], str]]:
     """Groups of models whose place only the ridge sets, each with "only wins" or "only losses".
 
     Inside a compared group, models linked both ways by chains of wins are pinned to each other
@@ -510,11 +509,8 @@ def ridge_bound_groups(counts: PairCounts) -> list[tuple[list[int], str]]:
     is not. Which side floats? The mean is weighted by votes, so the side holding most of the
     group's votes stays put and the smaller sides float: a newcomer with one win floats, not
     the twenty models it was compared with. Sides with no majority between them all float.
+    `components` is `compared_components(counts)`.
     """
-    n = len(counts.models)
-    if n == 0:
-        return []
-    components = compared_components(counts)
     linked = _reachability(counts.scores > 0)
     strongly = linked & linked.T
     votes = counts.votes_per_model
@@ -678,18 +674,20 @@ def compute_leaderboard(
         lower, upper = np.percentile(samples, [_TAIL_PERCENT, 100 - _TAIL_PERCENT], axis=0)
     else:
         lower, upper = ratings, ratings
+    components = compared_components(counts)
+    bound = ridge_bound_groups(counts, components)
     measured = (upper > lower) & (_chance_left_out(counts) <= _TAIL_PERCENT / 100)
-    for group, _ in ridge_bound_groups(counts):  # the bootstrap varies there only as the ridge lets it
+    for group, _ in bound:  # the bootstrap varies there only as the ridge lets it
         measured[group] = False
     # Only models with a measured interval can be surely better than another, or a model with one
     # win would outrank everyone below where the ridge leaves it in the resamples missing that win.
     ranks = ranks_from_intervals(lower, upper, can_outrank=measured if bootstrap_rounds > 0 else None,
-                                 groups=compared_groups(counts))
+                                 groups=_component_labels(components, len(counts.models)))
     if anchor is not None:
         # One constant for every number: pinning the anchor in each round would add its noise to every interval.
         shift = anchor[1] - ratings[counts.models.index(anchor[0])]
         ratings, lower, upper = ratings + shift, lower + shift, upper + shift
-    notes += comparison_notes(counts)
+    notes += comparison_notes(counts, components, bound)
 
     order = sorted(range(len(counts.models)), key=lambda i: (-ratings[i], counts.models[i]))
     counts = counts.subset([counts.models[i] for i in order])
