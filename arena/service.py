@@ -266,13 +266,11 @@ class ArenaService:
         failed = battle.status is Status.FAILED
         if generating:
             status = "Both models are answering… (New round stops them.)"
-        elif battle.status is Status.ABANDONED:
-            status = status_message(Status.ABANDONED)
         elif failed and not battle.failed_sides:  # the server, not a model: the turn could not be stored
             status = ("Something went wrong on the server, so this battle ended and is not counted. "
                       "Type a prompt to start a new round.")
         elif failed:
-            which = " and ".join(SIDE_LABELS[s] for s in battle.failed_sides) or "A model"
+            which = " and ".join(SIDE_LABELS[s] for s in battle.failed_sides)
             status = (f"{which} could not answer. This battle ended and is not counted. "
                       "Type a prompt to start a new round.")
         else:
