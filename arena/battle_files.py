@@ -11,8 +11,8 @@ import hmac
 import json
 import math
 import os
-import tempfile
 import re
+import tempfile
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -67,6 +67,10 @@ class BattleFileError(ValueError):
         return "\n".join(lines)
 
 
+class BattleFileTooLarge(BattleFileError):
+    """A file over the size limit: it would be read whole, so it is refused unread."""
+
+
 def _model_name(record: Mapping, key: str, problems: list[str]) -> str | None:
     if key not in record:
         problems.append(f"{key} is missing")
@@ -91,15 +95,7 @@ def _model_name(record: Mapping, key: str, problems: list[str]) -> str | None:
 # and the few invisible letters Unicode counts as default-ignorable (Hangul fillers, the grapheme joiner).
 _UNREADABLE_CATEGORIES = {"Cc", "Cf", "Zl", "Zp"}
 _INVISIBLE_LETTERS = {0x034F, 0x115F, 0x1160, 0x3164, 0xFFA0}
-
-
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def lone_surrogates_replaced(text: str) -> str:
-    """`text` with each lone UTF-16 surrogate (from a \\ud800-style JSON escape) made U+FFFD:
-    SQLite, JSON encoders and pages all need valid UTF-8."""
-    return _LONE_SURROGATE.sub("\ufffd", text)
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # half of a UTF-16 pair, as a \ud800-style JSON escape makes
 
 
 def unreadable_character(name: str) -> str | None:
@@ -110,14 +106,17 @@ def unreadable_character(name: str) -> str | None:
     return None
 
 
+def lone_surrogates_replaced(text: str) -> str:
+    """`text` with each lone surrogate made U+FFFD: SQLite, JSON encoders and pages all need valid UTF-8."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
 def _storable_text(key: str, text: str, max_length: int, problems: list[str]) -> str | None:
     """`text` if SQLite can store it and a person can read it; otherwise None and a problem."""
     if len(text) > max_length:
         problems.append(f"{key} is longer than {max_length} characters")
         return None
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate from a \ud800-style escape
+    if lone_surrogates_replaced(text) != text:
         problems.append(f"{key} is not valid Unicode text")
         return None
     return text
@@ -325,13 +324,13 @@ def read_battles(
     try:
         size = path.stat().st_size
         if size > max_bytes:
-            raise BattleFileError(path, [(0, f"file is {size:,} bytes, more than the limit of {max_bytes:,}")])
+            raise BattleFileTooLarge(path, [(0, f"file is {size:,} bytes, more than the limit of {max_bytes:,}")])
         with path.open("rb") as stream:
             data = stream.read(max_bytes + 1)
     except OSError as error:
         raise BattleFileError(path, [(0, f"cannot read the file: {error.strerror or error}")]) from error
     if len(data) > max_bytes:  # grew while we looked
-        raise BattleFileError(path, [(0, f"file is more than the limit of {max_bytes:,} bytes")])
+        raise BattleFileTooLarge(path, [(0, f"file is more than the limit of {max_bytes:,} bytes")])
     if data.startswith(_UTF8_BOM):
         data = data[len(_UTF8_BOM):]
 

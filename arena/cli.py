@@ -211,13 +211,14 @@ def _import(args) -> int:
 
 
 def _read_battle_file(path: str, max_file_mb: int) -> list[dict]:
-    from arena.battle_files import BattleFileError, read_battles
+    from arena.battle_files import BattleFileError, BattleFileTooLarge, read_battles
 
     try:
         return read_battles(path, max_bytes=max_file_mb * 1024 * 1024)
+    except BattleFileTooLarge as exc:
+        raise SystemExit(f"error: {exc} (raise it with --max-file-mb)") from None
     except BattleFileError as exc:
-        hint = " (raise it with --max-file-mb)" if "more than the limit" in str(exc) else ""
-        raise SystemExit(f"error: {exc}{hint}") from None
+        raise SystemExit(f"error: {exc}") from None
     except OSError as exc:
         raise SystemExit(f"error: cannot read {path}: {exc.strerror or exc}") from None
 
