@@ -6,8 +6,8 @@ needed: an arena of remote models never imports torch.
 
 Servers differ in what they leave out, so the reply is read leniently: an
 answer cut by `max_tokens` is known by `finish_reason: "length"`, tokens are
-counted by `usage` where it is sent (a chunk each otherwise), and an endpoint that ignores `stream: true` and sends one whole
-completion is still understood. What is not a chat completion at all (a
+counted by `usage` where it is sent (a chunk each otherwise), and an endpoint
+that ignores `stream: true` and sends one whole completion is still understood. What is not a chat completion at all (a
 proxy's login page, a web server that is not the API) fails with what came back.
 
 `repetition_penalty` is not part of the OpenAI API; it is sent only when it
