@@ -134,6 +134,7 @@ class RateLimiter:
         self.clock = clock
         self.starts: dict[str, deque[float]] = {}
         self.lock = threading.Lock()
+        self._next_sweep = clock() + self.WINDOW_S
 
     def check_and_count(self, key: str) -> None:
         with self.lock:
@@ -148,6 +149,9 @@ class RateLimiter:
 
     def _check(self, key: str) -> None:
         now = self.clock()
+        if now >= self._next_sweep:  # once a window: forget addresses not seen in it (each costs memory)
+            self.starts = {k: v for k, v in self.starts.items() if v and v[-1] > now - self.WINDOW_S}
+            self._next_sweep = now + self.WINDOW_S
         starts = self.starts.setdefault(key, deque())
         while starts and starts[0] <= now - self.WINDOW_S:
             starts.popleft()

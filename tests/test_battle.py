@@ -391,6 +391,22 @@ def test_a_client_is_its_ipv4_address_or_its_ipv6_64(host, network):
     assert client_network(host) == network
 
 
+def test_the_rate_limiter_forgets_addresses_gone_quiet():
+    """Every address ever seen would otherwise keep an entry: a crowd of addresses would grow memory without end."""
+    now = [0.0]
+    limiter = RateLimiter(per_hour=2, clock=lambda: now[0])
+    for address in ("1.1.1.1", "2.2.2.2"):
+        limiter.check_and_count(address)
+    now[0] = 1800.0
+    limiter.check_and_count("2.2.2.2")
+    now[0] = 3700.0
+    limiter.check_and_count("3.3.3.3")
+    assert set(limiter.starts) == {"2.2.2.2", "3.3.3.3"}  # 2.2.2.2 started one within the hour: still counted
+    limiter.check_and_count("2.2.2.2")  # the start at 0 s has left the window, the one at 1800 s has not
+    with pytest.raises(RuleViolation, match="limit"):
+        limiter.check_and_count("2.2.2.2")
+
+
 def test_rate_limit_through_the_service(make_service):
     service = make_service(SCRIPTED_MODELS.replace("battles_per_hour: 1000", "battles_per_hour: 2"))
     for _ in range(2):
