@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from arena.battle_files import WINNERS as OUTCOMES  # the labels of FastChat's clean-battle records
-from arena.battle_files import lone_surrogates_replaced
+from arena.text import lone_surrogates_replaced
 from arena.config import Limits
 from arena.wording import counted
 

@@ -11,9 +11,7 @@ import hmac
 import json
 import math
 import os
-import re
 import tempfile
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -21,13 +19,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Any
 
+from arena.text import model_name, too_long_or_broken
 from arena.wording import counted
 
 WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
 # What an optional field means when a record leaves it out.
 RECORD_DEFAULTS = MappingProxyType({"tstamp": None, "turn": 1, "anony": True, "flagged": False})
 
-MAX_MODEL_NAME_LENGTH = 200
 # Bounds that keep every value storable (SQLite integers are 64-bit) and every time formattable.
 MAX_TURN = 1_000_000
 MAX_TSTAMP = 253_402_300_799.0  # the last second of the year 9999, the largest `datetime` can show
@@ -76,48 +74,17 @@ def _model_name(record: Mapping, key: str, problems: list[str]) -> str | None:
         problems.append(f"{key} is missing")
         return None
     value = record[key]
-    if not isinstance(value, str):
-        problems.append(f"{key} must be a string, got {_shown(value)}")
-        return None
-    name = unicodedata.normalize("NFC", value.strip())  # "é" typed two ways is one model
-    if not name:
-        problems.append(f"{key} is empty")
-        return None
-    unreadable = unreadable_character(name)
-    if unreadable:
-        problems.append(f"{key} {unreadable}")
-        return None
-    return _storable_text(key, name, MAX_MODEL_NAME_LENGTH, problems)
-
-
-# Characters that break a table row or make two names look alike: controls (Cc), format characters
-# such as direction overrides, zero-width spaces and soft hyphens (Cf), line and paragraph separators,
-# and the few invisible letters Unicode counts as default-ignorable (Hangul fillers, the grapheme joiner).
-_UNREADABLE_CATEGORIES = {"Cc", "Cf", "Zl", "Zp"}
-_INVISIBLE_LETTERS = {0x034F, 0x115F, 0x1160, 0x3164, 0xFFA0}
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # half of a UTF-16 pair, as a \ud800-style JSON escape makes
-
-
-def unreadable_character(name: str) -> str | None:
-    """Why a model name cannot be shown as it is (a control or invisible character), or None."""
-    for character in name:
-        if unicodedata.category(character) in _UNREADABLE_CATEGORIES or ord(character) in _INVISIBLE_LETTERS:
-            return f"contains a control or invisible character (U+{ord(character):04X})"
-    return None
-
-
-def lone_surrogates_replaced(text: str) -> str:
-    """`text` with each lone surrogate made U+FFFD: SQLite, JSON encoders and pages all need valid UTF-8."""
-    return _LONE_SURROGATE.sub("\ufffd", text)
+    name, problem = model_name(value)
+    if problem:
+        problems.append(f"{key} {problem}" + ("" if isinstance(value, str) else f", got {_shown(value)}"))
+    return name
 
 
 def _storable_text(key: str, text: str, max_length: int, problems: list[str]) -> str | None:
     """`text` if SQLite can store it and a person can read it; otherwise None and a problem."""
-    if len(text) > max_length:
-        problems.append(f"{key} is longer than {max_length} characters")
-        return None
-    if lone_surrogates_replaced(text) != text:
-        problems.append(f"{key} is not valid Unicode text")
+    problem = too_long_or_broken(text, max_length)
+    if problem:
+        problems.append(f"{key} {problem}")
         return None
     return text
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 import importlib.util
 import math
 import re
-import unicodedata
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
-from arena.battle_files import unreadable_character
+from arena.text import model_name
 from arena.sampling import POLICIES as SAMPLING_POLICIES
 
 BACKENDS = ("transformers", "openai", "scripted")
@@ -324,14 +323,12 @@ def _parse_model(raw: Any, index: int, base_dir: Path, problems: _Problems) -> M
     if not isinstance(raw, dict):
         problems.add(label, "-", "each model entry must be a mapping")
         return None
-    name = raw.get("name")
-    name_problem = _is_text(name) or unreadable_character(name)
-    if name_problem is None:
-        name = unicodedata.normalize("NFC", name.strip())  # as vote files spell it, so both name one model
-    if name is None:
+    raw_name = raw.get("name")
+    name, name_problem = model_name(raw_name)  # as vote files spell it, so both name one model
+    if raw_name is None:
         problems.add(label, "name", "missing: every model needs a non-empty 'name'")
     elif name_problem:
-        problems.add(label, "name", f"{name_problem} (got {name!r})")
+        problems.add(label, "name", f"{name_problem} (got {raw_name!r})")
     else:
         label = f"model '{name}'"
     backend = raw.get("backend")

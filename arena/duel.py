@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from arena.backends import Delta
-from arena.battle_files import lone_surrogates_replaced
+from arena.text import lone_surrogates_replaced
 
 StreamFactory = Callable[[threading.Event], Iterator[Delta]]
 

@@ -7,8 +7,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from arena.battle_files import (MAX_TSTAMP, WINNERS, BattleFileError, read_battles, unreadable_character, vote_ids,
+from arena.battle_files import (MAX_TSTAMP, WINNERS, BattleFileError, read_battles, vote_ids,
                                 write_battles)
+from arena.text import unreadable_character
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

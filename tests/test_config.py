@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -61,6 +63,25 @@ def test_one_name_typed_two_ways_is_a_duplicate(tmp_path):
     text = 'models:\n  - {name: "caf\\u00e9", backend: scripted, script: echo}\n  - {name: "cafe\\u0301", backend: scripted, script: echo}\n'
     error = problems_of(tmp_path, text)
     assert ("model 'caf\u00e9'", "name") in [(e, f) for e, f, _ in error.problems], error
+
+
+@pytest.mark.parametrize("name", ["  spaced  ", "alpha\n", "x" * 201, "zero\u200bwidth", "tab\tinside", "cafe\u0301"])
+def test_models_yaml_and_vote_files_take_the_same_model_names(tmp_path, name):
+    """A name `models.yaml` takes must be one a vote file takes, spelled the same, or the two never meet."""
+    from arena.battle_files import BattleFileError, read_battles
+
+    path = write_config(tmp_path, f"models:\n  - {{name: {json.dumps(name)}, backend: scripted, script: echo}}\n  - {GOOD_ENTRY}\n")
+    try:
+        from_config = load_config(path).models[0].name
+    except ConfigError:
+        from_config = None
+    votes = tmp_path / "votes.jsonl"
+    votes.write_text(json.dumps({"model_a": name, "model_b": "one", "winner": "tie"}) + "\n", encoding="utf-8")
+    try:
+        from_file = read_battles(votes)[0]["model_a"]
+    except BattleFileError:
+        from_file = None
+    assert from_config == from_file
 
 
 def test_a_missing_directory_under_a_local_folder_is_not_taken_for_a_hub_id(tmp_path):

@@ -1,0 +1,56 @@
+"""Text the arena shows or stores: model names, and what SQLite, JSON and a page cannot take.
+
+One place, because a model is named both in `models.yaml` and in vote files, and the two must agree on
+which spelling names which model.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Any
+
+MAX_MODEL_NAME_LENGTH = 200
+
+# Characters that break a table row or make two names look alike: controls (Cc), format characters
+# such as direction overrides, zero-width spaces and soft hyphens (Cf), line and paragraph separators,
+# and the few invisible letters Unicode counts as default-ignorable (Hangul fillers, the grapheme joiner).
+_UNREADABLE_CATEGORIES = {"Cc", "Cf", "Zl", "Zp"}
+_INVISIBLE_LETTERS = {0x034F, 0x115F, 0x1160, 0x3164, 0xFFA0}
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # half of a UTF-16 pair, as a \ud800-style JSON escape makes
+
+
+def unreadable_character(name: str) -> str | None:
+    """Why a model name cannot be shown as it is (a control or invisible character), or None."""
+    for character in name:
+        if unicodedata.category(character) in _UNREADABLE_CATEGORIES or ord(character) in _INVISIBLE_LETTERS:
+            return f"contains a control or invisible character (U+{ord(character):04X})"
+    return None
+
+
+def lone_surrogates_replaced(text: str) -> str:
+    """`text` with each lone surrogate made U+FFFD: SQLite, JSON encoders and pages all need valid UTF-8."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
+def too_long_or_broken(text: str, max_length: int) -> str | None:
+    """Why SQLite or a reader cannot take `text` (over `max_length`, or a lone surrogate), or None."""
+    if len(text) > max_length:
+        return f"is longer than {max_length} characters"
+    if lone_surrogates_replaced(text) != text:
+        return "is not valid Unicode text"
+    return None
+
+
+def model_name(value: Any) -> tuple[str | None, str | None]:
+    """(the name as stored, None) or (None, why not).
+
+    Spaces around it are dropped and it is put in Unicode NFC, so "é" typed two ways is one model.
+    """
+    if not isinstance(value, str):
+        return None, "must be a string"
+    name = unicodedata.normalize("NFC", value.strip())
+    if not name:
+        return None, "is empty"
+    problem = unreadable_character(name) or too_long_or_broken(name, MAX_MODEL_NAME_LENGTH)
+    return (None, problem) if problem else (name, None)
