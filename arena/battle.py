@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 
-from arena.battle_files import WINNERS as OUTCOMES  # the labels of FastChat's clean-battle records
+from arena.battle_files import WINNERS  # the labels of FastChat's clean-battle records
 from arena.text import lone_surrogates_replaced
 from arena.config import Limits
 from arena.wording import counted
@@ -267,7 +267,7 @@ class BattleBook:
 
     def claim_vote(self, battle: Battle, outcome: str) -> None:
         """Reserve the battle's one vote; a second, concurrent request is refused here."""
-        if outcome not in OUTCOMES:
+        if outcome not in WINNERS:
             raise RuleViolation(f"Unknown vote {outcome!r}.")
         with self.lock:
             if battle.status is not Status.READY:

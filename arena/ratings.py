@@ -21,6 +21,7 @@ from types import MappingProxyType
 
 import numpy as np
 
+from arena.battle_files import WINNERS
 from arena.wording import counted
 
 ELO_SCALE = 400.0
@@ -32,8 +33,8 @@ INITIAL_RATING = 1000.0
 # the rest. Small enough to move a rating resting on a dozen votes by about 0.001 points.
 DEFAULT_RIDGE = 1e-4
 
-# Score of model_a for each winner label; ties of both kinds are half a win.
-SCORE_OF_MODEL_A = MappingProxyType({"model_a": 1.0, "model_b": 0.0, "tie": 0.5, "tie (bothbad)": 0.5})
+# Score of model_a for each winner label (model_a, model_b, tie, tie (bothbad)); ties of both kinds are half a win.
+SCORE_OF_MODEL_A = MappingProxyType(dict(zip(WINNERS, (1.0, 0.0, 0.5, 0.5), strict=True)))
 
 # 95% intervals: the bootstrap percentiles this far in from each end.
 _TAIL_PERCENT = 2.5

@@ -88,10 +88,10 @@ class PairSampler:
 
     def draw(self, rng: np.random.Generator) -> tuple[str, str]:
         """Two different models as (model_a, model_b), sides assigned by a coin flip."""
-        with self._lock:
+        with self._lock:  # also guards `rng`, which numpy does not make thread-safe
             first, second = self._draw_indices(rng)
-        if rng.random() < 0.5:
-            first, second = second, first
+            if rng.random() < 0.5:
+                first, second = second, first
         return self.models[first], self.models[second]
 
     def observe(self, model_a: str, model_b: str, winner: str) -> None:

@@ -26,21 +26,17 @@ from arena.storage import ArenaStore, DuplicateVote
 
 log = logging.getLogger("arena")
 
-SIDE_LABELS = {"a": "Model A", "b": "Model B"}
-FAILED_NOTE = "*⚠️ This model could not answer.*"
-STOPPED_NOTE = "*The other model could not answer, so this battle ended.*"
-
-
 @dataclass
 class BattleView:
     """What the page may show: answers and status, never model names before the vote."""
 
     battle_id: str | None
     conversations: dict[str, list[dict[str, str]]] = field(default_factory=lambda: {"a": [], "b": []})
-    status: str = ""
     votable: bool = False
     generating: bool = False
-    failed: bool = False
+    failed: bool = False  # ended unvoted: by `failed_sides`, or by the server when that is empty
+    failed_sides: tuple[str, ...] = ()
+    cut_sides: tuple[str, ...] = ()  # answers that reached their length limit
     names: dict[str, str] | None = None  # only in named mode, or once the vote is in
     left: bool = False  # the volunteer left while it answered: the page starts afresh
 
@@ -50,17 +46,7 @@ class VoteReceipt:
     model_a: str
     model_b: str
     outcome: str
-    flagged_term: str | None
-
-    @property
-    def message(self) -> str:
-        text = f"Thanks, your vote is recorded. Model A was **{self.model_a}**, Model B was **{self.model_b}**."
-        if self.flagged_term:
-            text += (
-                f" An answer named a model ('{self.flagged_term}'): the vote is kept, marked as not anonymous, "
-                "and left out of the leaderboard."
-            )
-        return text + " Type a prompt to start a new round."
+    flagged_term: str | None  # the word in an answer that named a model: the vote is not counted
 
 
 @dataclass(frozen=True)
@@ -80,7 +66,6 @@ class ArenaService:
         self.book = BattleBook(config.settings.limits)
         self.limiter = RateLimiter(config.settings.limits.battles_per_hour)
         self.rng = np.random.default_rng(seed)
-        self.rng_lock = threading.Lock()
         self.sampler = None
         self.sampler_lock = threading.Lock()
         self.identity_terms = sorted({t for m in config.models for t in m.identity_terms})
@@ -185,11 +170,10 @@ class ArenaService:
     def _draw_pair(self) -> tuple[str, str]:
         with self.sampler_lock:
             if self.sampler is None:
-                history = [r for r in self.store.vote_records() if r["anony"] and not r["flagged"]]
+                history = ratings.select_votes(self.store.vote_records())
                 weights = {c.name: c.entry.weight for c in self.roster.contestants.values()}
                 self.sampler = make_sampler(self.config.settings.sampling, self.roster.names, weights, history)
-        with self.rng_lock:
-            return self.sampler.draw(self.rng)
+        return self.sampler.draw(self.rng)
 
     def _generate(self, battle: Battle) -> Iterator[BattleView]:
         contestants = {side: self.roster.contestants[battle.models[side]] for side in SIDES}
@@ -228,7 +212,7 @@ class ArenaService:
         if battle.left_while_answering.is_set():
             # The stream is the panel's one writer while it runs, so it is what clears the panel: a reset
             # sent by New round itself could arrive before this stream's last frame and be overwritten.
-            yield BattleView(battle_id=None, status=status_message(Status.ABANDONED), left=True)
+            yield BattleView(battle_id=None, left=True)
         else:
             yield self._view(battle)
 
@@ -263,35 +247,15 @@ class ArenaService:
             self.store.mark_abandoned(battle.id)  # left in the moment between storing and settling
 
     def _view(self, battle: Battle, generating: bool = False) -> BattleView:
-        failed = battle.status is Status.FAILED
-        if generating:
-            status = "Both models are answering… (New round stops them.)"
-        elif failed and not battle.failed_sides:  # the server, not a model: the turn could not be stored
-            status = ("Something went wrong on the server, so this battle ended and is not counted. "
-                      "Type a prompt to start a new round.")
-        elif failed:
-            which = " and ".join(SIDE_LABELS[s] for s in battle.failed_sides)
-            status = (f"{which} could not answer. This battle ended and is not counted. "
-                      "Type a prompt to start a new round.")
-        else:
-            status = "Both answers are complete. Which is better? Vote, or ask a follow-up question to both."
-            if battle.cut_sides:
-                which = " and ".join(SIDE_LABELS[s] for s in battle.cut_sides)
-                status += f" ({which} reached the length limit and may stop mid-sentence.)"
         named = battle.mode is Mode.NAMED or battle.outcome is not None
-        conversations = {side: battle.transcript(side) for side in SIDES}
-        if failed and battle.failed_sides:  # each panel says what happened to its own answer, not only the status line
-            for side, conversation in conversations.items():
-                note = FAILED_NOTE if side in battle.failed_sides else STOPPED_NOTE
-                last = conversation[-1]
-                last["content"] = f"{last['content']}\n\n{note}" if last["content"].strip() else note
         return BattleView(
             battle_id=battle.id,
-            conversations=conversations,
-            status=status,
+            conversations={side: battle.transcript(side) for side in SIDES},
             votable=not generating and battle.status is Status.READY,
             generating=generating,
-            failed=failed,
+            failed=battle.status is Status.FAILED,
+            failed_sides=tuple(battle.failed_sides),
+            cut_sides=tuple(battle.cut_sides),
             names=dict(battle.models) if named else None,
         )
 
@@ -308,12 +272,12 @@ class ArenaService:
             self.store.record_vote(battle.id, outcome, client_id, flag_reason)
         except DuplicateVote:
             self.book.settle_vote(battle, outcome)
-            raise RuleViolation("You already voted in this battle. Type a prompt to start a new round.") from None
+            raise RuleViolation(status_message(Status.VOTED)) from None
         except BaseException:
             self.book.settle_vote(battle, None)
             raise
         self.book.settle_vote(battle, outcome)
-        if battle.mode is Mode.ANONYMOUS and not leaked:
+        if battle.mode is Mode.ANONYMOUS and not leaked:  # what `ratings.select_votes` counts
             with self.sampler_lock:
                 if self.sampler is not None:
                     self.sampler.observe(battle.model_a, battle.model_b, outcome)

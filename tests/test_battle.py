@@ -15,7 +15,7 @@ import pytest
 
 from arena.battle import BattleBook, Mode, RateLimiter, RuleViolation, Status, client_network, identity_leak
 from arena.config import Limits
-from arena.service import FAILED_NOTE, STOPPED_NOTE
+from arena.ui.battle_text import FAILED_NOTE, STOPPED_NOTE, receipt_text, shown_conversations, status_line
 from tests.conftest import SCRIPTED_MODELS
 
 CLIENT = "10.0.0.1"
@@ -167,12 +167,14 @@ def test_a_failing_model_ends_its_battle_cleanly(make_service, script, cause):
     service = make_service(FAILING.format(script=script))
     view = finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS))
     assert view.failed and not view.votable
-    assert "could not answer" in view.status and "not counted" in view.status
-    assert "broken" not in view.status and "healthy" not in view.status  # anonymity holds in failure too
+    status = status_line(view)
+    assert "could not answer" in status and "not counted" in status
+    assert "broken" not in status and "healthy" not in status  # anonymity holds in failure too
     battle = service.book.get(view.battle_id, service.store.client_id(CLIENT))
     for side in "ab":  # each panel says what became of its own answer
         expected = FAILED_NOTE if battle.models[side] == "broken" else STOPPED_NOTE
-        assert view.conversations[side][-1]["content"].endswith(expected), view.conversations[side]
+        shown = shown_conversations(view)[side]
+        assert shown[-1]["content"].endswith(expected), shown
     stored = service.store.battle(view.battle_id)
     assert stored["status"] == "failed" and cause in stored["failure"] and "broken" in stored["failure"]
     with pytest.raises(RuleViolation, match="failed"):
@@ -199,8 +201,8 @@ def test_a_turn_that_cannot_be_stored_is_never_votable(make_service, monkeypatch
     monkeypatch.setattr(service.store, "record_turn", full_disk)
     view = finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS))
     assert not view.votable and view.failed
-    assert "went wrong on the server" in view.status  # not blamed on a model
-    assert not any("could not answer" in m["content"] for side in "ab" for m in view.conversations[side])
+    assert "went wrong on the server" in status_line(view)  # not blamed on a model
+    assert not any("could not answer" in m["content"] for side in "ab" for m in shown_conversations(view)[side])
     with pytest.raises(RuleViolation, match="failed"):
         service.vote(view.battle_id, CLIENT, "model_a")
     assert service.store.db["votes"].count == 0
@@ -252,7 +254,7 @@ def test_identity_leak_is_flagged_and_left_out_of_the_leaderboard(make_service):
     """)
     leaky = finish(service.ask(None, "I am made by echocorp labs", CLIENT, Mode.ANONYMOUS))
     receipt = service.vote(leaky.battle_id, CLIENT, "model_a")
-    assert receipt.flagged_term == "EchoCorp" and "left out of the leaderboard" in receipt.message
+    assert receipt.flagged_term == "EchoCorp" and "left out of the leaderboard" in receipt_text(receipt)
     clean = finish(service.ask(None, "plain words", CLIENT, Mode.ANONYMOUS))
     assert service.vote(clean.battle_id, CLIENT, "model_a").flagged_term is None
     flags = [r["flagged"] for r in service.store.vote_records()]
@@ -295,7 +297,7 @@ def test_a_failed_battle_never_claims_both_answers_are_complete(make_service):
     """)
     views = list(service.ask(None, "Tell me a long story about a lighthouse keeper", CLIENT, Mode.ANONYMOUS))
     assert views[-1].failed and not views[-1].votable
-    assert not any("complete" in view.status for view in views), [view.status for view in views]
+    assert not any("complete" in status_line(view) for view in views), [status_line(view) for view in views]
 
 
 def test_an_answer_stopped_by_the_length_limit_is_said_to_be_cut(make_service):
@@ -308,10 +310,10 @@ def test_an_answer_stopped_by_the_length_limit_is_said_to_be_cut(make_service):
     view = finish(service.ask(None, "one two three four five", CLIENT, Mode.ANONYMOUS))
     battle = service.book.get(view.battle_id, service.store.client_id(CLIENT))
     cut = next(side for side in "ab" if battle.models[side] == "short-one")
-    assert f"Model {cut.upper()} reached the length limit" in view.status
-    assert "Model A and" not in view.status  # the other answer ended by itself
+    assert f"Model {cut.upper()} reached the length limit" in status_line(view)
+    assert "Model A and" not in status_line(view)  # the other answer ended by itself
     short = finish(service.ask(None, "one two", CLIENT, Mode.ANONYMOUS))
-    assert "length limit" not in short.status
+    assert "length limit" not in status_line(short)
 
 
 def test_a_battle_left_without_a_vote_is_recorded_as_abandoned(make_service):

@@ -29,6 +29,7 @@ from arena.backends.openai_compatible import NO_SUCH_ROUTE, OpenAICompatibleBack
 from arena.backends.transformers_local import TransformersBackend
 from arena.battle import Mode
 from arena.config import GenerationSettings, ModelEntry, bundled_model_path
+from arena.ui.battle_text import status_line
 from tests.conftest import MODEL_CACHE, free_port
 
 HOST = "127.0.0.1"
@@ -189,7 +190,7 @@ def test_a_battle_between_a_local_and_a_remote_model(served, make_service):
     view = None
     for view in service.ask(None, "What is the capital of France?", "10.0.0.1", Mode.ANONYMOUS):
         pass
-    assert view.votable and not view.failed, view.status
+    assert view.votable and not view.failed, status_line(view)
     battle = service.store.battle(view.battle_id)
     remote_side = "a" if battle["model_a"] == "remote-smollm" else "b"
     assert "Paris" in view.conversations[remote_side][-1]["content"]
@@ -360,7 +361,7 @@ def test_a_battle_says_a_remote_answer_was_cut(listen, make_service):
     view = None
     for view in service.ask(None, "Say many words.", "10.0.0.1", Mode.ANONYMOUS):
         pass
-    assert view.votable and "reached the length limit" in view.status, view.status
+    assert view.votable and "reached the length limit" in status_line(view), status_line(view)
 
 
 def test_half_a_character_in_a_remote_answer_is_stored_as_a_replacement(listen, make_service):
@@ -376,7 +377,7 @@ def test_half_a_character_in_a_remote_answer_is_stored_as_a_replacement(listen, 
     view = None
     for view in service.ask(None, "Say something.", "10.0.0.1", Mode.ANONYMOUS):
         pass
-    assert view.votable, view.status
+    assert view.votable, status_line(view)
     stored = [m["content"] for m in service.store.db["messages"].rows if m["role"] == "assistant"]
     assert "broken \ufffd emoji" in stored
 

@@ -14,8 +14,9 @@ from collections.abc import Iterator
 
 import gradio as gr
 
-from arena.battle import Mode, RuleViolation, client_network
-from arena.service import SIDE_LABELS, ArenaService, BattleView
+from arena.battle import SIDES, Mode, RuleViolation, client_network
+from arena.service import ArenaService, BattleView
+from arena.ui.battle_text import SIDE_LABELS, intro, receipt_text, shown_conversations, status_line
 
 log = logging.getLogger("arena")
 
@@ -40,14 +41,14 @@ class DuelPanel:
         self.pickers: list[gr.Dropdown] = []
         if self.mode is Mode.NAMED:
             with gr.Row():
-                for side, default in zip(("a", "b"), names[:2]):
+                for side, default in zip(SIDES, names[:2]):
                     self.pickers.append(gr.Dropdown(names, value=default, label=SIDE_LABELS[side], elem_id=f"{self.key}-pick-{side}"))
         with gr.Row():
             self.chats = {
                 side: gr.Chatbot(label=SIDE_LABELS[side], height=420, feedback_options=None, buttons=["copy"],
                                  sanitize_html=True, render_markdown=True, elem_id=f"{self.key}-chat-{side}",
                                  elem_classes=["arena-chat"])
-                for side in ("a", "b")
+                for side in SIDES
             }
         self.status = gr.Markdown(self._intro(), elem_id=f"{self.key}-status")  # loading news comes with the page load
         with gr.Row():
@@ -136,8 +137,7 @@ class DuelPanel:
         except RuleViolation as refusal:
             return self._refusal(refusal)
         view = self.service.revealed_view(battle_id, _address(request))
-        view.status = receipt.message
-        return self._render(view, voted=True)
+        return self._render(view, voted=True, status=receipt_text(receipt))
 
     def _leave(self, battle_id: str | None, pick_a: str | None = None, pick_b: str | None = None,
                request: gr.Request = None) -> tuple:
@@ -148,10 +148,10 @@ class DuelPanel:
     def _fresh(self, pick_a: str | None = None, pick_b: str | None = None) -> tuple:
         """An empty panel; side by side, its chats are labelled with the models picked for the next battle."""
         picked = {"a": pick_a, "b": pick_b} if self.mode is Mode.NAMED and pick_a and pick_b else None
-        return self._render(BattleView(battle_id=None, status=self._intro(), names=picked))
+        return self._render(BattleView(battle_id=None, names=picked), status=self._intro())
 
     def _intro(self) -> str:
-        return _intro(self.mode, self.service.config.settings.count_named_votes)
+        return intro(self.mode, self.service.config.settings.count_named_votes)
 
     @property
     def idle_outputs(self) -> list:
@@ -181,8 +181,10 @@ class DuelPanel:
 
     # --- rendering ------------------------------------------------------------
 
-    def _render(self, view: BattleView, *, clear_prompt: bool = False, voted: bool = False) -> tuple:
-        labels = {side: SIDE_LABELS[side] + (f": {view.names[side]}" if view.names else "") for side in ("a", "b")}
+    def _render(self, view: BattleView, *, clear_prompt: bool = False, voted: bool = False,
+                status: str | None = None) -> tuple:
+        labels = {side: SIDE_LABELS[side] + (f": {view.names[side]}" if view.names else "") for side in SIDES}
+        conversations = shown_conversations(view)
         finished = voted or view.failed
         prompt = gr.update(placeholder="Type a prompt to start a new round" if finished
                            else "Type a prompt (or a follow-up for both models)", interactive=not view.generating)
@@ -190,9 +192,8 @@ class DuelPanel:
             prompt["value"] = ""
         return (
             view.battle_id,
-            gr.update(value=view.conversations["a"], label=labels["a"]),
-            gr.update(value=view.conversations["b"], label=labels["b"]),
-            view.status,
+            *[gr.update(value=conversations[side], label=labels[side]) for side in SIDES],
+            status_line(view) if status is None else status,
             prompt,
             gr.update(interactive=not view.generating),
             gr.update(interactive=view.votable),
@@ -218,14 +219,6 @@ def _address(request: gr.Request | None) -> str:
     """The client's network, from its socket address: the one thing a client cannot choose (unlike session_hash)."""
     client = getattr(request, "client", None)
     return client_network(getattr(client, "host", None) or "unknown")
-
-
-def _intro(mode: Mode, named_votes_counted: bool) -> str:
-    if mode is Mode.ANONYMOUS:
-        return ("Ask anything: two anonymous models answer side by side. Vote for the better answer to see who they "
-                "are. You can ask follow-ups or regenerate before voting.")
-    counted = "are counted" if named_votes_counted else "are not counted"
-    return f"Pick two models and compare them. These votes are stored as named and {counted} on the leaderboard."
 
 
 def _battle_closer(service: ArenaService):

@@ -1,0 +1,64 @@
+"""What the battle panel says: status lines, notes in the answers, the vote receipt.
+
+Kept out of the service, which reports what happened (`BattleView`, `VoteReceipt`) and leaves the words
+to the page; no Gradio here, so tests read the same text the page shows.
+"""
+
+from __future__ import annotations
+
+from arena.battle import SIDES, Mode
+from arena.service import BattleView, VoteReceipt
+
+SIDE_LABELS = {"a": "Model A", "b": "Model B"}
+FAILED_NOTE = "*⚠️ This model could not answer.*"
+STOPPED_NOTE = "*The other model could not answer, so this battle ended.*"
+_NEW_ROUND = "Type a prompt to start a new round."
+
+
+def intro(mode: Mode, named_votes_counted: bool) -> str:
+    if mode is Mode.ANONYMOUS:
+        return ("Ask anything: two anonymous models answer side by side. Vote for the better answer to see who they "
+                "are. You can ask follow-ups or regenerate before voting.")
+    counted = "are counted" if named_votes_counted else "are not counted"
+    return f"Pick two models and compare them. These votes are stored as named and {counted} on the leaderboard."
+
+
+def _sides(sides: tuple[str, ...]) -> str:
+    return " and ".join(SIDE_LABELS[side] for side in sides)
+
+
+def status_line(view: BattleView) -> str:
+    if view.generating:
+        return "Both models are answering… (New round stops them.)"
+    if view.failed and not view.failed_sides:  # the server, not a model: the turn could not be stored
+        return f"Something went wrong on the server, so this battle ended and is not counted. {_NEW_ROUND}"
+    if view.failed:
+        return f"{_sides(view.failed_sides)} could not answer. This battle ended and is not counted. {_NEW_ROUND}"
+    status = "Both answers are complete. Which is better? Vote, or ask a follow-up question to both."
+    if view.cut_sides:
+        status += f" ({_sides(view.cut_sides)} reached the length limit and may stop mid-sentence.)"
+    return status
+
+
+def shown_conversations(view: BattleView) -> dict[str, list[dict[str, str]]]:
+    """The chats as shown: after a model failed, each panel says what happened to its own answer."""
+    if not (view.failed and view.failed_sides):
+        return view.conversations
+    shown = {}
+    for side in SIDES:
+        conversation = [dict(message) for message in view.conversations[side]]
+        note = FAILED_NOTE if side in view.failed_sides else STOPPED_NOTE
+        last = conversation[-1]
+        last["content"] = f"{last['content']}\n\n{note}" if last["content"].strip() else note
+        shown[side] = conversation
+    return shown
+
+
+def receipt_text(receipt: VoteReceipt) -> str:
+    text = f"Thanks, your vote is recorded. Model A was **{receipt.model_a}**, Model B was **{receipt.model_b}**."
+    if receipt.flagged_term:
+        text += (
+            f" An answer named a model ('{receipt.flagged_term}'): the vote is kept, marked as not anonymous, "
+            "and left out of the leaderboard."
+        )
+    return f"{text} {_NEW_ROUND}"
