@@ -56,7 +56,7 @@ def ratings_with_intervals(leaderboard: Leaderboard) -> Figure:
         axes.plot(ratings[unmeasured], positions[unmeasured], "o", color="tab:blue", markerfacecolor="white",
                   markersize=5, label="no interval (too few votes, or only wins or losses)")
         axes.legend(loc="lower right", fontsize=8)
-    axes.set_yticks(positions, [f"{row.rank}. {row.model}" for row in rows], fontsize=9)
+    axes.set_yticks(positions, [f"{'–' if row.rank is None else row.rank}. {row.model}" for row in rows], fontsize=9)
     axes.set_ylim(count - 0.5, -0.5)  # best at the top, no empty bands
     axes.grid(axis="x", alpha=0.3)
     axes.set_xlabel("Rating (Elo scale; +400 points = 10:1 odds of winning)")

@@ -403,10 +403,23 @@ def _cell_scores(cells: np.ndarray, pairs: int) -> tuple[np.ndarray, np.ndarray]
     return row_wins + 0.5 * ties, row_wins + col_wins + ties
 
 
-def _chance_left_out(counts: PairCounts) -> np.ndarray:
-    """Per model: the chance that a resample of the votes has none of its votes."""
+def _chance_ridge_placed(counts: PairCounts) -> np.ndarray:
+    """Per model: the chance that a resample of the votes leaves it no win or no loss (ties count as both).
+
+    In such a resample the ridge, not the votes, places the model, far above or below its fit: more
+    than 2.5% of those and the interval's ends are the ridge's. A multinomial resample of T votes
+    misses a set of cells holding a share q of them with chance (1 - q)^T; none at all is in both.
+    """
     total = counts.total_votes
-    return (1.0 - counts.votes_per_model / total) ** total
+    scores, votes = counts.scores.sum(axis=1), counts.votes_per_model
+    ties = counts.ties.sum(axis=1)
+    wins = scores - 0.5 * ties
+    losses = votes - wins - ties
+
+    def missed(share: np.ndarray) -> np.ndarray:
+        return (1.0 - share / total) ** total
+
+    return missed(wins + ties) + missed(losses + ties) - missed(votes)
 
 
 def ranks_from_intervals(
@@ -540,14 +553,17 @@ class ModelRating:
     """One leaderboard row. `win_rate` is (wins + ties/2) / votes.
 
     `ci_lower` and `ci_upper` are None when no interval was measured: no
-    bootstrap, one that could not vary (a single vote), a model left out of more
-    than 2.5% of resamples (about 3 votes or fewer), or one in a `ridge_bound_groups`
-    group (only wins or only losses against the rest), where the ridge, not its
-    votes, would set the ends. A zero-width or ridge-made interval would read as a
-    measurement.
+    bootstrap, one that could not vary (a single vote), a model left with no win
+    or no loss in more than 2.5% of resamples (up to about 10 votes), or one in a
+    `ridge_bound_groups` group (only wins or only losses against the rest), where
+    the ridge, not its votes, would set the ends. A zero-width or ridge-made
+    interval would read as a measurement. `rank` is None too when the bootstrap
+    ran but measured no interval. `group` numbers the compared groups (models
+    linked by battles), 1 holding the best-rated model: ratings and ranks compare
+    only within a group.
     """
 
-    rank: int
+    rank: int | None
     model: str
     rating: float
     ci_lower: float | None
@@ -555,6 +571,7 @@ class ModelRating:
     elo: float
     votes: int
     win_rate: float
+    group: int = 1
 
 
 @dataclass
@@ -587,6 +604,7 @@ class Leaderboard:
                 "elo": round(row.elo, 2),
                 "votes": row.votes,
                 "win_rate": round(row.win_rate, 4),
+                "group": row.group,
             }
             for row in self.rows
         ]
@@ -645,8 +663,8 @@ def compute_leaderboard(
     vote-weighted mean of 1000; `anchor=(model, rating)` instead shifts every
     rating and interval by one constant that puts that model at exactly that
     rating, so ranks and interval widths are the same either way.
-    A model's rank is 1 + the number of models whose interval lies wholly above its own,
-    not counting models without a measured interval (see `ModelRating`).
+    A model's rank is 1 + the number of models of its compared group whose interval lies wholly
+    above its own, not counting models without a measured interval (see `ModelRating`).
     """
     if bootstrap_rounds < 0:
         raise ValueError(f"bootstrap_rounds must be 0 or more, got {bootstrap_rounds}")
@@ -677,13 +695,14 @@ def compute_leaderboard(
         lower, upper = ratings, ratings
     components = compared_components(counts)
     bound = ridge_bound_groups(counts, components)
-    measured = (upper > lower) & (_chance_left_out(counts) <= _TAIL_PERCENT / 100)
+    measured = (upper > lower) & (_chance_ridge_placed(counts) <= _TAIL_PERCENT / 100)
     for group, _ in bound:  # the bootstrap varies there only as the ridge lets it
         measured[group] = False
     # Only models with a measured interval can be surely better than another, or a model with one
-    # win would outrank everyone below where the ridge leaves it in the resamples missing that win.
-    ranks = ranks_from_intervals(lower, upper, can_outrank=measured if bootstrap_rounds > 0 else None,
-                                 groups=_component_labels(components, len(counts.models)))
+    # win would outrank everyone below where the ridge leaves it in the resamples missing that win;
+    # and only they get a rank, which would otherwise come from the ridge's end of their interval.
+    labels = _component_labels(components, len(counts.models))
+    ranks = ranks_from_intervals(lower, upper, can_outrank=measured if bootstrap_rounds > 0 else None, groups=labels)
     if anchor is not None:
         # One constant for every number: pinning the anchor in each round would add its noise to every interval.
         shift = anchor[1] - ratings[counts.models.index(anchor[0])]
@@ -693,6 +712,8 @@ def compute_leaderboard(
     order = sorted(range(len(counts.models)), key=lambda i: (-ratings[i], counts.models[i]))
     counts = counts.subset([counts.models[i] for i in order])
     ratings, lower, upper, ranks, measured = ratings[order], lower[order], upper[order], ranks[order], measured[order]
+    labels = labels[order]
+    group_numbers = {label: number for number, label in enumerate(dict.fromkeys(labels.tolist()), start=1)}
     elo = online_elo(votes)
     battles = counts.battles
     votes_per_model = battles.sum(axis=1)
@@ -704,10 +725,10 @@ def compute_leaderboard(
 
     rows = [
         ModelRating(
-            rank=int(ranks[i]), model=model, rating=float(ratings[i]),
+            rank=int(ranks[i]) if measured[i] or bootstrap_rounds == 0 else None, model=model, rating=float(ratings[i]),
             ci_lower=float(lower[i]) if measured[i] else None, ci_upper=float(upper[i]) if measured[i] else None,
             elo=float(elo[model]), votes=int(votes_per_model[i]),
-            win_rate=float(earned[i] / votes_per_model[i]),
+            win_rate=float(earned[i] / votes_per_model[i]), group=group_numbers[labels[i]],
         )
         for i, model in enumerate(counts.models)
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -13,8 +14,11 @@ from arena.ratings import Leaderboard
 from arena.wording import counted
 
 FORMATS = ("table", "json", "csv", "md")
-COLUMNS = ("rank", "model", "rating", "ci_lower", "ci_upper", "elo", "votes", "win_rate")
+COLUMNS = ("rank", "model", "rating", "ci_lower", "ci_upper", "elo", "votes", "win_rate", "group")
+DISPLAY_HEADER = ("Rank", "Model", "Rating", "95% CI", "Elo", "Votes", "Win rate")
 _EMPTY = "No votes yet."
+# Characters a model name may hold that Markdown would read as a table cell's end or as emphasis.
+_MARKDOWN_SPECIAL = re.compile(r"[\\|*_`]")
 
 
 def _interval(row: Mapping) -> str:
@@ -27,15 +31,30 @@ def _interval(row: Mapping) -> str:
     return f"+{row['ci_upper'] - row['rating']:.1f}/-{row['rating'] - row['ci_lower']:.1f}"
 
 
-def _display_rows(leaderboard: Leaderboard) -> tuple[list[str], list[list[str]]]:
-    """Header and cells shared by the table and Markdown renderings."""
-    header = ["Rank", "Model", "Rating", "95% CI", "Elo", "Votes", "Win rate"]
+def display_rows(leaderboard: Leaderboard) -> tuple[list[str], list[list]]:
+    """Header and cells as people read them, in the terminal, in Markdown and on the web page.
+
+    Numbers stay numbers (rounded as shown), so the page's table sorts them as numbers; a rank the
+    bootstrap could not measure is "–". A "Group" column appears only when the votes form more than
+    one compared group.
+    """
+    header = list(DISPLAY_HEADER)
+    rows = leaderboard.as_dicts()
     cells = [
-        [str(row["rank"]), row["model"], f"{row['rating']:.1f}", _interval(row), f"{row['elo']:.1f}",
-         str(row["votes"]), f"{row['win_rate']:.1%}"]
-        for row in leaderboard.as_dicts()
+        ["–" if row["rank"] is None else row["rank"], row["model"], round(row["rating"], 1), _interval(row),
+         round(row["elo"], 1), row["votes"], f"{row['win_rate']:.1%}"]
+        for row in rows
     ]
+    if len({row["group"] for row in rows}) > 1:
+        header.append("Group")
+        for row, line in zip(rows, cells):
+            line.append(row["group"])
     return header, cells
+
+
+def _text_rows(leaderboard: Leaderboard) -> tuple[list[str], list[list[str]]]:
+    header, cells = display_rows(leaderboard)
+    return header, [[f"{value:.1f}" if isinstance(value, float) else str(value) for value in line] for line in cells]
 
 
 def _summary(leaderboard: Leaderboard) -> str:
@@ -47,7 +66,7 @@ def _summary(leaderboard: Leaderboard) -> str:
 def _table(leaderboard: Leaderboard) -> str:
     if not leaderboard.rows:
         return "\n".join([_EMPTY, *(f"note: {note}" for note in leaderboard.notes)]) + "\n"
-    header, cells = _display_rows(leaderboard)
+    header, cells = _text_rows(leaderboard)
     widths = [max(len(line[column]) for line in [header, *cells]) for column in range(len(header))]
     left_aligned = {1}
 
@@ -64,10 +83,10 @@ def _table(leaderboard: Leaderboard) -> str:
 def _markdown(leaderboard: Leaderboard) -> str:
     if not leaderboard.rows:
         return "\n\n".join([f"_{_EMPTY}_", *(f"> {note}" for note in leaderboard.notes)]) + "\n"
-    header, cells = _display_rows(leaderboard)
+    header, cells = _text_rows(leaderboard)
 
     def line(values: list[str]) -> str:
-        return "| " + " | ".join(v.replace("\\", "\\\\").replace("|", "\\|") for v in values) + " |"
+        return "| " + " | ".join(_MARKDOWN_SPECIAL.sub(r"\\\g<0>", v) for v in values) + " |"
 
     alignment = "| " + " | ".join("---" if i == 1 else "---:" for i in range(len(header))) + " |"
     text = [line(header), alignment, *(line(values) for values in cells), "", _summary(leaderboard)]

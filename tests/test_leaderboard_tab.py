@@ -70,7 +70,7 @@ def test_plots_are_drawn_once_per_leaderboard_not_per_visitor(make_service):
     after = tab.refresh()
     assert after is not first and "**1 anonymous vote**" in after[0]
     assert "Not rated yet" in first[0] and "Not rated yet" not in after[0]  # both served models have a vote now
-    assert [row[3] for row in after[2]["value"]] == ["no interval"] * 2  # one vote: the bootstrap cannot vary
+    assert [row[3] for row in after[2]["value"]] == ["–"] * 2  # one vote: the bootstrap cannot vary
 
 
 @pytest.mark.parametrize("counted", [False, True])

@@ -234,10 +234,10 @@ def test_without_bootstrap_there_are_no_intervals_and_ranks_follow_the_ratings()
 
 
 @pytest.mark.parametrize("votes", [[vote("solo", "other")], [vote("a", "b")] * 5], ids=["one vote", "only wins"])
-def test_a_bootstrap_that_cannot_vary_gives_no_interval_and_outranks_nobody(votes):
+def test_a_bootstrap_that_cannot_vary_gives_no_interval_and_no_rank(votes):
     board = compute_leaderboard(votes, bootstrap_rounds=50, seed=0)
     assert all(row.ci_lower is None and row.ci_upper is None for row in board.rows)
-    assert [row.rank for row in board.rows] == [1, 1]
+    assert [row.rank for row in board.rows] == [None, None]
 
 
 def test_anchor_shifts_every_number_alike_and_changes_no_rank():
@@ -292,7 +292,7 @@ def test_flagged_votes_never_count_and_named_votes_only_on_request():
 
 def test_disconnected_groups_and_unbeaten_models_stay_finite_and_are_explained():
     votes = [vote("a", "b")] * 5 + [vote("b", "a")] * 3
-    votes += [vote("c", "d")] * 4 + [vote("d", "c")] * 4
+    votes += [vote("c", "d")] * 5 + [vote("d", "c")] * 5
     votes += [vote("champion", "a")] * 7 + [vote("b", "loser")] * 3
     board = compute_leaderboard(votes, bootstrap_rounds=100, seed=0)
     values = [v for row in board.rows for v in (row.rating, row.ci_lower, row.ci_upper) if v is not None]
@@ -317,12 +317,27 @@ def test_ranks_count_only_models_of_the_same_compared_group():
     assert any("counts only its own group" in note for note in board.notes)
 
 
+@pytest.mark.parametrize("newcomer_votes, measured", [(5, False), (30, True)])
+def test_a_newcomer_gets_an_interval_and_a_rank_only_once_its_votes_set_them(newcomer_votes, measured):
+    """With 5 votes, many resamples leave it no win (or no loss): the ridge would set its interval's ends."""
+    rng = np.random.default_rng(3)
+    votes = simulated_votes(np.array([0.0, 60, 120, 180, 240]), 5000, rng)
+    for i in range(newcomer_votes):
+        opponent = f"m{i % 5}"
+        votes.append(vote("newcomer", opponent) if i % 5 < 2 else vote(opponent, "newcomer"))
+    board = compute_leaderboard(votes, bootstrap_rounds=300, seed=0)
+    newcomer = next(row for row in board.rows if row.model == "newcomer")
+    assert (newcomer.ci_lower is not None) is measured and (newcomer.rank is not None) is measured
+    assert all(row.rank is not None and row.ci_lower is not None for row in board.rows if row.model != "newcomer")
+
+
 def test_a_model_with_only_wins_has_no_interval_and_outranks_nobody_but_the_rest_keep_theirs():
     votes = [vote("unbeaten", "b")] * 20 + [vote("b", "c")] * 25 + [vote("c", "b")] * 25
     board = compute_leaderboard(votes, bootstrap_rounds=200, seed=0)
     rows = {row.model: row for row in board.rows}
     assert rows["unbeaten"].ci_lower is None and rows["b"].ci_lower is not None and rows["c"].ci_lower is not None
-    assert {row.rank for row in board.rows} == {1}  # b and c overlap; unbeaten's place is the ridge's
+    # b and c overlap; unbeaten's place is the ridge's, so it has no rank and outranks neither
+    assert {row.model: row.rank for row in board.rows} == {"unbeaten": None, "b": 1, "c": 1}
     notes = " ".join(board.notes)
     assert "unbeaten has only wins" in notes and "only losses" not in notes  # b and c hold the votes
 
@@ -348,7 +363,7 @@ def test_leaderboard_matrices_and_dicts():
     assert np.isnan(np.diag(board.predicted_win_probability)).all()
     assert board.predicted_win_probability[0, -1] > 0.5
     rows = board.as_dicts()
-    assert list(rows[0]) == ["rank", "model", "rating", "ci_lower", "ci_upper", "elo", "votes", "win_rate"]
+    assert list(rows[0]) == ["rank", "model", "rating", "ci_lower", "ci_upper", "elo", "votes", "win_rate", "group"]
     assert [r["rating"] for r in rows] == sorted((r["rating"] for r in rows), reverse=True)
 
 

@@ -37,7 +37,7 @@ def test_json_is_sorted_best_first_with_required_keys(board):
 
 def test_csv_has_the_documented_header_and_one_row_per_model(board):
     text = render(board, "csv")
-    assert text.splitlines()[0] == "rank,model,rating,ci_lower,ci_upper,elo,votes,win_rate"
+    assert text.splitlines()[0] == "rank,model,rating,ci_lower,ci_upper,elo,votes,win_rate,group"
     rows = list(csv.DictReader(io.StringIO(text)))
     assert [row["model"] for row in rows] == board.models
     assert float(rows[0]["win_rate"]) == board.as_dicts()[0]["win_rate"]
@@ -152,3 +152,23 @@ def test_a_model_with_a_single_vote_gets_no_interval(fmt):
     board = compute_leaderboard([vote("solo", "other")], bootstrap_rounds=50, seed=0)
     lines = render(board, fmt).splitlines()
     assert all("+0.0/-0.0" not in line for line in lines) and sum("–" in line for line in lines[2:4]) == 2
+
+
+def test_models_never_compared_with_each_other_are_told_apart_by_group():
+    """Two arenas in one file: a reader of the JSON or CSV must see that their ratings do not compare."""
+    votes = [vote("x", "y")] * 30 + [vote("y", "x")] * 20 + [vote("p", "q")] * 25 + [vote("q", "p")] * 15
+    board = compute_leaderboard(votes, bootstrap_rounds=100, seed=0)
+    groups = {row["model"]: row["group"] for row in json.loads(render(board, "json"))}
+    assert groups["x"] == groups["y"] != groups["p"] == groups["q"]
+    assert groups[board.models[0]] == 1  # numbered from the best-rated model's group
+    assert {row["model"]: int(row["group"]) for row in csv.DictReader(io.StringIO(render(board, "csv")))} == groups
+    header = render(board, "table").splitlines()[0].split()
+    assert header[-1] == "Group"
+    one_group = compute_leaderboard(votes[:50], bootstrap_rounds=0)
+    assert "Group" not in render(one_group, "table").splitlines()[0]
+
+
+def test_markdown_shows_model_names_as_written():
+    board = compute_leaderboard([vote("a*b*", "c_d_"), vote("c_d_", "a*b*")] * 10, bootstrap_rounds=0)
+    text = render(board, "md")
+    assert "a\\*b\\*" in text and "c\\_d\\_" in text

@@ -13,10 +13,10 @@ import time
 import gradio as gr
 
 from arena import plots
+from arena.reports import DISPLAY_HEADER, display_rows
 from arena.service import ArenaService
 from arena.wording import counted
 
-COLUMNS = ["rank", "model", "rating", "95% CI", "elo", "votes", "win_rate"]
 
 
 class LeaderboardTab:
@@ -29,7 +29,7 @@ class LeaderboardTab:
         # The figures carry their own titles: Gradio's label chips would cover them.
         self.summary = gr.Markdown(elem_id="leaderboard-summary")
         self.ratings_plot = gr.Plot(label="Ratings with 95% confidence intervals", show_label=False, elem_id="leaderboard-ratings")
-        self.table = gr.Dataframe(headers=COLUMNS, interactive=False, elem_id="leaderboard-table", wrap=True)
+        self.table = gr.Dataframe(headers=list(DISPLAY_HEADER), interactive=False, elem_id="leaderboard-table", wrap=True)
         with gr.Row():
             self.win_fraction = gr.Plot(label="Win fraction (row beat column)", show_label=False)
             self.predicted = gr.Plot(label="Predicted win probability", show_label=False)
@@ -46,17 +46,12 @@ class LeaderboardTab:
         with self._render_lock:
             if self._rendered is None or self._rendered[0] is not board:
                 self._rendered = (board, self._render(board))
-            summary, ratings_plot, rows, *heatmaps = self._rendered[1]
+            summary, ratings_plot, (header, rows), *heatmaps = self._rendered[1]
         # A fresh update each time: Gradio takes the value out of an update dict it is given, so a cached
         # one would reach the next visitor without its rows.
-        return (summary, ratings_plot, gr.update(value=rows, headers=COLUMNS), *heatmaps)
+        return (summary, ratings_plot, gr.update(value=rows, headers=header), *heatmaps)
 
     def _render(self, board) -> tuple:
-        rows = [
-            [r.rank, r.model, round(r.rating, 1), _interval(r.ci_lower, r.ci_upper), round(r.elo, 1), r.votes,
-             f"{r.win_rate:.1%}"]
-            for r in board.rows
-        ]
         named_counted = self.service.config.settings.count_named_votes
         kind = "" if named_counted else "anonymous "
         left_out = (
@@ -83,13 +78,8 @@ class LeaderboardTab:
         return (
             summary,
             self.ratings_plot.postprocess(plots.ratings_with_intervals(board)),  # encoded once, reused as is
-            rows,
+            display_rows(board),
             self.win_fraction.postprocess(plots.win_fraction_heatmap(board)),
             self.predicted.postprocess(plots.predicted_win_probability_heatmap(board)),
             self.battle_counts.postprocess(plots.battle_count_heatmap(board)),
         )
-
-
-def _interval(lower: float | None, upper: float | None) -> str:
-    """Where the bootstrap measured nothing (no interval: see `ModelRating`), say so rather than print a point."""
-    return "no interval" if lower is None else f"{lower:.0f} – {upper:.0f}"
