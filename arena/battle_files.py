@@ -43,9 +43,8 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 class BattleFileError(ValueError):
     """A vote file that cannot be imported, with every problem found and where.
 
-    `problems` holds (line, message) pairs: the 1-based line for JSONL, the 1-based
-    element index for a JSON array (the text line for a JSON syntax error), and 0
-    for the file as a whole. At most `MAX_KEPT_PROBLEMS` are kept; `problem_count`
+    `problems` holds (line, message) pairs: the 1-based text line (where a JSON array's
+    element starts), and 0 for the file as a whole. At most `MAX_KEPT_PROBLEMS` are kept; `problem_count`
     is the full number.
     """
 
@@ -53,11 +52,12 @@ class BattleFileError(ValueError):
         self.path = Path(path)
         self.problems = problems
         self.problem_count = len(problems) if problem_count is None else problem_count
-        super().__init__(self._describe())
+        super().__init__(self.describe())
 
-    def _describe(self) -> str:
+    def describe(self, outcome: str = "nothing read") -> str:
+        """Every problem, one a line, after the file's name and `outcome` ("nothing imported")."""
         count = self.problem_count
-        lines = [f"{self.path}: {counted(count, 'problem')}, nothing imported"]
+        lines = [f"{self.path}: {counted(count, 'problem')}, {outcome}"]
         for line, message in self.problems[:SHOWN_PROBLEMS]:
             lines.append(f"  line {line}: {message}" if line else f"  {message}")
         if count > SHOWN_PROBLEMS:
@@ -260,22 +260,52 @@ def _jsonl_values(data: bytes) -> Iterator[tuple[int, Any, str | None]]:
 
 
 def _array_values(data: bytes) -> Iterator[tuple[int, Any, str | None]]:
+    """Each element of a JSON array with the text line it starts on, so problems point at the right line."""
     try:
-        values = json.loads(data.decode("utf-8"))
+        text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         yield data[:error.start].count(b"\n") + 1, None, "not valid UTF-8"
         return
-    except json.JSONDecodeError as error:
-        yield error.lineno, None, f"invalid JSON: {error.msg} (column {error.colno})"
-        return
-    except (ValueError, RecursionError) as error:
-        yield 0, None, f"invalid JSON: {str(error)[:120] or type(error).__name__}"
-        return
-    if not isinstance(values, list):
-        yield 0, None, "a file starting with '[' must be one JSON array"
-        return
-    for number, value in enumerate(values, start=1):
-        yield number, value, None
+    decoder = json.JSONDecoder()
+    line, counted_to = 1, 0
+
+    def line_at(position: int) -> int:
+        nonlocal line, counted_to
+        line += text.count("\n", counted_to, position)
+        counted_to = position
+        return line
+
+    def after_space(position: int) -> int:
+        while position < len(text) and text[position] in " \t\r\n":
+            position += 1
+        return position
+
+    position = after_space(after_space(0) + 1)  # past the "[" that made this an array
+    if text[position:position + 1] == "]":
+        position += 1
+    else:
+        while True:
+            start = line_at(position)
+            try:
+                value, position = decoder.raw_decode(text, position)
+            except json.JSONDecodeError as error:
+                yield error.lineno, None, f"invalid JSON: {error.msg} (column {error.colno})"
+                return
+            except (ValueError, RecursionError) as error:  # e.g. integers too long to convert, absurd nesting
+                yield start, None, f"invalid JSON: {str(error)[:120] or type(error).__name__}"
+                return
+            yield start, value, None
+            position = after_space(position)
+            separator = text[position:position + 1]
+            if separator == "]":
+                position += 1
+                break
+            if separator != ",":
+                yield line_at(position), None, "invalid JSON: expected ',' or ']' after an element of the array"
+                return
+            position = after_space(position + 1)
+    if after_space(position) < len(text):
+        yield line_at(after_space(position)), None, "invalid JSON: more after the array's closing ']'"
 
 
 def read_battles(

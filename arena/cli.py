@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", default=DEFAULT_CONFIG, help="model list (default: %(default)s)")
     serve.add_argument("--db", default=DEFAULT_DB, help="SQLite file for battles and votes (default: %(default)s)")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=_port_number, default=7860)
+    serve.add_argument("--port", type=_whole_number(1, 65535, "a port number"), default=7860)
     serve.add_argument("--cache-dir", default=None, help="converted-weights cache (default: .arena-cache beside --db)")
     serve.set_defaults(run=_serve)
 
@@ -79,10 +79,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_rating_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap rounds for the 95%% intervals")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bootstrap", type=_whole_number(0), default=1000, help="bootstrap rounds for the 95%% intervals")
+    parser.add_argument("--seed", type=_whole_number(0), default=0)
     parser.add_argument("--anchor", metavar="MODEL=RATING", help="pin one model's rating instead of a vote-weighted mean of 1000")
-    parser.add_argument("--min-votes", type=int, default=0)
+    parser.add_argument("--min-votes", type=_whole_number(0), default=0, help="leave out models with fewer counted votes")
     parser.add_argument("--include-named", action="store_true", help="also count side-by-side (named) votes")
 
 
@@ -150,7 +150,7 @@ def _stored_votes(path: str) -> list[dict]:
 
 
 def _add_file_size_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-file-mb", type=_positive_whole_number, default=512, metavar="MB",
+    parser.add_argument("--max-file-mb", type=_whole_number(1), default=512, metavar="MB",
                         help="refuse vote files larger than this, as they are read whole (default: %(default)s; "
                              "an export of a million votes is about 170 MB)")
 
@@ -184,7 +184,7 @@ def _import(args) -> int:
 
     from arena.storage import KnownVotesError
 
-    records = _read_battle_file(args.file, args.max_file_mb)
+    records = _read_battle_file(args.file, args.max_file_mb, "nothing imported")
     with open(args.file, "rb") as handle:
         digest = hashlib.file_digest(handle, "sha256").hexdigest()
     store = _open_store(args.db, read_only=False)
@@ -207,18 +207,20 @@ def _import(args) -> int:
               f"they are not added twice{', whatever --all-new says' if args.known == 'new' else ''}")
     if summary.new_models:
         print(f"new models: {', '.join(summary.new_models)}")
+    if summary.fields_not_kept:
+        print(f"fields not kept (the database has no place for them): {', '.join(summary.fields_not_kept)}")
     return 0
 
 
-def _read_battle_file(path: str, max_file_mb: int) -> list[dict]:
+def _read_battle_file(path: str, max_file_mb: int, outcome: str = "nothing read") -> list[dict]:
     from arena.battle_files import BattleFileError, BattleFileTooLarge, read_battles
 
     try:
         return read_battles(path, max_bytes=max_file_mb * 1024 * 1024)
     except BattleFileTooLarge as exc:
-        raise SystemExit(f"error: {exc} (raise it with --max-file-mb)") from None
+        raise SystemExit(f"error: {exc.describe(outcome)} (raise it with --max-file-mb)") from None
     except BattleFileError as exc:
-        raise SystemExit(f"error: {exc}") from None
+        raise SystemExit(f"error: {exc.describe(outcome)}") from None
     except OSError as exc:
         raise SystemExit(f"error: cannot read {path}: {exc.strerror or exc}") from None
 
@@ -236,13 +238,13 @@ class _ProgressBar:
         print(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr, flush=True)
 
 
-def _positive_whole_number(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
-    return int(text)
+def _whole_number(low: int, high: int | None = None, what: str = "a whole number"):
+    """An argparse type: a whole number from `low` (to `high`), refused with the bounds in the message."""
+    bounds = f"from {low} to {high}" if high is not None else f"of at least {low}"
 
+    def parse(text: str) -> int:
+        if not text.isdigit() or int(text) < low or (high is not None and int(text) > high):
+            raise argparse.ArgumentTypeError(f"must be {what} {bounds}, not {text!r}")
+        return int(text)
 
-def _port_number(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535, not {text!r}")
-    return int(text)
+    return parse

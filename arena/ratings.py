@@ -675,6 +675,7 @@ def compute_leaderboard(
     notes = _exclusion_notes(len(records), len(votes), include_named, records)
     counts = aggregate(votes)
 
+    nothing_to_rank = "no votes to rank yet" if counts.total_votes == 0 else f"no model has {min_votes:,} counted votes or more"
     if min_votes > 0:
         counts, dropped_notes = _without_rare_models(counts, min_votes)
         if dropped_notes:
@@ -683,7 +684,7 @@ def compute_leaderboard(
             votes = [r for r in votes if r["model_a"] in kept and r["model_b"] in kept]
 
     if not counts.models or counts.total_votes == 0:
-        return _empty_leaderboard(notes + ["no votes to rank yet"], bootstrap_rounds)
+        return _empty_leaderboard(notes + [nothing_to_rank], bootstrap_rounds)
     if anchor is not None and anchor[0] not in counts.models:
         raise ValueError(f"anchor model {anchor[0]!r} has no usable votes (models: {', '.join(counts.models)})")
 

@@ -19,13 +19,14 @@ import time
 import unicodedata
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlite_utils
 
 from arena.battle_files import canonical_json, content_vote_id, normalise_record, record_contents, unkeyed_vote_ids, vote_ids
 from arena.config import ModelEntry
+from arena.wording import counted
 
 SCHEMA_VERSION = 1
 
@@ -39,6 +40,9 @@ class DatabaseFileError(sqlite3.DatabaseError):
 
 
 KNOWN_VOTE_POLICIES = ("ask", "skip", "new")
+SHOWN_CONFLICTS = 20  # records named when a file contradicts stored votes
+# What an imported record keeps (`judge` as the voter's client id); anything else in it is dropped.
+IMPORTED_FIELDS = frozenset({"model_a", "model_b", "winner", "tstamp", "turn", "anony", "flagged", "battle_id", "judge"})
 
 
 class KnownVotesError(ValueError):
@@ -56,6 +60,7 @@ class ImportSummary:
     already_present: int
     new_models: list[str]
     imported_before: float | None = None  # when the same votes (same file, any layout) were first imported
+    fields_not_kept: list[str] = field(default_factory=list)  # record fields the database has no place for
 
 
 class ArenaStore:
@@ -365,33 +370,44 @@ class ArenaStore:
             added = self.db["votes"].count - before
             self.db["imports"].insert({"file_key": file_key, "source": source, "imported": now, "records": len(records),
                                        "added": added, "known": policy})
+        not_kept = sorted({key for record in records for key in record} - IMPORTED_FIELDS)
         return ImportSummary(added=added, already_present=len(records) - added, new_models=new_models,
-                             imported_before=earlier_import)
+                             imported_before=earlier_import, fields_not_kept=not_kept)
 
     def _vote_id_key(self) -> bytes:
         """The secret that keys imported votes' ids (derived from the salt, never exported)."""
         return hmac.new(self.client_salt.encode(), b"imported vote ids", hashlib.sha256).digest()
 
     def _check_same_votes(self, records: list[dict]) -> None:
-        """A record's own `battle_id` names one vote: refuse a file that gives it another pair or winner."""
+        """A record's own `battle_id` names one vote: refuse a file that tells it differently.
+
+        Pair, winner, anonymity and flag all decide what the leaderboard counts; a record that changes
+        any of them under a stored id is a conflict, not a vote already present.
+        """
         seen: dict[str, tuple] = {}
+        conflicts = []
         for number, record in enumerate(records, start=1):
             battle_id = record.get("battle_id")
             if battle_id is None:
                 continue
-            vote = (record["model_a"], record["model_b"], record["winner"])
+            vote = (record["model_a"], record["model_b"], record["winner"], bool(record.get("anony", True)),
+                    bool(record.get("flagged", False)))
             if battle_id not in seen:
                 stored = self.db.execute(
-                    "select b.model_a, b.model_b, v.winner, b.status from battles b left join votes v on v.battle_id = b.id "
-                    "where b.id = ?", [battle_id]).fetchone()
+                    "select b.model_a, b.model_b, v.winner, b.mode = 'anonymous', v.flagged, b.status "
+                    "from battles b left join votes v on v.battle_id = b.id where b.id = ?", [battle_id]).fetchone()
                 if stored and stored[2] is None:  # a live battle nobody voted on: a file cannot vote for it
                     raise ValueError(f"record {number}: battle_id {battle_id!r} is a battle of this arena that has no vote "
-                                     f"({stored[3]}); a file cannot add one")
-                seen[battle_id] = tuple(stored[:3]) if stored else vote
+                                     f"({stored[5]}); a file cannot add one")
+                seen[battle_id] = (*stored[:3], bool(stored[3]), bool(stored[4])) if stored else vote
             if seen[battle_id] != vote:
-                a, b, winner = seen[battle_id]
-                raise ValueError(f"record {number}: battle_id {battle_id!r} is already a vote of {a} vs {b} "
-                                 f"({winner}), not {vote[0]} vs {vote[1]} ({vote[2]})")
+                conflicts.append(f"record {number}: battle_id {battle_id!r} is already {_vote_text(seen[battle_id])}, "
+                                 f"not {_vote_text(vote)}")
+        if conflicts:
+            shown = conflicts[:SHOWN_CONFLICTS]
+            more = f"\n  and {len(conflicts) - len(shown)} more" if len(conflicts) > len(shown) else ""
+            raise ValueError(f"{counted(len(conflicts), 'record')} differ from votes already stored under the same "
+                             "battle_id:\n  " + "\n  ".join(shown) + more)
 
     def _adopt_earlier_ids(self, records: list[dict], battle_ids: list[str], old_ids: list[str | None],
                            stored: set[str], earlier: set[str]) -> None:
@@ -481,3 +497,9 @@ def _why_unusable(error: sqlite3.DatabaseError) -> str:
 def _close(connection: sqlite3.Connection | None) -> None:
     if connection is not None:
         connection.close()
+
+
+def _vote_text(vote: tuple) -> str:
+    model_a, model_b, winner, anony, flagged = vote
+    return (f"a vote of {model_a} vs {model_b} ({winner}, {'anonymous' if anony else 'named'}"
+            f"{', flagged' if flagged else ''})")

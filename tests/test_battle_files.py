@@ -122,10 +122,17 @@ def test_all_problems_are_collected_and_nothing_is_returned(tmp_path):
     assert "... and 70 more" in str(pytest.raises(BattleFileError, read_battles, many).value)
 
 
-def test_json_array_problems_use_element_numbers(tmp_path):
+def test_json_array_problems_name_the_line_each_element_starts_on(tmp_path):
     path = tmp_path / "votes.json"
-    path.write_text(json.dumps([GOOD, GOOD, {**GOOD, "winner": "x"}, 5]))
-    assert [line for line, _ in problems_of(path)] == [3, 4]
+    path.write_text(json.dumps([GOOD, GOOD, {**GOOD, "winner": "x"}, 5], indent=1))  # "[", then 5 lines a vote
+    assert [line for line, _ in problems_of(path)] == [2 + 2 * 5, 2 + 3 * 5]
+    one_line = tmp_path / "one-line.json"
+    one_line.write_text(json.dumps([GOOD, {**GOOD, "winner": "x"}, 5]))
+    assert [line for line, _ in problems_of(one_line)] == [1, 1]
+    for text, message in (("[%s,]", "Expecting value"), ("[%s] x", "more after the array"), ("[%s %s]", "expected ','")):
+        bad = tmp_path / "bad.json"
+        bad.write_text(text.replace("%s", json.dumps(GOOD)))
+        assert message in problems_of(bad)[0][1]
     broken = tmp_path / "broken.json"
     broken.write_text('[\n{"model_a": "a",\n "model_b": "b" "winner": "tie"}\n]')
     assert problems_of(broken)[0][0] == 3

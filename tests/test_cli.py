@@ -160,7 +160,7 @@ def test_a_file_that_gives_a_stored_battle_another_winner_is_refused(tmp_path):
     arena("import", first, "--db", db)
     done = arena("import", second, "--db", db, check=False)
     assert done.returncode != 0 and "Traceback" not in done.stderr
-    assert f"{second}: record 2: battle_id 'b-1' is already a vote of x vs y (model_a)" in done.stderr
+    assert "record 2: battle_id 'b-1' is already a vote of x vs y (model_a, anonymous), not a vote of x vs y (model_b" in done.stderr
     assert "nothing imported" in done.stderr and votes_in(db) == 1
 
 
@@ -241,3 +241,20 @@ def test_ratings_and_export_read_a_read_only_database(tmp_path):
     finally:
         (shared / "read-only").chmod(0o755)
         shutil.rmtree(shared)
+
+
+def test_import_says_which_fields_it_does_not_keep_and_ratings_refuses_bad_numbers(tmp_path):
+    votes = tmp_path / "votes.json"  # a JSON array: problems are reported by the line an element starts on
+    votes.write_text('[\n{"model_a": "x", "model_b": "y", "winner": "tie", "prompt_id": 7, "judge": "j1"},\n'
+                     '{"model_a": "x", "model_b": "y", "winner": "model_a", "language": "en"}\n]\n')
+    done = arena("import", votes, "--db", tmp_path / "a.db")
+    assert "fields not kept (the database has no place for them): language, prompt_id" in done.stdout
+    broken = tmp_path / "broken.json"
+    broken.write_text('[\n{"model_a": "x", "model_b": "y", "winner": "tie"},\n\n{"model_a": "x",\n "winner": "tie"}\n]\n')
+    refused = arena("ratings", "--battles", broken, check=False)
+    assert refused.returncode != 0 and "line 4: model_b is missing" in refused.stderr
+    assert "nothing imported" not in refused.stderr  # `ratings` imports nothing
+    assert "nothing imported" in arena("import", broken, "--db", tmp_path / "b.db", check=False).stderr
+    for option in ("--min-votes", "--bootstrap", "--seed"):
+        bad = arena("ratings", "--battles", votes, option, "-3", check=False)
+        assert bad.returncode != 0 and f"{option}: must be a whole number of at least 0, not '-3'" in bad.stderr

@@ -149,8 +149,11 @@ def test_a_battle_id_that_names_another_vote_is_refused(store):
     assert store.import_votes([vote]).added == 1
     assert store.import_votes([dict(vote)]).already_present == 1  # the same vote again is fine
     other = {"model_a": "alpha", "model_b": "gamma", "winner": "tie"}
-    with pytest.raises(ValueError, match=r"record 2: battle_id 'b-1' is already a vote of alpha vs beta \(model_a\)"):
+    with pytest.raises(ValueError, match=r"record 2: battle_id 'b-1' is already a vote of alpha vs beta \(model_a, anonymous\)"):
         store.import_votes([other, {**vote, "winner": "model_b"}])
+    # What the leaderboard counts is part of the vote: a file cannot unflag it or make it named either.
+    with pytest.raises(ValueError, match=r"2 records differ(.|\n)*record 1: (.|\n)*named(.|\n)*record 2: (.|\n)*flagged"):
+        store.import_votes([{**vote, "anony": False}, {**vote, "flagged": True}])
     with pytest.raises(ValueError, match="record 2: battle_id 'b-2'"):  # within one file too
         store.import_votes([{**vote, "battle_id": "b-2"}, {**vote, "battle_id": "b-2", "model_b": "gamma"}])
     assert [r["winner"] for r in store.vote_records()] == ["model_a"]  # nothing else kept
