@@ -9,8 +9,7 @@ from hypothesis import strategies as st
 
 from arena.battle_files import (MAX_TSTAMP, WINNERS, BattleFileError, read_battles, unreadable_character, vote_ids,
                                 write_battles)
-
-DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from tests.conftest import shared_file
 
 GOOD = {"model_a": "alpha", "model_b": "beta", "winner": "model_a"}
 
@@ -144,9 +143,7 @@ def test_missing_file_is_a_battle_file_error(tmp_path):
 
 @pytest.mark.parametrize("name, count", [("chatbot_arena_2023_battles.jsonl", 25_938), ("llmfao_battles.jsonl", 8_931)])
 def test_real_files_read_completely(name, count):
-    path = DATA_DIR / name
-    if not path.exists():
-        pytest.skip(f"real vote data not found at {path} (the shared/ folder beside the project)")
+    path = shared_file(name)
     records = read_battles(path)
     assert len(records) == count
     assert all(r["anony"] and not r["flagged"] and r["tstamp"] is None for r in records)
@@ -159,9 +156,7 @@ def test_two_different_votes_may_not_claim_one_battle_id(tmp_path):
 
 
 def test_vote_ids_follow_the_record_not_the_file(tmp_path):
-    path = DATA_DIR / "chatbot_arena_2023_battles.jsonl"
-    if not path.exists():
-        pytest.skip(f"real vote data not found at {path} (the shared/ folder beside the project)")
+    path = shared_file("chatbot_arena_2023_battles.jsonl")
     lines = path.read_text(encoding="utf-8").splitlines()[:300]
     key = b"the database's secret"
     ids = vote_ids(read_battles(write_lines(tmp_path / "head.jsonl", *lines)), key)
