@@ -222,12 +222,35 @@ def test_valid_records_round_trip_exactly(tmp_path, generated):
     assert read_battles(path) == generated
 
 
+def parses(line: bytes) -> bool:
+    try:
+        json.loads(line.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return False
+    return True
+
+
 def assert_only_battle_file_errors(path: Path, content: bytes) -> None:
     path.write_bytes(content)
     try:
         records = read_battles(path)
     except BattleFileError as error:
-        assert error.problems and str(error)
+        assert error.problems and error.problem_count >= len(error.problems)
+        text = content.removeprefix(b"\xef\xbb\xbf")
+        lines, is_array = text.split(b"\n"), text.lstrip(b" \t\r\n").startswith(b"[")
+        for line, message in error.problems:
+            # Where: a non-blank line of a JSONL file; in an array, an element or a text line (0: the whole array).
+            if is_array:
+                assert 0 <= line <= max(len(lines), content.count(b",") + 1), (line, message)
+            else:
+                assert 1 <= line <= len(lines) and lines[line - 1].strip(b" \t\r\n"), (line, message)
+                # and what: a line that is not JSON is reported as such, a JSON line for its fields
+                assert message.startswith(("invalid JSON", "not valid UTF-8")) is not parses(lines[line - 1]), (line, message)
+            # What: one printable line, so the report shows it as it is (hostile bytes are not echoed raw).
+            assert message.strip() and message.isprintable(), message
+        first_line, first_message = error.problems[0]
+        assert str(error).startswith(f"{path}: ")
+        assert (f"line {first_line}: {first_message}" if first_line else f"  {first_message}") in str(error)
     else:
         assert all(set(WINNERS) >= {r["winner"]} for r in records)
 
