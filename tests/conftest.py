@@ -15,6 +15,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+def shared_file(name: str) -> Path:
+    """A real vote file from ../shared/data. The project's CI always has it, so a missing one fails the test:
+    a skipped test could never fail."""
+    path = SHARED_DATA / name
+    if not path.is_file():
+        pytest.fail(f"real vote data not found at {path} (the shared/ folder beside the project)", pytrace=False)
+    return path
+
+
 def write_config(directory: Path, text: str, name: str = "models.yaml") -> Path:
     path = directory / name
     path.write_text(textwrap.dedent(text), encoding="utf-8")

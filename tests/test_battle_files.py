@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 from arena.battle_files import (MAX_TSTAMP, WINNERS, BattleFileError, read_battles, vote_ids,
                                 write_battles)
 from arena.text import unreadable_character
-
-DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from tests.conftest import shared_file
 
 GOOD = {"model_a": "alpha", "model_b": "beta", "winner": "model_a"}
 
@@ -152,9 +151,7 @@ def test_missing_file_is_a_battle_file_error(tmp_path):
 
 @pytest.mark.parametrize("name, count", [("chatbot_arena_2023_battles.jsonl", 25_938), ("llmfao_battles.jsonl", 8_931)])
 def test_real_files_read_completely(name, count):
-    path = DATA_DIR / name
-    if not path.exists():
-        pytest.skip(f"real vote data not found at {path} (the shared/ folder beside the project)")
+    path = shared_file(name)
     records = read_battles(path)
     assert len(records) == count
     assert all(r["anony"] and not r["flagged"] and r["tstamp"] is None for r in records)
@@ -167,9 +164,7 @@ def test_two_different_votes_may_not_claim_one_battle_id(tmp_path):
 
 
 def test_vote_ids_follow_the_record_not_the_file(tmp_path):
-    path = DATA_DIR / "chatbot_arena_2023_battles.jsonl"
-    if not path.exists():
-        pytest.skip(f"real vote data not found at {path} (the shared/ folder beside the project)")
+    path = shared_file("chatbot_arena_2023_battles.jsonl")
     lines = path.read_text(encoding="utf-8").splitlines()[:300]
     key = b"the database's secret"
     ids = vote_ids(read_battles(write_lines(tmp_path / "head.jsonl", *lines)), key)
@@ -235,12 +230,35 @@ def test_valid_records_round_trip_exactly(tmp_path, generated):
     assert read_battles(path) == generated
 
 
+def parses(line: bytes) -> bool:
+    try:
+        json.loads(line.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return False
+    return True
+
+
 def assert_only_battle_file_errors(path: Path, content: bytes) -> None:
     path.write_bytes(content)
     try:
         records = read_battles(path)
     except BattleFileError as error:
-        assert error.problems and str(error)
+        assert error.problems and error.problem_count >= len(error.problems)
+        text = content.removeprefix(b"\xef\xbb\xbf")
+        lines, is_array = text.split(b"\n"), text.lstrip(b" \t\r\n").startswith(b"[")
+        for line, message in error.problems:
+            # Where: a non-blank line of a JSONL file; in an array, an element or a text line (0: the whole array).
+            if is_array:
+                assert 0 <= line <= max(len(lines), content.count(b",") + 1), (line, message)
+            else:
+                assert 1 <= line <= len(lines) and lines[line - 1].strip(b" \t\r\n"), (line, message)
+                # and what: a line that is not JSON is reported as such, a JSON line for its fields
+                assert message.startswith(("invalid JSON", "not valid UTF-8")) is not parses(lines[line - 1]), (line, message)
+            # What: one printable line, so the report shows it as it is (hostile bytes are not echoed raw).
+            assert message.strip() and message.isprintable(), message
+        first_line, first_message = error.problems[0]
+        assert str(error).startswith(f"{path}: ")
+        assert (f"line {first_line}: {first_message}" if first_line else f"  {first_message}") in str(error)
     else:
         assert all(set(WINNERS) >= {r["winner"]} for r in records)
 

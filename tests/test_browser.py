@@ -39,6 +39,30 @@ window.fetch = async (...args) => {
 """
 
 
+def greedy_reference(system_prompt: str, prompt: str, max_new_tokens: int) -> str:
+    """The bundled model's greedy answer from `generate`, in this process: none of the arena's decoding or streaming."""
+    import torch
+
+    from arena.backends.transformers_local import TransformersBackend
+    from arena.config import ModelEntry, bundled_model_path
+    from tests.conftest import MODEL_CACHE
+
+    gguf = bundled_model_path("smollm2")
+    backend = TransformersBackend(ModelEntry(name="reference", backend="transformers", source=str(gguf.parent),
+                                             gguf_file=gguf.name), cache_dir=MODEL_CACHE)
+    backend.load(lambda message: None)
+    try:
+        chat = [{"role": "system", "content": system_prompt}, {"role": "user", "content": prompt}]
+        tokens = backend.tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt",
+                                                       return_dict=True)
+        with torch.inference_mode():
+            written = backend.model.generate(**tokens, max_new_tokens=max_new_tokens, do_sample=False, temperature=None,
+                                             top_p=None, top_k=None, pad_token_id=backend.tokenizer.eos_token_id)
+        return backend.tokenizer.decode(written[0, tokens["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    finally:
+        backend.close()
+
+
 def test_full_battle_in_chromium(start_arena, browser_page, tmp_path):
     arena = start_arena(BUNDLED_ARENA)
     page = browser_page
@@ -73,7 +97,7 @@ def test_full_battle_in_chromium(start_arena, browser_page, tmp_path):
     for name in NAMES:
         assert name not in battle_tab
         assert not [p for p in payloads[before_battle:] if name in p], f"{name} leaked in a response before the vote"
-    answers = page.locator("#battle-chat-a, #battle-chat-b").all_inner_texts()
+    answers = [page.locator(f"#battle-chat-{side}").inner_text() for side in "ab"]
     assert all(len(text.strip()) > 0 for text in answers)
 
     vote_a.click()
@@ -85,6 +109,10 @@ def test_full_battle_in_chromium(start_arena, browser_page, tmp_path):
             "select v.winner, b.model_a, b.model_b, b.status from votes v join battles b on b.id = v.battle_id"
         ).fetchone()
     assert winner == "model_a" and status_row == "voted" and {model_a, model_b} == set(NAMES)
+    # The greedy side is deterministic: the page shows, whole, what transformers' own greedy decoding writes.
+    greedy = answers[[model_a, model_b].index("smol-greedy")]
+    reference = greedy_reference("Answer briefly.", "What is the capital of France?", 24)
+    assert reference and reference in greedy, (reference, answers)
     shown = status.inner_text()
     assert f"Model A was {model_a}" in shown and f"Model B was {model_b}" in shown
     assert page.locator("#battle-vote-a").is_disabled()

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, SHARED_DATA
+from arena.config import load_config
+from tests.conftest import ROOT, SHARED_DATA, shared_file
 
 ARENA_2023 = SHARED_DATA / "chatbot_arena_2023_battles.jsonl"
-needs_shared = pytest.mark.skipif(not ARENA_2023.is_file(), reason=f"{ARENA_2023} is missing (../shared/data)")
 
 
 def arena(*args, check=True, prefix=()):
@@ -28,13 +28,21 @@ def arena(*args, check=True, prefix=()):
 
 
 def test_models_lists_the_shipped_config():
+    config = load_config(ROOT / "models.yaml")
     out = arena("models").stdout
-    assert "3 enabled" in out and "smollm2-precise" in out and "temperature=0.9" in out
+    assert f"{len(config.models)} models, {len(config.enabled_models)} enabled" in out and config.enabled_models
+    lines = out.splitlines()
+    for entry in config.models:
+        line = next(line for line in lines if entry.name in line.split())
+        settings = entry.generation
+        assert line.split()[0] == ("enabled" if entry.enabled else "disabled")
+        assert f"temperature={settings.temperature:g} top_p={settings.top_p:g}" in line
+        assert f"max_new_tokens={settings.max_new_tokens}" in line
 
 
-@needs_shared
 def test_a_vote_file_over_the_size_limit_is_refused_with_the_way_out(tmp_path):
     """Files are read whole, so there is a limit; a researcher with a bigger dump is told how to raise it."""
+    shared_file(ARENA_2023.name)
     db = tmp_path / "arena.db"
     refused = arena("import", ARENA_2023, "--db", db, "--max-file-mb", 1, check=False)
     assert refused.returncode != 0 and "more than the limit of 1,048,576" in refused.stderr
@@ -50,8 +58,8 @@ def test_models_reports_a_bad_config(tmp_path):
     assert done.returncode == 2 and "model 'x'" in done.stderr and "'top_p'" in done.stderr and str(bad) in done.stderr
 
 
-@needs_shared
 def test_import_export_round_trip_on_real_arena_votes(tmp_path):
+    shared_file(ARENA_2023.name)
     db = tmp_path / "arena.db"
     assert "25,938 votes added" in arena("import", ARENA_2023, "--db", db).stdout
     assert "0 votes added" in arena("import", ARENA_2023, "--db", db).stdout  # same file twice: nothing new
@@ -77,8 +85,8 @@ def test_import_export_round_trip_on_real_arena_votes(tmp_path):
     assert sorted(map(key, original)) == sorted(map(key, exported))
 
 
-@needs_shared
 def test_ratings_from_a_vote_file(tmp_path):
+    shared_file(ARENA_2023.name)
     done = arena("ratings", "--battles", ARENA_2023, "--format", "json", "--bootstrap", 200, "--seed", 1)
     board = json.loads(done.stdout)
     assert [row["model"] for row in board[:2]] == ["gpt-4", "claude-v1"]
@@ -88,8 +96,8 @@ def test_ratings_from_a_vote_file(tmp_path):
     assert next(r for r in anchored if r["model"] == "vicuna-13b")["rating"] == pytest.approx(1000, abs=0.01)
 
 
-@needs_shared
 def test_a_reader_that_stops_early_gets_no_traceback():
+    shared_file(ARENA_2023.name)
     command = [sys.executable, "-m", "arena", "ratings", "--battles", str(ARENA_2023), "--bootstrap", "0"]
     reader = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     reader.stdout.close()  # like `| head -0`: nobody reads the table
@@ -124,8 +132,8 @@ def votes_in(db) -> int:
         connection.close()
 
 
-@needs_shared
 def test_importing_the_same_votes_again_adds_only_new_ones(tmp_path):
+    shared_file(ARENA_2023.name)
     lines = ARENA_2023.read_text(encoding="utf-8").splitlines()
     head_100, head_101, crlf = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "crlf.jsonl"
     head_100.write_text("\n".join(lines[:100]) + "\n")

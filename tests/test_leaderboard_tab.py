@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import subprocess
 import sys
 
 import pytest
 from gradio_client import Client
+from PIL import Image
 
 from arena.battle import Mode
-from tests.conftest import ROOT, SHARED_DATA
+from tests.conftest import ROOT, SHARED_DATA, shared_file
 
 ARENA_2023 = SHARED_DATA / "chatbot_arena_2023_battles.jsonl"
 MODELS = """
@@ -20,14 +23,26 @@ MODELS = """
 """
 
 
+def image_of(plot: dict) -> Image.Image:
+    assert plot["type"] == "matplotlib"
+    header, encoded = plot["plot"].split(",", 1)
+    assert header.startswith("data:image/") and header.endswith(";base64")
+    return Image.open(io.BytesIO(base64.b64decode(encoded)))
+
+
 def table_of(outputs) -> list[list]:
     summary, ratings_plot, table, *heatmaps = outputs
-    assert ratings_plot and all(heatmaps)  # plots are rendered, not just the table
-    return table["value"]["data"]
+    rows = table["value"]["data"]
+    # Plots are rendered, not just the table: decodable figures about 900 px wide (plots.WIDTH_INCHES at 100 dpi),
+    # the ratings plot one line (0.22 in) per model listed in the table, not a "No votes yet" placeholder.
+    ratings, *maps = [image_of(plot) for plot in (ratings_plot, *heatmaps)]
+    assert len(maps) == 3 and all(850 <= image.width <= 950 for image in (ratings, *maps))
+    assert ratings.height == pytest.approx(100 * (1.5 + 0.22 * len(rows)), abs=2)
+    return rows
 
 
-@pytest.mark.skipif(not ARENA_2023.is_file(), reason="../shared/data is missing")
 def test_leaderboard_shows_imported_votes_and_moves_after_a_vote(start_arena, tmp_path):
+    shared_file(ARENA_2023.name)
     db = tmp_path / "arena.db"
     subprocess.run([sys.executable, "-m", "arena", "import", str(ARENA_2023), "--db", str(db)], cwd=ROOT, check=True,
                    capture_output=True)

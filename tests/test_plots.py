@@ -1,14 +1,13 @@
 import io
 import json
-from pathlib import Path
 
 import pytest
 from matplotlib.figure import Figure
 
 from arena import plots
 from arena.ratings import compute_leaderboard
+from tests.conftest import shared_file
 
-DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FIGURES = [
     plots.ratings_with_intervals,
     plots.win_fraction_heatmap,
@@ -30,9 +29,7 @@ def texts(figure: Figure) -> str:
 
 @pytest.fixture(scope="module")
 def real_board():
-    path = DATA_DIR / "chatbot_arena_2023_battles.jsonl"
-    if not path.exists():
-        pytest.skip(f"real vote data not found at {path} (the shared/ folder beside the project)")
+    path = shared_file("chatbot_arena_2023_battles.jsonl")
     votes = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return compute_leaderboard(votes, bootstrap_rounds=100, seed=0)
 
@@ -75,10 +72,13 @@ def test_ratings_plot_marks_models_whose_interval_could_not_be_measured():
     assert png(figure).startswith(PNG_MAGIC)
 
 
-def test_small_heatmaps_are_annotated_and_large_ones_are_not(real_board):
+def test_small_heatmaps_are_annotated():
     pairs = [("x", "y"), ("y", "z"), ("z", "x"), ("x", "z")]
     votes = [{"model_a": a, "model_b": b, "winner": "model_a"} for a, b in pairs]
     small = plots.battle_count_heatmap(compute_leaderboard(votes, bootstrap_rounds=0))
     assert {"1", "2"} <= set(texts(small).split())
+
+
+def test_large_heatmaps_are_not_annotated(real_board):
     large = plots.win_fraction_heatmap(real_board)
     assert not any(text.get_text().startswith("0.") for text in large.axes[0].texts)

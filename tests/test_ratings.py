@@ -1,6 +1,5 @@
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,15 +15,13 @@ from arena.ratings import (
     ranks_from_intervals,
     select_votes,
 )
+from tests.conftest import shared_file
 
-DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ELO_PER_NAT = 400 / math.log(10)
 
 
 def real_votes(name: str) -> list[dict]:
-    path = DATA_DIR / name
-    if not path.exists():
-        pytest.skip(f"real vote data not found at {path} (the shared/ folder beside the project)")
+    path = shared_file(name)
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 

@@ -11,10 +11,9 @@ from arena.battle_files import normalise_record, read_battles, unkeyed_vote_ids,
 from arena.config import ModelEntry
 from arena.ratings import online_elo
 from arena.storage import ArenaStore, DatabaseFileError, DuplicateVote, KnownVotesError
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, shared_file
 
 ARENA_2023 = SHARED_DATA / "chatbot_arena_2023_battles.jsonl"
-needs_shared = pytest.mark.skipif(not ARENA_2023.is_file(), reason=f"{ARENA_2023} is missing (../shared/data)")
 
 
 @pytest.fixture
@@ -94,8 +93,8 @@ def real_votes(tmp_path, count, name="votes.jsonl", newline="\n"):
     return read_battles(path)
 
 
-@needs_shared
 def test_votes_imported_from_any_file_are_not_added_twice(store, tmp_path):
+    shared_file(ARENA_2023.name)
     assert store.import_votes(real_votes(tmp_path, 100, "head-100.jsonl")).added == 100
     with pytest.raises(KnownVotesError, match="100 of its 101 votes look like votes already imported"):
         store.import_votes(real_votes(tmp_path, 101, "head-101.jsonl"))  # a longer copy, or 100 new look-alikes?
@@ -106,9 +105,9 @@ def test_votes_imported_from_any_file_are_not_added_twice(store, tmp_path):
     assert store.counts()["votes"] == 101
 
 
-@needs_shared
 def test_a_file_imported_in_parts_keeps_every_vote(store, tmp_path):
     """The 2023 file has nothing but models and winner: its two halves share thousands of identical records."""
+    shared_file(ARENA_2023.name)
     lines = ARENA_2023.read_text(encoding="utf-8").splitlines()
     halves = [tmp_path / "half-1.jsonl", tmp_path / "half-2.jsonl"]
     halves[0].write_text("\n".join(lines[:12969]) + "\n")
@@ -129,8 +128,8 @@ def test_a_file_imported_in_parts_keeps_every_vote(store, tmp_path):
     assert [(row["records"], row["added"], row["known"]) for row in imports[:2]] == [(12969, 12969, "ask"), (12969, 12969, "new")]
 
 
-@needs_shared
 def test_an_export_imported_back_adds_nothing(store, tmp_path):
+    shared_file(ARENA_2023.name)
     store.import_votes(real_votes(tmp_path, 200))
     play(store, "live-1")
     play(store, "live-2", winner="tie", flag="answer names 'alpha'")
@@ -162,8 +161,8 @@ def test_a_battle_id_that_names_another_vote_is_refused(store):
         store.import_votes([{**vote, "battle_id": "live-1", "model_b": "gamma"}])
 
 
-@needs_shared
 def test_undated_votes_stay_undated_and_count_as_oldest(store, tmp_path):
+    shared_file(ARENA_2023.name)
     live = play(store, "live-1", winner="model_b")
     store.import_votes([*real_votes(tmp_path, 50), {"model_a": "alpha", "model_b": "beta", "winner": "model_a"}])
     with sqlite3.connect(tmp_path / "arena.db") as db:
