@@ -479,3 +479,48 @@ def test_the_key_is_sent_as_a_bearer_token_and_never_shown(listen, monkeypatch):
     assert "HTTP 401" in str(refused.value) and KEY_VARIABLE in str(refused.value)
     assert key not in str(refused.value) and "[API key]" in str(refused.value)
     assert [h.get("Authorization") for h in listener.headers] == [f"Bearer {key}"] * 3  # /models, load's probe, the answer
+
+
+def test_a_stream_cut_off_mid_answer_fails_it_rather_than_passing_it_as_complete(listen):
+    """The server died, or a proxy hung up: the body ends with neither a finish_reason nor [DONE]."""
+    listener = listen(no_model_listing_then(lambda request: (200, events(content("This is a"), content(" fake")))))
+    with pytest.raises(GenerationError, match=r"ended the answer's stream early.*closed the connection mid-answer"):
+        answer(loaded(remote_entry(listener.url)))
+    finished = listen(no_model_listing_then(lambda request: (200, events(
+        content("Done."), {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))))  # no [DONE]: fine
+    assert "".join(d.text for d in answer(loaded(remote_entry(finished.url)))) == "Done."
+
+
+def test_a_server_that_ignores_max_tokens_is_cut_off_at_the_limit(listen):
+    def endless(request):
+        def words():
+            for index in range(2000):
+                yield events(content(f" w{index}"))
+
+        return 200, words()
+
+    listener = listen(no_model_listing_then(endless))
+    deltas = answer(loaded(remote_entry(listener.url)), GenerationSettings(max_new_tokens=16, temperature=0))
+    assert sum(d.tokens for d in deltas) == 16 and any(d.cut for d in deltas)
+    assert listener.hung_up.wait(2)  # it stopped listening instead of reading all 2,000
+
+
+@pytest.mark.parametrize("on_demand", [False, True])
+def test_a_model_the_listing_leaves_out_is_asked_for_one_token_at_load(listen, on_demand):
+    """A typo in `model` fails load with the listing, not every battle; a server that loads on demand passes."""
+    def reply(request):
+        if request.command == "GET":
+            return 200, '{"data": [{"id": "fake-model"}]}'
+        if request.json.get("model") == "fake-model" or on_demand:
+            return 200, json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}}]})
+        return 404, '{"error": {"message": "model fake-modle not found"}}'
+
+    listener = listen(reply)
+    entry = remote_entry(listener.url, model="fake-modle")
+    if on_demand:
+        reports: list[str] = []
+        loaded(entry, reports)
+        assert any("serves 'fake-modle' on demand" in r for r in reports), reports
+    else:
+        with pytest.raises(GenerationError, match=r"does not serve 'fake-modle' \(its /models lists fake-model.*HTTP 404"):
+            loaded(entry)

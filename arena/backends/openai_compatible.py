@@ -70,8 +70,7 @@ class OpenAICompatibleBackend(Backend):
         if self.entry.model in served:
             report(f"{self.base_url} serves '{self.entry.model}'")
         else:
-            listed = ", ".join(sorted(served)[:10]) or "nothing"
-            report(f"warning: {self.base_url} does not list '{self.entry.model}' (it lists {listed}); it may still load on demand")
+            self._check_unlisted_model(served, report)
 
     def stream(self, messages: list[Message], settings: GenerationSettings, cancel: threading.Event) -> Iterator[Delta]:
         if self.client is None:
@@ -113,12 +112,17 @@ class OpenAICompatibleBackend(Backend):
 
         A chunk may hold many tokens, so the token count cannot tell a cut
         answer; `finish_reason: "length"` can, whether `max_tokens` or the
-        model's context window did the cutting.
+        model's context window did the cutting. A chunk holds at least one token,
+        so text beyond `max_new_tokens` chunks means the server ignores the limit: the
+        answer is cut there, or it would hold a battle for as long as the server streams.
         """
         counted, cut = 0, False
         for chunk in chunks:
             for choice in chunk.get("choices") or []:
                 text = (choice.get("delta") or {}).get("content")
+                if text and counted >= settings.max_new_tokens:  # a server that ignores max_tokens: stop listening
+                    yield Delta("", 0, cut=True)
+                    return
                 if text:
                     counted += 1
                     yield Delta(text, 1)
@@ -131,7 +135,12 @@ class OpenAICompatibleBackend(Backend):
             yield Delta("", 0, cut=True)
 
     def _events(self, response: httpx.Response, cancel: threading.Event) -> Iterator[dict]:
-        """The chunks of an event stream, until `[DONE]`, the end of the body or `cancel`."""
+        """The chunks of an event stream, until `[DONE]`, the end of the body or `cancel`.
+
+        A body that ends with neither `[DONE]` nor a `finish_reason` was cut off (the server died or
+        a proxy hung up): that answer is unfinished, and judging it as complete would be unfair to it.
+        """
+        finished = False
         for line in response.iter_lines():
             if cancel.is_set():
                 return  # leaving the `with` closes the response, which tells the server to stop
@@ -140,7 +149,12 @@ class OpenAICompatibleBackend(Backend):
             data = line[len("data:"):].strip()
             if data == "[DONE]":
                 return
-            yield self._parse_chunk(data)
+            chunk = self._parse_chunk(data)
+            finished = finished or any(choice.get("finish_reason") for choice in chunk.get("choices") or [])
+            yield chunk
+        if not finished and not cancel.is_set():
+            raise self._error(f"{self.base_url} ended the answer's stream early, with neither a finish_reason nor "
+                              "[DONE]: the server or a proxy closed the connection mid-answer")
 
     def _parse_chunk(self, data: str) -> dict:
         try:
@@ -177,6 +191,22 @@ class OpenAICompatibleBackend(Backend):
         received = _media_type(response) or "no content type"
         raise self._error(f"{self.base_url} did not stream: expected an event stream ({EVENT_STREAM}), "
                           f"got {received}: {self._excerpt(response.text)}")
+
+    def _check_unlisted_model(self, served: set[str], report: ProgressReport) -> None:
+        """A model the listing leaves out: ask it for one token, so a typo fails load and not every battle.
+
+        Some servers load models on demand and list only the ones loaded; they answer the probe.
+        """
+        listed = ", ".join(sorted(served)[:10]) or "nothing"
+        report(f"{self.base_url} does not list '{self.entry.model}' (it lists {listed}); asking it for one token")
+        probe = {"model": self.entry.model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "stream": False}
+        with self._translated_errors():
+            response = self.client.post("/chat/completions", json=probe)
+        if response.status_code < 400:
+            report(f"{self.base_url} serves '{self.entry.model}' on demand")
+            return
+        raise self._error(f"{self.base_url} does not serve '{self.entry.model}' (its /models lists {listed}; asked for one "
+                          f"token, it answered HTTP {response.status_code}: {self._excerpt(response.text)}); check `model`")
 
     def _check_chat_route(self, report: ProgressReport) -> None:
         """Without a /models listing, make sure chat completions are served here before claiming to be ready.
