@@ -17,6 +17,7 @@ from typing import Any, Callable
 import yaml
 
 from arena.text import model_name
+from arena.wording import counted
 from arena.sampling import POLICIES as SAMPLING_POLICIES
 
 BACKENDS = ("transformers", "openai", "scripted")
@@ -35,7 +36,7 @@ class ConfigError(ValueError):
     def __init__(self, path: Path | str, problems: list[tuple[str, str, str]]):
         self.path = str(path)
         self.problems = problems
-        lines = [f"{self.path}: {len(problems)} problem(s) in the model config:"]
+        lines = [f"{self.path}: {counted(len(problems), 'problem')} in the model config:"]
         lines += [f"  - {entry}: field '{name}': {message}" for entry, name, message in problems]
         super().__init__("\n".join(lines))
 

@@ -15,6 +15,7 @@ from arena.config import ArenaConfig
 from arena.roster import ModelLoadError, Roster
 from arena.service import ArenaService
 from arena.storage import ArenaStore
+from arena.wording import counted
 
 log = logging.getLogger("arena")
 
@@ -29,9 +30,14 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
 
     store = ArenaStore(db_path)
     abandoned = store.close_unfinished_battles()
+    votes = store.counts(("votes",))["votes"]
+    print(f"Database: {db_path.resolve()} ({counted(votes, 'vote')})", flush=True)  # a mistyped --db starts an empty one
     if abandoned:
-        print(f"{abandoned} battle(s) left unfinished by the last run marked abandoned", flush=True)
-    store.register_models(config.enabled_models)
+        print(f"{counted(abandoned, 'battle')} left unfinished by the last run marked abandoned", flush=True)
+    for change in store.register_models(config.enabled_models):
+        print(f"warning: model '{change.name}' has {counted(change.votes, 'vote')} cast under other settings "
+              f"({', '.join(change.fields)} changed): its rating now mixes both; to rate the new version apart, give it "
+              "a new name (the earlier settings are kept in the model_history table)", flush=True)
     roster = Roster(config, cache_dir=cache_dir)
     service = ArenaService(config, roster, store)
     app = build_app(service)

@@ -63,6 +63,15 @@ class ImportSummary:
     fields_not_kept: list[str] = field(default_factory=list)  # record fields the database has no place for
 
 
+@dataclass(frozen=True)
+class ModelChange:
+    """A served model whose settings differ from those its earlier votes were cast under."""
+
+    name: str
+    votes: int
+    fields: list[str]  # what changed: backend, source, and the keys of its settings
+
+
 class ArenaStore:
     """The arena's database. `read_only=True` opens an existing one for reading and never writes to it
     (no schema, no WAL switch), so leaderboards and exports work on a copy nobody may change.
@@ -106,6 +115,11 @@ class ArenaStore:
             self.db["models"].create(
                 {"name": str, "backend": str, "source": str, "origin": str, "settings": str, "first_seen": float},
                 pk="name",
+                if_not_exists=True,
+            )
+            # A model's earlier settings, kept when models.yaml changes them under the same name.
+            self.db["model_history"].create(
+                {"name": str, "backend": str, "source": str, "settings": str, "replaced": float, "votes_before": int},
                 if_not_exists=True,
             )
             self.db["battles"].create(
@@ -206,8 +220,14 @@ class ArenaStore:
         """An anonymous, stable id for a client address: researchers get no IPs."""
         return hmac.new(self.client_salt.encode(), address.encode(), hashlib.sha256).hexdigest()[:16]
 
-    def register_models(self, entries: Iterable[ModelEntry]) -> None:
+    def register_models(self, entries: Iterable[ModelEntry]) -> list[ModelChange]:
+        """Record the served models; returns those that already have votes under other settings.
+
+        Their rating will mix what the model was and what it is now, which the operator should hear
+        of; the earlier row is kept in `model_history`.
+        """
         now = time.time()
+        changes = []
         with self._transaction():
             for entry in entries:
                 settings = {
@@ -218,10 +238,21 @@ class ArenaStore:
                 }
                 row = {"name": entry.name, "backend": entry.backend, "source": entry.source or entry.base_url or "",
                        "origin": "config", "settings": json.dumps(settings)}
-                if self.db["models"].count_where("name = ?", [entry.name]):
-                    self.db["models"].update(entry.name, row)
-                else:
+                stored = next(self.db["models"].rows_where("name = ?", [entry.name]), None)
+                if stored is None:
                     self.db["models"].insert({**row, "first_seen": now})
+                    continue
+                changed = _changed_fields(stored, row)
+                if changed and stored["origin"] == "config":
+                    votes = self.db.execute(
+                        "select count(*) from votes v join battles b on b.id = v.battle_id where ? in (b.model_a, b.model_b)",
+                        [entry.name]).fetchone()[0]
+                    self.db["model_history"].insert({key: stored[key] for key in ("name", "backend", "source", "settings")}
+                                                    | {"replaced": now, "votes_before": votes})
+                    if votes:
+                        changes.append(ModelChange(entry.name, votes, changed))
+                self.db["models"].update(entry.name, row)
+        return changes
 
     # --- battles ----------------------------------------------------------
 
@@ -503,3 +534,18 @@ def _vote_text(vote: tuple) -> str:
     model_a, model_b, winner, anony, flagged = vote
     return (f"a vote of {model_a} vs {model_b} ({winner}, {'anonymous' if anony else 'named'}"
             f"{', flagged' if flagged else ''})")
+
+
+def _changed_fields(stored: dict, row: dict) -> list[str]:
+    changed = [key for key in ("backend", "source") if stored[key] != row[key]]
+    try:
+        before = json.loads(stored["settings"] or "{}")
+    except ValueError:
+        before = {}
+    after = json.loads(row["settings"])
+    for key, value in after.items():
+        if key == "generation" and isinstance(before.get(key), dict):
+            changed += [name for name in value if before[key].get(name) != value[name]]
+        elif before.get(key) != value:
+            changed.append(key)
+    return changed

@@ -48,6 +48,7 @@ def test_leaderboard_shows_imported_votes_and_moves_after_a_vote(start_arena, tm
                    capture_output=True)
     arena = start_arena(MODELS)
     assert arena.db == db
+    assert f"Database: {db.resolve()} (25,938 votes)\n" in arena.output  # says which database, and what it holds
     client = Client(arena.url, verbose=False)
     before = table_of(client.predict(api_name="/leaderboard"))
     assert len(before) == 20 and before[0][1] == "gpt-4"

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import replace
 
 import pytest
 
 from arena.battle_files import normalise_record, read_battles, unkeyed_vote_ids, vote_ids, write_battles
 from arena.config import ModelEntry
 from arena.ratings import online_elo
-from arena.storage import ArenaStore, DatabaseFileError, DuplicateVote, KnownVotesError
+from arena.storage import ArenaStore, DatabaseFileError, DuplicateVote, KnownVotesError, ModelChange
 from tests.conftest import SHARED_DATA, shared_file
 
 ARENA_2023 = SHARED_DATA / "chatbot_arena_2023_battles.jsonl"
@@ -310,3 +311,18 @@ def test_names_an_earlier_version_stored_decomposed_are_composed_on_opening(tmp_
     assert names == {"caf\u00e9-7b", "tea-7b"}
     assert {r["model_a"] for r in reopened.vote_records()} == {"caf\u00e9-7b"}
     reopened.close()
+
+
+def test_a_model_changed_under_its_name_is_reported_and_its_earlier_settings_kept(store):
+    """Same name, other weights or prompt: its old votes now rate something else, and the operator must hear of it."""
+    store.import_votes([{"model_a": "alpha", "model_b": "beta", "winner": "model_a"}] * 3, known="new")
+    store.import_votes([{"model_a": "gpt-4", "model_b": "beta", "winner": "tie"}])
+    unchanged = [ModelEntry(name="alpha", backend="scripted", script="echo"), ModelEntry(name="beta", backend="scripted", script="echo")]
+    assert store.register_models(unchanged) == []
+    changed = [replace(unchanged[0], system_prompt="Be terse.", generation=replace(unchanged[0].generation, temperature=0.1)),
+               unchanged[1], ModelEntry(name="gpt-4", backend="scripted", script="echo")]  # first named by an import
+    assert store.register_models(changed) == [ModelChange("alpha", 3, ["system_prompt", "temperature"])]
+    history = list(store.db["model_history"].rows)
+    assert [(row["name"], row["votes_before"]) for row in history] == [("alpha", 3)]
+    assert json.loads(history[0]["settings"])["system_prompt"] != "Be terse."
+    assert json.loads(store.db["models"].get("alpha")["settings"])["system_prompt"] == "Be terse."
