@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from arena.backends import backend_class
 from arena.config import ConfigError, load_config
 from arena.wording import counted
 
@@ -108,6 +109,10 @@ def _models(args) -> int:
         g = entry.generation
         print(f"  {state} {entry.name:<24} {entry.backend:<12} weight={entry.weight:<5g} "
               f"temperature={g.temperature:g} top_p={g.top_p:g} max_new_tokens={g.max_new_tokens}  {where}")
+    for entry in config.enabled_models:  # the file is fine, but this shell could not serve it as it is
+        problem = backend_class(entry).preflight_problem(entry)
+        if problem:
+            print(f"warning: {entry.name} would fail to load from this shell: {problem}")
     return 0
 
 

@@ -12,28 +12,30 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from arena.backends import Backend, Delta, Message, backend_class
+from arena.backends import Backend, Delta, GenerationError, Message, backend_class
 from arena.config import ArenaConfig, ModelEntry
 from arena.wording import counted
 
 
 class ModelLoadError(RuntimeError):
-    def __init__(self, name: str, cause: BaseException, source: str = ""):
-        self.name = name
-        self.cause = cause
-        where = f" from {source}" if source else ""
-        super().__init__(f"model '{name}' failed to load{where}: {type(cause).__name__}: {cause}")
+    """The arena cannot start with the models it has: the message says which failed and why."""
 
 
-class TooFewModels(ModelLoadError):
+def _failed_to_load(name: str, cause: BaseException, source: str = "") -> ModelLoadError:
+    where = f" from {source}" if source else ""
+    return ModelLoadError(f"model '{name}' failed to load{where}: {cause_text(cause)}")
+
+
+def _too_few_models(loaded: list[str], failures: dict[str, str]) -> ModelLoadError:
     """`on_load_failure: disable` left fewer than two models: no battle can be served."""
+    return ModelLoadError(
+        f"only {counted(len(loaded), 'model')} loaded{' (' + ', '.join(loaded) + ')' if loaded else ''}"
+        " and a battle needs two; failed and disabled: " + "; ".join(f"{name} ({cause})" for name, cause in failures.items()))
 
-    def __init__(self, loaded: list[str], failures: dict[str, str]):
-        self.loaded, self.failures = loaded, failures
-        RuntimeError.__init__(
-            self, f"only {counted(len(loaded), 'model')} loaded{' (' + ', '.join(loaded) + ')' if loaded else ''}"
-            f" and a battle needs two; failed and disabled: "
-            + "; ".join(f"{name} ({cause})" for name, cause in failures.items()))
+
+def cause_text(exc: BaseException) -> str:
+    """Our own errors say what happened in words; anything else keeps its type, which may be all it says."""
+    return str(exc) if isinstance(exc, GenerationError) else f"{type(exc).__name__}: {exc}"
 
 
 @dataclass
@@ -73,10 +75,16 @@ class Roster:
         """
         groups: dict[object, list[ModelEntry]] = {}
         for entry in self.config.enabled_models:
+            problem = backend_class(entry).preflight_problem(entry)
+            if problem:  # before any loading: minutes of it would be wasted under "stop"
+                self._give_up([entry], GenerationError(problem), report)
+                continue
             groups.setdefault(backend_class(entry).sharing_key(entry), []).append(entry)
-        for index, entries in enumerate(groups.values(), start=1):
+        # Quick checks first (remote endpoints): their failures show before the weights load.
+        ordered = sorted(groups.values(), key=lambda entries: not backend_class(entries[0]).loads_quickly)
+        for index, entries in enumerate(ordered, start=1):
             names = ", ".join(e.name for e in entries)
-            self.loading = f"loading weights {index}/{len(groups)} ({names})"
+            self.loading = f"loading {index}/{len(groups)} ({names})"
             report(f"[{index}/{len(groups)}] {names}")
             started = time.monotonic()
             backend = backend_class(entries[0])(entries[0], cache_dir=self.cache_dir)
@@ -95,17 +103,17 @@ class Roster:
             if not any(self.contestants.get(entry.name) for entry in entries):
                 backend.close()  # nobody serves on these weights: free them
         if len(self.contestants) < 2:
-            raise TooFewModels(list(self.contestants), self.failures)
+            raise _too_few_models(list(self.contestants), self.failures)
         self.loading = "ready"
         self.ready.set()
 
     def _give_up(self, entries: list[ModelEntry], exc: Exception, report: Callable[[str], None]) -> None:
         """`on_load_failure`: "stop" raises ModelLoadError naming the model; "disable" leaves these entries out."""
         if self.config.settings.on_load_failure == "stop":
-            raise ModelLoadError(entries[0].name, exc, entries[0].source or entries[0].base_url or "") from exc
+            raise _failed_to_load(entries[0].name, exc, entries[0].source or entries[0].base_url or "") from exc
         for entry in entries:
-            self.failures[entry.name] = f"{type(exc).__name__}: {exc}"
-        report(f"    FAILED, disabled {', '.join(e.name for e in entries)}: {type(exc).__name__}: {exc}")
+            self.failures[entry.name] = cause_text(exc)
+        report(f"    FAILED, disabled {', '.join(e.name for e in entries)}: {cause_text(exc)}")
 
     def close(self) -> None:
         for backend in {id(c.backend): c.backend for c in self.contestants.values()}.values():

@@ -58,6 +58,20 @@ def test_models_reports_a_bad_config(tmp_path):
     assert done.returncode == 2 and "model 'x'" in done.stderr and "'top_p'" in done.stderr and str(bad) in done.stderr
 
 
+def test_models_warns_of_a_key_variable_this_shell_does_not_set(tmp_path):
+    config = tmp_path / "remote.yaml"
+    config.write_text("models:\n  - {name: one, backend: scripted, script: echo}\n"
+                      "  - {name: remote, backend: openai, base_url: 'http://127.0.0.1:9/v1', model: m, api_key_env: ARENA_TEST_KEY}\n")
+    env = {k: v for k, v in os.environ.items() if k != "ARENA_TEST_KEY"}
+    unset = subprocess.run([sys.executable, "-m", "arena", "models", "--config", str(config)], cwd=ROOT, capture_output=True,
+                           text=True, env=env, timeout=60)
+    assert unset.returncode == 0 and "warning: remote would fail to load from this shell: the environment variable " \
+        "ARENA_TEST_KEY is not set" in unset.stdout
+    set_ = subprocess.run([sys.executable, "-m", "arena", "models", "--config", str(config)], cwd=ROOT, capture_output=True,
+                          text=True, env={**env, "ARENA_TEST_KEY": "sk-x"}, timeout=60)
+    assert set_.returncode == 0 and "warning" not in set_.stdout
+
+
 def test_import_export_round_trip_on_real_arena_votes(tmp_path):
     shared_file(ARENA_2023.name)
     db = tmp_path / "arena.db"

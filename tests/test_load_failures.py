@@ -40,8 +40,7 @@ def test_stop_policy_names_the_model_and_the_cause(broken_config):
     roster = Roster(load_config(broken_config("stop")))
     with pytest.raises(ModelLoadError) as caught:
         roster.load(report=lambda message: None)
-    assert caught.value.name == "hollow-model"
-    assert "hollow-model" in str(caught.value) and "broken-weights" in str(caught.value)
+    assert "model 'hollow-model' failed to load" in str(caught.value) and "broken-weights" in str(caught.value)
     assert not roster.ready.is_set()
 
 
@@ -151,3 +150,27 @@ def test_settings_the_loaded_model_cannot_honour_fail_that_model(tmp_path, monke
     else:
         roster.load(report=lambda message: None)
         assert roster.names == ["fine-one", "fine-two"] and roster.failures == {"greedy": "ValueError: too many"}
+
+
+@pytest.mark.parametrize("policy", ["stop", "disable"])
+def test_a_missing_key_variable_fails_before_any_weights_load(tmp_path, monkeypatch, policy):
+    """Found without loading anything, so `stop` does not first spend minutes loading the other models."""
+    monkeypatch.delenv("ARENA_TEST_UNSET_KEY", raising=False)
+    config = write_config(tmp_path, f"""
+        settings: {{on_load_failure: {policy}}}
+        models:
+          - {{name: one, backend: scripted, script: echo}}
+          - {{name: two, backend: scripted, script: echo}}
+          - {{name: remote, backend: openai, base_url: "http://127.0.0.1:9/v1", model: m, api_key_env: ARENA_TEST_UNSET_KEY}}
+    """)
+    reports: list[str] = []
+    roster = Roster(load_config(config))
+    if policy == "stop":
+        with pytest.raises(ModelLoadError, match=r"model 'remote' failed to load from http://127.0.0.1:9/v1: "
+                                                 r"the environment variable ARENA_TEST_UNSET_KEY is not set"):
+            roster.load(report=reports.append)
+        assert reports == []  # nothing was loaded first
+    else:
+        roster.load(report=reports.append)
+        assert reports[0].startswith("    FAILED, disabled remote: the environment variable ARENA_TEST_UNSET_KEY")
+        assert roster.names == ["one", "two"]

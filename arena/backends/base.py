@@ -45,6 +45,14 @@ class Backend(ABC):
     def sharing_key(entry: ModelEntry) -> Hashable:
         """Entries with equal keys are served by one instance (one copy in memory)."""
 
+    # Loads in a moment (a remote check, no weights): loaded first, so its failure shows before minutes of loading.
+    loads_quickly = False
+
+    @staticmethod
+    def preflight_problem(entry: ModelEntry) -> str | None:
+        """Why `entry` cannot load, found without loading anything (a missing environment variable), or None."""
+        return None
+
     def load(self, report: ProgressReport) -> None:
         """Prepare for generation; slow work reports progress through `report`."""
 

@@ -42,6 +42,14 @@ class OpenAICompatibleBackend(Backend):
         self.api_key: str | None = None
         self.client: httpx.Client | None = None
 
+    loads_quickly = True
+
+    @staticmethod
+    def preflight_problem(entry: ModelEntry) -> str | None:
+        if entry.api_key_env and not os.environ.get(entry.api_key_env, "").strip():
+            return f"the environment variable {entry.api_key_env} is not set; it must hold the API key for {entry.base_url}"
+        return None
+
     @staticmethod
     def sharing_key(entry: ModelEntry) -> Hashable:
         # The key variable and timeout belong to the connection, so entries
@@ -50,13 +58,11 @@ class OpenAICompatibleBackend(Backend):
 
     def load(self, report: ProgressReport) -> None:
         headers = {}
+        problem = self.preflight_problem(self.entry)
+        if problem:
+            raise GenerationError(problem)
         if self.entry.api_key_env:
-            self.api_key = os.environ.get(self.entry.api_key_env, "").strip() or None  # a stray newline is never part of a key
-            if self.api_key is None:
-                raise GenerationError(
-                    f"the environment variable {self.entry.api_key_env} is not set; "
-                    f"it must hold the API key for {self.base_url}"
-                )
+            self.api_key = os.environ[self.entry.api_key_env].strip()  # a stray newline is never part of a key
             headers["Authorization"] = f"Bearer {self.api_key}"
         self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=httpx.Timeout(self.entry.request_timeout_s))
         report(f"checking {self.base_url}/models")
