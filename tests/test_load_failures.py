@@ -174,3 +174,18 @@ def test_a_missing_key_variable_fails_before_any_weights_load(tmp_path, monkeypa
         roster.load(report=reports.append)
         assert reports[0].startswith("    FAILED, disabled remote: the environment variable ARENA_TEST_UNSET_KEY")
         assert roster.names == ["one", "two"]
+
+
+def test_a_folder_without_tokenizer_files_says_so(tmp_path):
+    """Not transformers' advice to install sentencepiece: nothing to install would help."""
+    folder = tmp_path / "weights-only"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "llama", "vocab_size": 100, "hidden_size": 8, '
+                                        '"num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 8}')
+    config = write_config(tmp_path, """
+        models:
+          - {name: fine-one, backend: scripted, script: echo}
+          - {name: no-tokenizer, backend: transformers, source: ./weights-only}
+    """)
+    with pytest.raises(ModelLoadError, match=r"weights-only has no tokenizer files \(none of tokenizer.json"):
+        Roster(load_config(config)).load(report=lambda message: None)

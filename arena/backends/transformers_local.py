@@ -56,7 +56,10 @@ class TransformersBackend(Backend):
         if cached is None and not Path(source).is_dir():
             options.update(_hub_options(source, self.entry.gguf_file, report))
         dtype = "auto" if self.entry.dtype == "auto" else getattr(torch, self.entry.dtype)
-        self.tokenizer = AutoTokenizer.from_pretrained(source, **options)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source, **options)
+        except Exception as exc:
+            raise _tokenizer_error(source, options, exc) from exc
         self.model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **options)
         self.model.to(self.entry.device if self.entry.device != "auto" else _best_device(torch))
         self.model.eval()
@@ -220,3 +223,17 @@ def _text_deltas(tokenizer, tokens: Iterator[int], *, limit: int, stop_ids: froz
         yield Delta(text[len(shown):], pending)
     if len(answer) >= limit and answer[-1] not in stop_ids:
         yield Delta("", 0, cut=True)
+
+
+# Files a Hugging Face tokenizer is built from; a folder with none of them has no tokenizer at all.
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json", "spiece.model",
+                    "sentencepiece.bpe.model", "tiktoken.model", "vocab.txt")
+
+
+def _tokenizer_error(source: str, options: dict, exc: Exception) -> Exception:
+    """A local folder without tokenizer files: say so, instead of transformers' advice to install packages."""
+    folder = Path(source)
+    if folder.is_dir() and "gguf_file" not in options and not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+        return GenerationError(f"{folder} has no tokenizer files (none of {', '.join(_TOKENIZER_FILES[:4])}, …): copy "
+                               "them in from where the weights came from")
+    return exc
