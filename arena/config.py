@@ -30,6 +30,9 @@ BUNDLED_SOURCES = {
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
+_WHOLE = "-"  # the field of a problem with the whole file or entry, not one of its fields
+
+
 class ConfigError(ValueError):
     """A config file that cannot be used; `problems` holds every (entry, field, message)."""
 
@@ -37,7 +40,8 @@ class ConfigError(ValueError):
         self.path = str(path)
         self.problems = problems
         lines = [f"{self.path}: {counted(len(problems), 'problem')} in the model config:"]
-        lines += [f"  - {entry}: field '{name}': {message}" for entry, name, message in problems]
+        lines += [f"  - {entry}: {message}" if name == _WHOLE else f"  - {entry}: field '{name}': {message}"
+                  for entry, name, message in problems]
         super().__init__("\n".join(lines))
 
 
@@ -184,11 +188,21 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _r
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:
-    """Where and what, without PyYAML's "<unicode string>" in place of the file's name."""
+    """Where and what, in words for someone editing the file, not PyYAML's parser states."""
     mark = getattr(error, "problem_mark", None)
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
     what = getattr(error, "problem", None) or str(error)
-    return f"not valid YAML{where}: {what}"
+    context, started = getattr(error, "context", None) or "", getattr(error, "context_mark", None)
+    if "quoted scalar" in context and started is not None:
+        hint = f"a quote opened at line {started.line + 1} is never closed"
+    elif "'\\t'" in what:
+        hint = "tabs cannot indent YAML: use spaces"
+    elif "block end" in what or "mapping values are not allowed" in what:
+        begun = f" (the list or mapping that starts at line {started.line + 1})" if started is not None else ""
+        hint = f"check the indentation{begun}: every field of an entry lines up under its `name:`"
+    else:
+        hint = ""
+    return f"not valid YAML{where}: {what}" + (f"; {hint}" if hint else "")
 
 
 def parse_config(document: Any, path: Path) -> ArenaConfig:
@@ -333,7 +347,9 @@ def _parse_model(raw: Any, index: int, base_dir: Path, problems: _Problems) -> M
     else:
         label = f"model '{name}'"
     backend = raw.get("backend")
-    if backend not in BACKENDS:
+    if backend is None:
+        problems.add(label, "backend", f"missing: every model needs one of {', '.join(BACKENDS)}")
+    elif backend not in BACKENDS:
         problems.add(label, "backend", f"must be one of {', '.join(BACKENDS)} (got {backend!r})")
     # the other fields are still checked, so one run reports every problem of the entry
     backend_keys = _BACKEND_KEYS[backend] if backend in BACKENDS else set().union(*_BACKEND_KEYS.values())

@@ -142,11 +142,18 @@ def test_a_key_pasted_in_place_of_its_variable_name_is_not_echoed(tmp_path):
     ("models: [", "not valid YAML at line 1, column 10"),
     (f"models:\n  - {GOOD_ENTRY}\nmodels:\n  - {GOOD_ENTRY}\n", "key 'models' is given twice (first on line 1)"),
     (f"models:\n  - {{name: a, backend: scripted, script: echo, name: b}}\n", "key 'name' is given twice"),
-    (f"settings: []\nmodels:\n  - {GOOD_ENTRY}\n", "settings: field '-': must be a mapping"),
+    (f"settings: []\nmodels:\n  - {GOOD_ENTRY}\n", "settings: must be a mapping"),
     ("models:\n  - {name: a, backend: scripted, script: echo, [1, 2]: x}\n", "found unhashable key"),
     (f"settings: {{limits: []}}\nmodels:\n  - {GOOD_ENTRY}\n", "field 'limits': must be a mapping"),
     ("- just a list", "top level must be a mapping"),
     ("models: []", "non-empty list"),
+    ("models:\n  - name: a\n    backend: scripted\n   script: echo\n",
+     "line 4, column 4: expected <block end>, but found '<block mapping start>'; check the indentation (the list or "
+     "mapping that starts at line 2)"),
+    ('models:\n  - name: "a\n    backend: scripted\n', "a quote opened at line 2 is never closed"),
+    ("models:\n  - name: a\n\tbackend: scripted\n", "tabs cannot indent YAML: use spaces"),
+    ("models:\n  - {name: a, script: echo}\n  - {name: b, backend: scripted, script: echo}\n",
+     "model 'a': field 'backend': missing: every model needs one of"),
     (f"models:\n  - {GOOD_ENTRY}\n", "at least two enabled"),
 ])
 def test_file_level_problems(tmp_path, text, fragment):
