@@ -123,6 +123,35 @@ def test_a_prompt_longer_than_one_prefill_chunk_is_answered_as_alone(backend, al
     assert together["capital"] == alone["capital"] and together["planets"] == alone["planets"]
 
 
+def test_a_short_prompt_is_not_held_back_by_a_long_one_and_does_not_share_its_padding(backend, alone):
+    """Thousands of tokens sent first must neither delay a short newcomer's first token nor widen its steps."""
+    long_prompt = "Read these notes closely. " + "The meeting moved to Tuesday and the budget is unchanged. " * 250
+    assert len(backend.tokenizer(long_prompt)["input_ids"]) > 20 * backend.decoder.prefill_chunk
+    first_token: dict[str, float] = {}
+    widths: list[list[int]] = []
+
+    def timed(key: str, prompt: str, settings: GenerationSettings = GREEDY):
+        def job():
+            text, tokens = "", 0
+            for delta in backend.stream(chat(prompt), settings, threading.Event()):
+                first_token.setdefault(key, time.monotonic())
+                widths.append([batch.width for batch in backend.decoder.batches])
+                text, tokens = text + delta.text, tokens + delta.tokens
+            return text, tokens
+        return job
+
+    counting = "Count from 1 to 300, separated by commas."
+    counted_alone = answer(backend, counting, GenerationSettings(max_new_tokens=400, temperature=0))
+    assert counted_alone[1] == 400  # it is still counting when the long prompt has been read
+    together = run_together({"long": timed("long", long_prompt),
+                             "counting": timed("counting", counting, GenerationSettings(max_new_tokens=400, temperature=0))},
+                            stagger_s=0.2)
+    assert first_token["counting"] < first_token["long"]  # it was read first, though it came second
+    assert together["counting"] == counted_alone
+    assert any(len(seen) == 2 for seen in widths)  # at one time both answered, each in its own batch
+    assert all(min(seen) < 600 for seen in widths if seen)  # the short row never carried the long one's padding
+
+
 def test_cancelling_one_request_leaves_the_others_untouched(backend, alone):
     cancel = threading.Event()
 

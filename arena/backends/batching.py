@@ -8,8 +8,9 @@ the same cores and memory bus).
 
 A scheduler thread owns the model. Between steps it prefills newcomers, each
 prompt on its own and in bounded chunks so a long conversation cannot freeze
-the others' streams, then merges their key/value cache into the batch (left
-padded, masked). Each step decodes one token for every row; each row picks it
+the others' streams (shortest first, so it cannot hold back a short newcomer
+either), then merges their key/value cache into a batch of rows of similar
+length (left padded, masked). Each step decodes one token for every row; each row picks it
 with its own settings (`next_token`). A row that finishes, is cancelled or
 fails leaves the batch; the others carry on.
 """
@@ -81,6 +82,11 @@ class _KVBatch:
 
     def __len__(self) -> int:
         return len(self.requests)
+
+    @property
+    def width(self) -> int:
+        """Cache columns every row carries, padding included: what each step reads per row."""
+        return self.mask.shape[1]
 
     def join(self, request: _Request) -> None:
         """Add a prefilled request, padding either side's cache on the left to the longer length."""
@@ -161,6 +167,16 @@ class _ReservedLayer(DynamicLayer):
         self.value_buffer[:, :, start:end] = value_states
         self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
         return self.keys, self.values
+
+
+# Rows share a batch while their lengths are within this factor (plus a margin): every row is padded to
+# the longest, so one conversation of thousands of tokens in a batch of short ones would make each step
+# read thousands of padding columns for every row. Apart, it costs one more (small) step of its own.
+_LENGTH_RATIO, _LENGTH_MARGIN = 2, 256
+
+
+def _similar_length(width: int, length: int) -> bool:
+    return max(width, length) <= _LENGTH_RATIO * min(width, length) + _LENGTH_MARGIN
 
 
 def _pad_left(tensor: torch.Tensor, width: int, dim: int = 2) -> torch.Tensor:
@@ -288,9 +304,13 @@ class BatchedDecoder:
             batch.keep(staying)
 
     def _prefill(self) -> None:
-        """Spend up to `prefill_chunk` prompt tokens on the oldest waiting requests."""
+        """Spend up to `prefill_chunk` prompt tokens on the waiting requests, least left to read first.
+
+        Oldest first, one long conversation (thousands of tokens of rare characters) made every
+        prompt behind it wait for all of it; this way a short prompt starts at once.
+        """
         budget = self.prefill_chunk
-        for request in list(self.waiting):
+        for request in sorted(self.waiting, key=lambda r: len(r.prompt) - r.prefilled):
             if budget <= 0 or self.rows >= self.max_rows:
                 return
             try:
@@ -317,11 +337,12 @@ class BatchedDecoder:
         self.waiting.remove(request)
         if request.accept(choice, self.stop_ids):
             request.finish()
-        elif self.mergeable and self.batches:
-            self.batches[0].join(request)
         else:
-            self.batches.append(_KVBatch(self.model.device))
-            self.batches[-1].join(request)
+            batch = next((b for b in self.batches if self.mergeable and _similar_length(b.width, request.prefilled)), None)
+            if batch is None:
+                batch = _KVBatch(self.model.device)
+                self.batches.append(batch)
+            batch.join(request)
         return len(chunk)
 
     def _decode_step(self, batch: _KVBatch) -> None:
