@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from arena.battle_files import WINNERS  # the labels of FastChat's clean-battle records
-from arena.text import lone_surrogates_replaced
+from arena.text import as_read, lone_surrogates_replaced
 from arena.config import Limits
 from arena.wording import counted
 
@@ -96,14 +96,25 @@ class Battle:
 def identity_leak(texts: list[str], terms: list[str]) -> str | None:
     """The first model name or family word found in the answers, if any.
 
-    Only the start of the term must sit on a word boundary, so "SmolLM"
-    also catches "SmolLM2".
+    Texts are compared as read (`text.as_read`: look-alike letters, full-width forms, zero-width
+    characters and Markdown emphasis do not hide a name). A term matches with any separators where it
+    has its own ("HuggingFace", "Hugging-Face" for "Hugging Face") or spelled out letter by letter
+    ("S-m-o-l-L-M"), never run together from other words ("let me take" is not "Meta"). Only the
+    start must sit on a word boundary, so "SmolLM" also catches "SmolLM2".
     """
+    readable = [as_read(text) for text in texts]
     for term in sorted(set(terms), key=len, reverse=True):
-        pattern = re.compile(r"(?<![0-9A-Za-z])" + re.escape(term), re.IGNORECASE)
-        if any(pattern.search(text) for text in texts):
+        if any(pattern.search(text) for pattern in _term_patterns(term) for text in readable):
             return term
     return None
+
+
+def _term_patterns(term: str) -> tuple[re.Pattern, re.Pattern]:
+    parts = [re.escape(part) for part in re.split(r"[\W_]+", as_read(term)) if part]
+    start = r"(?<![0-9a-z])"
+    as_written = start + r"[\W_]*".join(parts)
+    spelled_out = start + r"[\W_]{1,3}".join(re.escape(letter) for letter in "".join(parts).replace("\\", ""))
+    return re.compile(as_written), re.compile(spelled_out)
 
 
 def client_network(host: str) -> str:

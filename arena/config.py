@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -93,6 +93,9 @@ class Limits:
     max_prompt_chars: int = 4000
     max_turns: int = 6
     sessions_per_hour: int = 300  # new page sessions per client network; see arena/ui/request_guard.py
+    # The whole conversation a model reads (history, prompt, system prompt), in its own tokens: characters
+    # alone let 2,000 rare ones (cuneiform, CJK) make 8,000 tokens that hold the model for minutes.
+    max_conversation_tokens: int = 4096
 
 
 @dataclass(frozen=True)
@@ -305,13 +308,13 @@ def _parse_settings(raw: Any, problems: _Problems) -> ArenaSettings:
     if not isinstance(raw_limits, dict):
         problems.add(entry, "limits", "must be a mapping")
     else:
-        problems.unknown_keys("settings.limits", raw_limits, {"battles_per_hour", "max_prompt_chars", "max_turns", "sessions_per_hour"})
-        limits = Limits(
-            battles_per_hour=_take(raw_limits, "battles_per_hour", "settings.limits", problems, _number(1, 10**6, integer=True), limits.battles_per_hour),
-            max_prompt_chars=_take(raw_limits, "max_prompt_chars", "settings.limits", problems, _number(1, 10**6, integer=True), limits.max_prompt_chars),
-            max_turns=_take(raw_limits, "max_turns", "settings.limits", problems, _number(1, 100, integer=True), limits.max_turns),
-            sessions_per_hour=_take(raw_limits, "sessions_per_hour", "settings.limits", problems, _number(1, 10**6, integer=True), limits.sessions_per_hour),
-        )
+        problems.unknown_keys("settings.limits", raw_limits, {f.name for f in fields(Limits)})
+        highest = {"max_turns": 100}  # anything else: up to a million
+        limits = Limits(**{
+            f.name: _take(raw_limits, f.name, "settings.limits", problems, _number(1, highest.get(f.name, 10**6), integer=True),
+                          getattr(limits, f.name))
+            for f in fields(Limits)
+        })
     return ArenaSettings(
         title=_take(raw, "title", entry, problems, _is_text, defaults.title),
         notice=_take(raw, "notice", entry, problems, _is_string, defaults.notice),

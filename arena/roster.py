@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from arena.backends import Backend, Delta, GenerationError, Message, backend_class
@@ -47,11 +47,20 @@ class Contestant:
     def name(self) -> str:
         return self.entry.name
 
-    def stream(self, turns: list[Message], cancel: threading.Event) -> Iterator[Delta]:
-        messages = list(turns)
-        if self.entry.system_prompt:
-            messages.insert(0, {"role": "system", "content": self.entry.system_prompt})
-        return self.backend.stream(messages, self.entry.generation, cancel)
+    def stream(self, turns: list[Message], cancel: threading.Event, max_new_tokens: int | None = None) -> Iterator[Delta]:
+        """The answer to `turns`; `max_new_tokens` lowers the entry's own limit (see `ArenaService`)."""
+        settings = self.entry.generation
+        if max_new_tokens is not None and max_new_tokens < settings.max_new_tokens:
+            settings = replace(settings, max_new_tokens=max_new_tokens)
+        return self.backend.stream(self._messages(turns), settings, cancel)
+
+    def prompt_tokens(self, turns: list[Message]) -> int | None:
+        """Tokens the model reads for `turns`, its system prompt included (None: only a remote server knows)."""
+        return self.backend.prompt_tokens(self._messages(turns))
+
+    def _messages(self, turns: list[Message]) -> list[Message]:
+        system = [{"role": "system", "content": self.entry.system_prompt}] if self.entry.system_prompt else []
+        return [*system, *turns]
 
 
 @dataclass

@@ -99,7 +99,12 @@ class ArenaService:
         """Send a prompt: the next turn of an open battle, or the first of a new one."""
         client_id = self.store.client_id(address)
         prompt = self.book.check_prompt(prompt)
-        battle = self._open_battle_for(battle_id, client_id, address, mode, chosen)
+        if not self.ready:
+            raise RuleViolation(self.loading_message())
+        battle = self._continuing_battle(battle_id, client_id, mode, chosen)
+        self._check_length(prompt, battle, chosen)
+        if battle is None:
+            battle = self._new_battle(client_id, address, mode, chosen)
         self.book.add_prompt(battle, prompt)
         return self._generate(battle)
 
@@ -138,18 +143,21 @@ class ArenaService:
         if self.book.abandon(battle):
             self.store.mark_abandoned(battle.id)
 
-    def _open_battle_for(self, battle_id, client_id, address, mode, chosen) -> Battle:
-        if not self.ready:
-            raise RuleViolation(self.loading_message())
-        if battle_id:
-            try:
-                battle = self.book.get(battle_id, client_id)
-            except RuleViolation:
-                battle = None
-            same_pair = chosen is None or (battle is not None and (battle.model_a, battle.model_b) == chosen)
-            if battle is not None and battle.mode is mode and battle.outcome is None \
-                    and battle.status not in (Status.FAILED, Status.ABANDONED) and same_pair:
-                return battle
+    def _continuing_battle(self, battle_id, client_id, mode, chosen) -> Battle | None:
+        """The open battle a prompt follows up, or None when it starts a new one."""
+        if not battle_id:
+            return None
+        try:
+            battle = self.book.get(battle_id, client_id)
+        except RuleViolation:
+            return None
+        same_pair = chosen is None or (battle.model_a, battle.model_b) == chosen
+        if battle.mode is mode and battle.outcome is None and battle.status not in (Status.FAILED, Status.ABANDONED) \
+                and same_pair:
+            return battle
+        return None
+
+    def _new_battle(self, client_id, address, mode, chosen) -> Battle:
         if mode is Mode.NAMED:
             self._check_chosen_pair(chosen)
         self.limiter.check_and_count(address)  # only a battle that will start counts against the limit
@@ -159,6 +167,31 @@ class ArenaService:
         battle = self.book.open(mode, client_id, model_a, model_b)
         self.store.record_battle_start(battle.id, mode.value, model_a, model_b, client_id, battle.started)
         return battle
+
+    def _check_length(self, prompt: str, battle: Battle | None, chosen: tuple[str, str] | None) -> None:
+        """Refuse, before anything starts, a conversation too long for the limit or for a model's context.
+
+        Checked against every model that could answer (a new anonymous battle's pair is not drawn yet),
+        with one message whichever side is over: a refusal must not tell the sides apart.
+        """
+        if battle is not None:
+            readers = [(self.roster.contestants[battle.models[side]], battle.conversation(side)) for side in SIDES]
+        else:
+            names = chosen if chosen and all(name in self.roster.contestants for name in chosen) else self.roster.names
+            readers = [(self.roster.contestants[name], []) for name in names]
+        longest, most_allowed, too_long = 0, self.config.settings.limits.max_conversation_tokens, False
+        for contestant, history in readers:
+            tokens = contestant.prompt_tokens([*history, {"role": "user", "content": prompt}])
+            if tokens is None:
+                continue
+            context = contestant.backend.context_length()
+            allowed = most_allowed if context is None else min(most_allowed, context - contestant.entry.generation.max_new_tokens)
+            longest, most_allowed, too_long = max(longest, tokens), min(most_allowed, allowed), too_long or tokens > allowed
+        if too_long:
+            what = "This conversation is" if battle is not None else "This prompt is"
+            advice = "Vote, or start a new round." if battle is not None else "Please shorten it."
+            raise RuleViolation(f"{what} too long for the models here: about {longest:,} tokens, and they read at most "
+                                f"{most_allowed:,}. {advice}")
 
     def _check_chosen_pair(self, chosen: tuple[str, str] | None) -> None:
         if not chosen or chosen[0] == chosen[1]:
@@ -177,8 +210,12 @@ class ArenaService:
 
     def _generate(self, battle: Battle) -> Iterator[BattleView]:
         contestants = {side: self.roster.contestants[battle.models[side]] for side in SIDES}
+        # Anonymous sides stop at the same length: a cut answer's token count would otherwise tell which
+        # model wrote it (its own max_new_tokens) before the vote.
+        longest = (min(c.entry.generation.max_new_tokens for c in contestants.values())
+                   if battle.mode is Mode.ANONYMOUS else None)
         streams = {
-            side: (lambda cancel, side=side: contestants[side].stream(battle.conversation(side), cancel))
+            side: (lambda cancel, side=side: contestants[side].stream(battle.conversation(side), cancel, longest))
             for side in SIDES
         }
         exchange = battle.exchanges[-1]

@@ -6,6 +6,7 @@ which spelling names which model.
 
 from __future__ import annotations
 
+import html
 import re
 import unicodedata
 from typing import Any
@@ -54,3 +55,21 @@ def model_name(value: Any) -> tuple[str | None, str | None]:
         return None, "is empty"
     problem = unreadable_character(name) or too_long_or_broken(name, MAX_MODEL_NAME_LENGTH)
     return (None, problem) if problem else (name, None)
+
+
+# Letters of other scripts drawn like Latin ones (after case folding): "Qwеn" with a Cyrillic "е" reads as "Qwen".
+_LOOK_ALIKES = str.maketrans({
+    "а": "a", "е": "e", "о": "o", "р": "p", "с": "c", "х": "x", "у": "y", "і": "i", "ј": "j", "ѕ": "s",
+    "һ": "h", "ԁ": "d", "ԛ": "q", "ԝ": "w", "к": "k", "м": "m", "т": "t", "ь": "b",
+    "α": "a", "ε": "e", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p", "τ": "t", "υ": "u", "χ": "x",
+})
+# Markdown emphasis and code marks: "**Smol**LM" shows as "SmolLM".
+_EMPHASIS = str.maketrans("", "", "*_~`")
+
+
+def as_read(text: str) -> str:
+    """`text` as a reader sees the words in it: entities decoded, width and look-alike letters folded,
+    invisible characters and emphasis marks gone, in lower case. For finding names, not for showing."""
+    text = unicodedata.normalize("NFKC", html.unescape(text)).casefold()
+    text = "".join(c for c in text if unicodedata.category(c) != "Cf")  # zero-width spaces, soft hyphens
+    return text.translate(_LOOK_ALIKES).translate(_EMPHASIS)

@@ -239,3 +239,13 @@ def test_sampled_tokens_follow_each_rows_nucleus(backend, temperature, top_p):
     likeliest = int(nucleus.argmax())
     share = float((draws == likeliest).float().mean())
     assert abs(share - float(nucleus[likeliest])) < 4 * (float(nucleus[likeliest]) * (1 - float(nucleus[likeliest])) / len(draws)) ** 0.5
+
+
+def test_rare_characters_cost_many_tokens_so_the_default_limit_is_counted_in_tokens(backend):
+    """1,500 cuneiform signs pass the character limit (4,000) but are thousands of tokens for this tokenizer."""
+    from arena.config import Limits
+
+    cuneiform = "".join(chr(0x12000 + i % 900) for i in range(1500))
+    assert len(cuneiform) < Limits().max_prompt_chars
+    assert backend.prompt_tokens(chat(cuneiform)) > Limits().max_conversation_tokens
+    assert backend.prompt_tokens(chat("What is the capital of France?")) < 50

@@ -307,13 +307,42 @@ def test_an_answer_stopped_by_the_length_limit_is_said_to_be_cut(make_service):
           - {name: short-one, backend: scripted, script: echo, max_new_tokens: 3}
           - {name: long-one, backend: scripted, script: echo}
     """)
-    view = finish(service.ask(None, "one two three four five", CLIENT, Mode.ANONYMOUS))
-    battle = service.book.get(view.battle_id, service.store.client_id(CLIENT))
-    cut = next(side for side in "ab" if battle.models[side] == "short-one")
-    assert f"Model {cut.upper()} reached the length limit" in status_line(view)
-    assert "Model A and" not in status_line(view)  # the other answer ended by itself
+    named = finish(service.ask(None, "one two three four five", CLIENT, Mode.NAMED, ("short-one", "long-one")))
+    assert "Model A reached the length limit" in status_line(named)
+    assert "Model A and" not in status_line(named)  # the other answer ended by itself
     short = finish(service.ask(None, "one two", CLIENT, Mode.ANONYMOUS))
     assert "length limit" not in status_line(short)
+
+
+def test_anonymous_sides_stop_at_the_same_length_so_a_cut_does_not_name_its_model(make_service):
+    """Each model's own max_new_tokens would show in a cut answer's length (a red team read 11 of 11 that way)."""
+    service = make_service("""
+        settings: {sampling: uniform}
+        models:
+          - {name: short-one, backend: scripted, script: echo, max_new_tokens: 3}
+          - {name: long-one, backend: scripted, script: echo, max_new_tokens: 4}
+    """)
+    view = finish(service.ask(None, "one two three four five", CLIENT, Mode.ANONYMOUS))
+    assert "Model A and Model B reached the length limit" in status_line(view)
+    assert [view.conversations[side][-1]["content"] for side in "ab"] == ["one two three"] * 2
+
+
+def test_a_prompt_too_long_in_tokens_is_refused_before_a_battle_starts(make_service):
+    """Counted in the models' own tokens: a few thousand rare characters can be many thousand tokens."""
+    service = make_service("""
+        settings: {sampling: uniform, limits: {max_conversation_tokens: 12, battles_per_hour: 2}}
+        models:
+          - {name: echo-one, backend: scripted, script: echo}
+          - {name: echo-two, backend: scripted, script: echo}
+    """)
+    with pytest.raises(RuleViolation, match=r"This prompt is too long for the models here: about 13 tokens, and they read at most 12"):
+        service.ask(None, " ".join(["word"] * 13), CLIENT, Mode.ANONYMOUS)
+    assert service.store.db["battles"].count == 0  # nothing started, and nothing counted against the hour
+    view = finish(service.ask(None, " ".join(["word"] * 5), CLIENT, Mode.ANONYMOUS))
+    with pytest.raises(RuleViolation, match=r"This conversation is too long .* about 15 tokens.*Vote, or start a new round"):
+        service.ask(view.battle_id, "five more words right here", CLIENT, Mode.ANONYMOUS)  # 5 + 5 answered + 5
+    assert service.vote(view.battle_id, CLIENT, "tie")  # the battle is still open to a vote
+    finish(service.ask(None, "a new round", CLIENT, Mode.ANONYMOUS))  # the second of two battles this hour
 
 
 def test_a_battle_left_without_a_vote_is_recorded_as_abandoned(make_service):
@@ -439,6 +468,21 @@ def test_identity_leak_matching():
     assert identity_leak(["I'm SmolLM2, made by you"], ["SmolLM"]) == "SmolLM"
     assert identity_leak(["i am gpt-4"], ["GPT-4", "gpt"]) == "GPT-4"
     assert identity_leak(["a resmolled answer"], ["smol"]) is None
+
+
+@pytest.mark.parametrize("answer", [
+    "I was trained by HuggingFace.", "Hugging-Face", "Hugging\nFace", "Hugging\u00a0Face",  # its own space, any way
+    "My name is S-m-o-l-L-M.", "S m o l L M", "**Smol**LM", "Smol\u200bLM", "Smol\u00adLM",  # spelled, marked up, split
+    "\uff33\uff4d\uff4f\uff4c\uff2c\uff2d", "Sm\u043elLM", "Smol&#76;M",  # full width, a Cyrillic o, an HTML entity
+])
+def test_a_name_written_to_slip_past_the_check_is_still_found(answer):
+    """Ways a red team got a name past an exact-substring check: each displays as the name."""
+    assert identity_leak([answer], ["SmolLM", "Hugging Face"]) is not None
+
+
+@pytest.mark.parametrize("answer", ["let me take a look", "home tables", "Met a friend", "the sm ol lm thing"])
+def test_words_run_together_are_not_taken_for_a_name(answer):
+    assert identity_leak([answer], ["Meta", "SmolLM"]) is None
 
 
 def test_battle_book_refuses_same_model_twice():

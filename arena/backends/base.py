@@ -56,6 +56,14 @@ class Backend(ABC):
     def load(self, report: ProgressReport) -> None:
         """Prepare for generation; slow work reports progress through `report`."""
 
+    def prompt_tokens(self, messages: list[Message]) -> int | None:
+        """How many tokens the model reads for `messages`, or None where only the server knows."""
+        return None
+
+    def context_length(self) -> int | None:
+        """The most tokens the model reads in all, prompt and answer, or None where unknown."""
+        return None
+
     def settings_problem(self, settings: GenerationSettings) -> str | None:
         """Once loaded: why a contestant's decoding settings cannot work with this model, or None.
 

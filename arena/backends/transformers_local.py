@@ -72,23 +72,29 @@ class TransformersBackend(Backend):
     def stream(self, messages: list[Message], settings: GenerationSettings, cancel: threading.Event) -> Iterator[Delta]:
         if self.decoder is None:
             raise GenerationError("model is not loaded")
-        prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
-        limit = self._context_length()
+        prompt = self._prompt_ids(messages)
+        limit = self.context_length()
         if limit and len(prompt) + settings.max_new_tokens > limit:
             raise GenerationError(f"the conversation is too long for this model: {len(prompt)} tokens, plus up to "
                                   f"{settings.max_new_tokens} new ones, is more than the {limit} it can read")
         yield from _text_deltas(self.tokenizer, self.decoder.generate(prompt, settings, cancel),
                                 limit=settings.max_new_tokens, stop_ids=self.decoder.stop_ids)
 
+    def prompt_tokens(self, messages: list[Message]) -> int | None:
+        return len(self._prompt_ids(messages)) if self.tokenizer is not None else None
+
+    def _prompt_ids(self, messages: list[Message]) -> list[int]:
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
+
     def settings_problem(self, settings: GenerationSettings) -> str | None:
-        limit = self._context_length()
+        limit = self.context_length()
         if limit and settings.max_new_tokens >= limit:
             return (f"max_new_tokens is {settings.max_new_tokens}, but this model reads at most {limit} tokens "
                     "in all, prompt included: lower max_new_tokens in models.yaml")
         return None
 
-    def _context_length(self) -> int | None:
-        return getattr(self.model.config, "max_position_embeddings", None)
+    def context_length(self) -> int | None:
+        return getattr(self.model.config, "max_position_embeddings", None) if self.model is not None else None
 
     def close(self) -> None:
         if self.decoder is not None:
