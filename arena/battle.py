@@ -110,10 +110,10 @@ def identity_leak(texts: list[str], terms: list[str]) -> str | None:
 
 
 def _term_patterns(term: str) -> tuple[re.Pattern, re.Pattern]:
-    parts = [re.escape(part) for part in re.split(r"[\W_]+", as_read(term)) if part]
+    parts = [part for part in re.split(r"[\W_]+", as_read(term)) if part]
     start = r"(?<![0-9a-z])"
-    as_written = start + r"[\W_]*".join(parts)
-    spelled_out = start + r"[\W_]{1,3}".join(re.escape(letter) for letter in "".join(parts).replace("\\", ""))
+    as_written = start + r"[\W_]*".join(map(re.escape, parts))
+    spelled_out = start + r"[\W_]{1,3}".join(map(re.escape, "".join(parts)))
     return re.compile(as_written), re.compile(spelled_out)
 
 
@@ -135,8 +135,28 @@ def client_network(host: str) -> str:
     return str(address)
 
 
+# An IPv6 subscriber often holds a /56 (256 /64s) or a /48 (65,536): limits that would let one /64 do
+# little must also hold for those, at these multiples of the /64's allowance.
+WIDER_IPV6_NETWORKS = ((56, 4), (48, 16))
+
+
+def wider_networks(network: str) -> list[tuple[str, int]]:
+    """(network, multiple of the /64's allowance) for the /56 and /48 around an IPv6 /64; none for IPv4."""
+    try:
+        inside = ipaddress.ip_network(network)
+    except ValueError:
+        return []
+    if inside.version != 6:
+        return []
+    return [(str(inside.supernet(new_prefix=prefix)), multiple) for prefix, multiple in WIDER_IPV6_NETWORKS]
+
+
 class RateLimiter:
-    """Sliding one-hour window of generations started (battles and regenerations) per client address."""
+    """Sliding one-hour window of what a client network started (battles, regenerations, sessions).
+
+    An IPv6 /64 also counts against the /56 and /48 around it, which allow a multiple of its share
+    (`WIDER_IPV6_NETWORKS`): one subscriber holding 256 /64s must not get 256 allowances.
+    """
 
     WINDOW_S = 3600.0
 
@@ -149,16 +169,21 @@ class RateLimiter:
 
     def check_and_count(self, key: str) -> None:
         with self.lock:
-            self._check(key)
-            self.starts[key].append(self.clock())
+            levels = [(key, self.per_hour), *((wider, self.per_hour * multiple) for wider, multiple in wider_networks(key))]
+            for level, allowed in levels:
+                self._check(level, allowed)
+            now = self.clock()
+            for level, _ in levels:
+                self.starts[level].append(now)
 
     def refund(self, key: str) -> None:
         """Take back the latest count: the request it was for was refused after all."""
         with self.lock:
-            if self.starts.get(key):
-                self.starts[key].pop()
+            for level in [key, *(wider for wider, _ in wider_networks(key))]:
+                if self.starts.get(level):
+                    self.starts[level].pop()
 
-    def _check(self, key: str) -> None:
+    def _check(self, key: str, allowed: int) -> None:
         now = self.clock()
         if now >= self._next_sweep:  # once a window: forget addresses not seen in it (each costs memory)
             self.starts = {k: v for k, v in self.starts.items() if v and v[-1] > now - self.WINDOW_S}
@@ -166,10 +191,10 @@ class RateLimiter:
         starts = self.starts.setdefault(key, deque())
         while starts and starts[0] <= now - self.WINDOW_S:
             starts.popleft()
-        if len(starts) >= self.per_hour:
+        if len(starts) >= allowed:
             wait_min = max(1, int((starts[0] + self.WINDOW_S - now) / 60) + 1)
             raise RuleViolation(
-                f"Your network address reached the limit here: {counted(self.per_hour, 'battle')} an hour, "
+                f"Your network address reached the limit here: {counted(allowed, 'battle')} an hour, "
                 f"regenerations included. Please come back in about {counted(wait_min, 'minute')}."
             )
 

@@ -422,6 +422,23 @@ def test_a_client_is_its_ipv4_address_or_its_ipv6_64(host, network):
     assert client_network(host) == network
 
 
+def test_one_ipv6_subscriber_s_many_64s_share_a_wider_allowance():
+    """A home /56 holds 256 /64s: each /64 has its own allowance, the /56 four times one, the /48 sixteen."""
+    limiter = RateLimiter(per_hour=2, clock=lambda: 0.0)
+    home = [client_network(f"2001:db8:1:{n:x}::1") for n in range(0x00, 0x10)]  # 16 /64s of 2001:db8:1::/56
+    for network in home[:4]:
+        limiter.check_and_count(network)
+        limiter.check_and_count(network)  # two each: the /56 has had 8, its allowance
+    with pytest.raises(RuleViolation, match="limit here: 8 battles an hour"):
+        limiter.check_and_count(home[4])  # a fresh /64, but the same subscriber
+    limiter.refund(home[3])
+    limiter.check_and_count(home[4])  # a refund gives back at every level
+    neighbour = client_network("2001:db8:1:100::1")  # another /56 of the same /48
+    limiter.check_and_count(neighbour)
+    limiter.check_and_count("203.0.113.7")  # IPv4 has no wider levels
+    assert limiter.starts["2001:db8:1::/48"] and "203.0.113.0/24" not in limiter.starts
+
+
 def test_the_rate_limiter_forgets_addresses_gone_quiet():
     """Every address ever seen would otherwise keep an entry: a crowd of addresses would grow memory without end."""
     now = [0.0]
