@@ -237,6 +237,10 @@ class _ProgressBar:
         self.label = label
 
     def __call__(self, done: int, total: int) -> None:
+        if not sys.stderr.isatty():  # a log file: one line when done, not a carriage return per chunk
+            if done >= total:
+                print(f"{self.label}: {done}/{total}", file=sys.stderr, flush=True)
+            return
         width = 30
         filled = int(width * done / max(total, 1))
         end = "\n" if done >= total else ""

@@ -280,3 +280,11 @@ def test_import_says_which_fields_it_does_not_keep_and_ratings_refuses_bad_numbe
     for option in ("--min-votes", "--bootstrap", "--seed"):
         bad = arena("ratings", "--battles", votes, option, "-3", check=False)
         assert bad.returncode != 0 and f"{option}: must be a whole number of at least 0, not '-3'" in bad.stderr
+
+
+def test_bootstrap_progress_in_a_log_is_one_line(tmp_path):
+    """Piped to a file (a service's log), a progress bar's carriage returns would be one garbled line per chunk."""
+    votes = tmp_path / "votes.jsonl"
+    votes.write_text("".join('{"model_a": "x", "model_b": "y", "winner": "%s"}\n' % w for w in ["model_a", "model_b"] * 20))
+    done = arena("ratings", "--battles", votes, "--bootstrap", "400")
+    assert done.stderr == "bootstrap: 400/400\n"
