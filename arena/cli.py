@@ -185,9 +185,7 @@ def _export(args) -> int:
 
 
 def _import(args) -> int:
-    import sqlite3
-
-    from arena.storage import KnownVotesError
+    from arena.storage import DatabaseFileError, KnownVotesError
 
     records = _read_battle_file(args.file, args.max_file_mb, "nothing imported")
     with open(args.file, "rb") as handle:
@@ -195,8 +193,8 @@ def _import(args) -> int:
     store = _open_store(args.db, read_only=False)
     try:
         summary = store.import_votes(records, digest, source=str(args.file), known=args.known)
-    except sqlite3.DatabaseError as exc:
-        raise SystemExit(f"error: {args.db}: {exc}; nothing imported") from None
+    except DatabaseFileError as exc:
+        raise SystemExit(f"error: {exc}; nothing imported") from None
     except KnownVotesError as exc:
         raise SystemExit(f"error: {args.file}: {exc}. Import it again with --skip-known if it repeats them "
                          "(a longer or re-saved copy of that file), or with --all-new if they are new votes; "

@@ -352,6 +352,14 @@ class ArenaStore:
         """
         if known not in KNOWN_VOTE_POLICIES:
             raise ValueError(f"known must be one of {', '.join(KNOWN_VOTE_POLICIES)}, not {known!r}")
+        try:
+            return self._import_votes(records, source_digest, source, known)
+        except DatabaseFileError:
+            raise
+        except sqlite3.DatabaseError as error:  # a full disk, a locked or damaged file: said with its path
+            raise DatabaseFileError(f"{self.path}: {error}") from error
+
+    def _import_votes(self, records: list[dict], source_digest: str | None, source: str | None, known: str) -> ImportSummary:
         now = time.time()
         records = [_normalised(record, number) for number, record in enumerate(records, start=1)]
         file_key = hashlib.sha256("\n".join(map(canonical_json, records)).encode("ascii")).hexdigest()

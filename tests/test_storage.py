@@ -326,3 +326,14 @@ def test_a_model_changed_under_its_name_is_reported_and_its_earlier_settings_kep
     assert [(row["name"], row["votes_before"]) for row in history] == [("alpha", 3)]
     assert json.loads(history[0]["settings"])["system_prompt"] != "Be terse."
     assert json.loads(store.db["models"].get("alpha")["settings"])["system_prompt"] == "Be terse."
+
+
+def test_a_database_failure_during_import_names_the_file_and_keeps_nothing(store, monkeypatch):
+    def full_disk(*args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(store, "_adopt_earlier_ids", full_disk)
+    with pytest.raises(DatabaseFileError, match=rf"{store.path}: database or disk is full"):
+        store.import_votes([{"model_a": "alpha", "model_b": "beta", "winner": "tie"}])
+    monkeypatch.undo()
+    assert store.db["votes"].count == 0 and store.db["imports"].count == 0
