@@ -84,7 +84,7 @@ class Battle:
         """The chat to send to one side: its own answers only, ending with the newest prompt."""
         return [m for m in self.transcript(side) if m["role"] == "user" or m["content"]]
 
-    def answers(self) -> list[str]:
+    def shown_texts(self) -> list[str]:
         """Every answer the volunteer has been shown, regenerated ones included: a name seen once was seen."""
         return [
             text

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from arena.backends import backend_class
 from arena.config import ConfigError, load_config
+from arena.reports import FORMATS
 from arena.wording import counted
 
 DEFAULT_CONFIG = "models.yaml"
@@ -72,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     source = ratings.add_mutually_exclusive_group()
     source.add_argument("--db", default=None, help=f"SQLite file (default: {DEFAULT_DB})")
     source.add_argument("--battles", help="battles.jsonl or a clean-battle JSON array")
-    ratings.add_argument("--format", choices=("table", "json", "csv", "md"), default="table")
+    ratings.add_argument("--format", choices=FORMATS, default="table")
     _add_file_size_option(ratings)
     _add_rating_options(ratings)
     ratings.set_defaults(run=_ratings)

@@ -20,7 +20,6 @@ from arena.text import model_name
 from arena.wording import counted
 from arena.sampling import POLICIES as SAMPLING_POLICIES
 
-BACKENDS = ("transformers", "openai", "scripted")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 BUNDLED_PREFIX = "bundled:"
 # Model files that ship inside a Python package, so the arena runs offline.
@@ -301,7 +300,7 @@ def _parse_settings(raw: Any, problems: _Problems) -> ArenaSettings:
     if not isinstance(raw, dict):
         problems.add(entry, "-", "must be a mapping")
         return ArenaSettings()
-    problems.unknown_keys(entry, raw, {"title", "notice", "sampling", "generation_timeout_s", "on_load_failure", "limits", "count_named_votes", "max_concurrent_battles", "leaderboard_interval_s"})
+    problems.unknown_keys(entry, raw, {f.name for f in fields(ArenaSettings)})
     defaults = ArenaSettings()
     raw_limits = {} if raw.get("limits") is None else raw["limits"]
     limits = Limits()
@@ -329,11 +328,14 @@ def _parse_settings(raw: Any, problems: _Problems) -> ArenaSettings:
 
 
 _COMMON_KEYS = {"name", "backend", "system_prompt", "weight", "enabled", "family", "max_new_tokens", "temperature", "top_p", "repetition_penalty"}
+# The fields of each backend (`arena.backends` maps the same names to their classes).
 _BACKEND_KEYS = {
     "transformers": {"source", "gguf_file", "dtype", "device"},
     "openai": {"base_url", "model", "api_key_env", "request_timeout_s"},
     "scripted": {"script"},
 }
+BACKENDS = tuple(_BACKEND_KEYS)
+_ENTRY_DEFAULTS = ModelEntry(name="", backend="")  # what a field left out of an entry means
 
 
 def _parse_model(raw: Any, index: int, base_dir: Path, problems: _Problems) -> ModelEntry | None:
@@ -370,8 +372,8 @@ def _parse_model(raw: Any, index: int, base_dir: Path, problems: _Problems) -> M
     common = dict(
         system_prompt=_take(raw, "system_prompt", label, problems, _is_text, None),
         generation=generation,
-        weight=float(_take(raw, "weight", label, problems, _number(0, 10**6, low_open=True), 1.0)),
-        enabled=_take(raw, "enabled", label, problems, _is_bool, True),
+        weight=float(_take(raw, "weight", label, problems, _number(0, 10**6, low_open=True), _ENTRY_DEFAULTS.weight)),
+        enabled=_take(raw, "enabled", label, problems, _is_bool, _ENTRY_DEFAULTS.enabled),
         family=tuple(f.strip() for f in family),
     )
     if backend not in BACKENDS:
@@ -386,7 +388,8 @@ def _parse_model(raw: Any, index: int, base_dir: Path, problems: _Problems) -> M
             base_url=_require(raw, "base_url", label, problems, _is_url),
             model=_require(raw, "model", label, problems, _is_text),
             api_key_env=_take(raw, "api_key_env", label, problems, _is_env_name, None),
-            request_timeout_s=float(_take(raw, "request_timeout_s", label, problems, _number(0, 3600, low_open=True), 60.0)),
+            request_timeout_s=float(_take(raw, "request_timeout_s", label, problems, _number(0, 3600, low_open=True),
+                                          _ENTRY_DEFAULTS.request_timeout_s)),
         )
     else:
         entry = replace(entry, script=_require(raw, "script", label, problems, _is_text))
@@ -423,8 +426,8 @@ def _require(raw: dict, key: str, label: str, problems: _Problems, check: Callab
 def _parse_transformers(raw: dict, entry: ModelEntry, label: str, base_dir: Path, problems: _Problems) -> ModelEntry:
     source = _require(raw, "source", label, problems, _is_text)
     gguf_file = _take(raw, "gguf_file", label, problems, _is_text, None)
-    dtype = _take(raw, "dtype", label, problems, _one_of(DTYPES), "auto")
-    device = _take(raw, "device", label, problems, _is_device, "cpu")
+    dtype = _take(raw, "dtype", label, problems, _one_of(DTYPES), _ENTRY_DEFAULTS.dtype)
+    device = _take(raw, "device", label, problems, _is_device, _ENTRY_DEFAULTS.device)
     if source is None:
         return entry
     source = source.strip()

@@ -303,7 +303,7 @@ def _to_elo(log_strengths: np.ndarray, *, weights: np.ndarray, scale: float, bas
 
 
 def fit_bradley_terry(
-    wins: np.ndarray,
+    scores: np.ndarray,
     *,
     ridge: float = DEFAULT_RIDGE,
     scale: float = ELO_SCALE,
@@ -312,20 +312,20 @@ def fit_bradley_terry(
 ) -> np.ndarray:
     """Bradley-Terry ratings on the Elo scale, with vote-weighted mean `mean` (1000).
 
-    `wins[i, j]` is the (possibly fractional, ties as 0.5 each way) number of
-    times model i beat model j; the diagonal is ignored. Each model weighs on
+    `scores[i, j]` is what model i scored against model j: its wins plus half
+    its ties (so possibly fractional); the diagonal is ignored. Each model weighs on
     the mean by its number of battles (see `_centring_weights`). Agrees with an
     unpenalised logistic regression (Chatbot Arena's method) wherever that has
     a finite answer; the tiny `ridge` only matters where it does not.
     """
-    wins = np.asarray(wins, dtype=float)
-    layout = _PairLayout.of(wins + wins.T)
+    scores = np.asarray(scores, dtype=float)
+    layout = _PairLayout.of(scores + scores.T)
     if layout.n == 0:
         return np.zeros(0)
-    earned = wins[layout.rows, layout.cols]
-    battles = earned + wins[layout.cols, layout.rows]
+    earned = scores[layout.rows, layout.cols]
+    battles = earned + scores[layout.cols, layout.rows]
     theta = _fit_log_strengths(layout, earned[None, :], battles[None, :], ridge=ridge)
-    return _to_elo(theta[0], weights=_centring_weights(wins + wins.T), scale=scale, base=base, mean=mean)
+    return _to_elo(theta[0], weights=_centring_weights(scores + scores.T), scale=scale, base=base, mean=mean)
 
 
 def bootstrap_ratings(

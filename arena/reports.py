@@ -106,12 +106,14 @@ def _json(leaderboard: Leaderboard) -> str:
     return json.dumps(leaderboard.as_dicts(), indent=2, ensure_ascii=False) + "\n"
 
 
+_RENDERERS = dict(zip(FORMATS, (_table, _json, _csv, _markdown), strict=True))
+
+
 def render(leaderboard: Leaderboard, fmt: str) -> str:
     """The leaderboard as text in one of FORMATS."""
-    renderers = {"table": _table, "json": _json, "csv": _csv, "md": _markdown}
-    if fmt not in renderers:
+    if fmt not in _RENDERERS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    return renderers[fmt](leaderboard)
+    return _RENDERERS[fmt](leaderboard)
 
 
 def write_exports(leaderboard: Leaderboard, records: Iterable[Mapping], out_dir: Path | str) -> list[Path]:

@@ -69,7 +69,7 @@ class Roster:
     cache_dir: Path | None = None
     contestants: dict[str, Contestant] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
-    loading: str = "not started"
+    loading_stage: str = "not started"
     ready: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -93,7 +93,7 @@ class Roster:
         ordered = sorted(groups.values(), key=lambda entries: not backend_class(entries[0]).loads_quickly)
         for index, entries in enumerate(ordered, start=1):
             names = ", ".join(e.name for e in entries)
-            self.loading = f"loading {index}/{len(groups)} ({names})"
+            self.loading_stage = f"loading {index}/{len(groups)} ({names})"
             report(f"[{index}/{len(groups)}] {names}")
             started = time.monotonic()
             backend = backend_class(entries[0])(entries[0], cache_dir=self.cache_dir)
@@ -113,7 +113,7 @@ class Roster:
                 backend.close()  # nobody serves on these weights: free them
         if len(self.contestants) < 2:
             raise _too_few_models(list(self.contestants), self.failures)
-        self.loading = "ready"
+        self.loading_stage = "ready"
         self.ready.set()
 
     def _give_up(self, entries: list[ModelEntry], exc: Exception, report: Callable[[str], None]) -> None:

@@ -87,7 +87,7 @@ class ArenaService:
     def loading_message(self) -> str:
         if self.ready:
             return ""
-        return f"The models are still loading ({self.roster.loading}). Battles start as soon as they are ready."
+        return f"The models are still loading ({self.roster.loading_stage}). Battles start as soon as they are ready."
 
     def model_names(self) -> list[str]:
         return self.roster.names if self.ready else [m.name for m in self.config.enabled_models]
@@ -303,7 +303,7 @@ class ArenaService:
         client_id = self.store.client_id(address)
         battle = self.book.get(battle_id, client_id)
         self.book.claim_vote(battle, outcome)
-        leaked = identity_leak(battle.answers(), self.identity_terms)
+        leaked = identity_leak(battle.shown_texts(), self.identity_terms)
         flag_reason = f"answer names '{leaked}'" if leaked else None
         try:
             self.store.record_vote(battle.id, outcome, client_id, flag_reason)

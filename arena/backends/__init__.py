@@ -9,13 +9,16 @@ from __future__ import annotations
 import importlib
 
 from arena.backends.base import Backend, Delta, GenerationError, Message
-from arena.config import ModelEntry
+from arena.config import BACKENDS, ModelEntry
 
 _BACKEND_CLASSES = {
     "transformers": ("arena.backends.transformers_local", "TransformersBackend"),
     "openai": ("arena.backends.openai_compatible", "OpenAICompatibleBackend"),
     "scripted": ("arena.backends.scripted", "ScriptedBackend"),
 }
+
+
+assert set(_BACKEND_CLASSES) == set(BACKENDS), "models.yaml's backends and their classes must name the same ones"
 
 
 def backend_class(entry: ModelEntry) -> type[Backend]:

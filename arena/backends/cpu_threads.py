@@ -2,8 +2,8 @@
 
 With batching (`batching.py`) a single thread runs all of a model's forward
 passes, so torch's intra-op pool may have every core: both sides of a battle
-are rows of the same matrix products, not two `generate` calls fighting over
-the cores (two threads x two intra-op threads on two cores, as before).
+are rows of the same matrix products, not two `generate` calls each running
+two intra-op threads on the same two cores.
 Inter-op parallelism is unused by decoding, so that pool is kept to one thread.
 
 OpenMP's default is to spin between parallel regions. When anything else
