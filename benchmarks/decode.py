@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from arena.backends.cpu_threads import THREADS_VARIABLE  # noqa: E402
+from arena.decoding.cpu_threads import THREADS_VARIABLE  # noqa: E402
 from arena.config import load_config  # noqa: E402
 from arena.roster import Contestant, Roster  # noqa: E402
 from tests.conftest import MODEL_CACHE  # noqa: E402

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from arena.backends import next_token
+from arena.decoding import next_token
 from arena.backends.base import GenerationError
 from arena.backends.transformers_local import TransformersBackend
 from arena.config import GenerationSettings, ModelEntry, bundled_model_path

@@ -34,13 +34,13 @@ class TransformersBackend(Backend):
         return ("transformers", entry.source, entry.gguf_file, entry.dtype, entry.device)
 
     def load(self, report: ProgressReport) -> None:
-        from arena.backends.cpu_threads import configure_cpu_threads
+        from arena.decoding.cpu_threads import configure_cpu_threads
 
         configure_cpu_threads()  # before torch's first import
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from arena.backends.batching import BatchedDecoder
+        from arena.decoding.batching import BatchedDecoder
 
         source, options = self.entry.source, {}
         cache_path = self._cache_path()  # hashes the GGUF: once per start

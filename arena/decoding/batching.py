@@ -28,7 +28,7 @@ from torch.nn import functional
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from arena.backends.base import GenerationError
-from arena.backends.next_token import RowState, choose_next_tokens
+from arena.decoding.next_token import RowState, choose_next_tokens
 from arena.config import GenerationSettings
 
 log = logging.getLogger("arena")
