@@ -693,7 +693,7 @@ def compute_leaderboard(
     if bootstrap_rounds > 0:
         lower, upper = np.percentile(samples, [_TAIL_PERCENT, 100 - _TAIL_PERCENT], axis=0)
     else:
-        lower, upper = ratings, ratings
+        lower = upper = np.round(ratings, 6)  # equal records fit equal up to rounding noise: one rank, not two
     components = compared_components(counts)
     bound = ridge_bound_groups(counts, components)
     measured = (upper > lower) & (_chance_ridge_placed(counts) <= _TAIL_PERCENT / 100)

@@ -401,3 +401,9 @@ def test_online_elo_replays_votes_without_time_first_in_input_order():
     untimed = [{k: v for k, v in record.items() if k != "tstamp"} for record in votes]
     assert online_elo(votes) == online_elo([untimed[1], untimed[2], untimed[0]])
     assert online_elo(votes) != online_elo(untimed)  # order matters, so the rule above is doing something
+
+
+def test_without_bootstrap_models_with_the_same_record_share_a_rank():
+    votes = [vote("gpt-4", "claude-v1"), vote("GPT-4", "claude-v1")]  # fitted equal but for rounding noise
+    board = compute_leaderboard(votes, bootstrap_rounds=0)
+    assert {row.model: row.rank for row in board.rows} == {"gpt-4": 1, "GPT-4": 1, "claude-v1": 3}
