@@ -199,6 +199,43 @@ class RateLimiter:
             )
 
 
+class FailureStreaks:
+    """Models failing battle after battle (a remote endpoint that went down) rest from anonymous draws.
+
+    Each of their battles would fail and waste a volunteer's prompt. After `STREAK` failures in a row a
+    model rests `REST_S`, twice as long each time it fails again on return (up to `MAX_REST_S`); one
+    answer it completes ends the streak.
+    """
+
+    STREAK = 3
+    REST_S = 60.0
+    MAX_REST_S = 600.0
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.failures: dict[str, int] = {}
+        self.resting_until: dict[str, float] = {}
+
+    def record(self, model: str, failed: bool) -> float | None:
+        """Count one answer of `model`; returns the seconds it now rests, if this failure starts a rest."""
+        with self.lock:
+            if not failed:
+                self.failures.pop(model, None)
+                return None
+            streak = self.failures[model] = self.failures.get(model, 0) + 1
+            if streak < self.STREAK:
+                return None
+            rest = min(self.MAX_REST_S, self.REST_S * 2 ** (streak - self.STREAK))
+            self.resting_until[model] = self.clock() + rest
+            return rest
+
+    def resting(self) -> set[str]:
+        now = self.clock()
+        with self.lock:
+            return {model for model, until in self.resting_until.items() if until > now}
+
+
 class BattleBook:
     """The battles in progress, held on the server and keyed by an opaque id."""
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from arena import ratings
-from arena.battle import SIDES, Battle, BattleBook, Mode, RateLimiter, RuleViolation, Status, identity_leak, status_message
+from arena.battle import (SIDES, Battle, BattleBook, FailureStreaks, Mode, RateLimiter, RuleViolation, Status, identity_leak,
+                          status_message)
 from arena.config import ArenaConfig
 from arena.duel import DuelFrame, SideResult, frame_interval, run_duel
 from arena.roster import Roster
@@ -25,6 +26,8 @@ from arena.sampling import make_sampler
 from arena.storage import ArenaStore, DuplicateVote
 
 log = logging.getLogger("arena")
+
+_REDRAWS = 200  # draws to find a pair without a resting model (each is microseconds)
 
 @dataclass
 class BattleView:
@@ -65,6 +68,7 @@ class ArenaService:
         self.store = store
         self.book = BattleBook(config.settings.limits)
         self.limiter = RateLimiter(config.settings.limits.battles_per_hour)
+        self.streaks = FailureStreaks()
         self.rng = np.random.default_rng(seed)
         self.sampler = None
         self.sampler_lock = threading.Lock()
@@ -206,7 +210,14 @@ class ArenaService:
                 history = ratings.select_votes(self.store.vote_records())
                 weights = {c.name: c.entry.weight for c in self.roster.contestants.values()}
                 self.sampler = make_sampler(self.config.settings.sampling, self.roster.names, weights, history)
-        return self.sampler.draw(self.rng)
+        resting = self.streaks.resting()
+        pair = self.sampler.draw(self.rng)
+        if len(set(self.roster.names) - resting) >= 2:  # a pair of working models exists: draw until one comes
+            for _ in range(_REDRAWS):
+                if not resting.intersection(pair):
+                    break
+                pair = self.sampler.draw(self.rng)
+        return pair
 
     def _generate(self, battle: Battle) -> Iterator[BattleView]:
         contestants = {side: self.roster.contestants[battle.models[side]] for side in SIDES}
@@ -274,6 +285,12 @@ class ArenaService:
             log.warning("battle %s failed: %s", battle.id, failure)
         battle.failed_sides = frame.failed_sides
         battle.cut_sides = [side for side in SIDES if side in frame.sides and frame.sides[side].cut]
+        for side in SIDES:
+            if side in frame.failed_sides or frame.sides.get(side, SideResult()).done:  # not one merely stopped
+                rest = self.streaks.record(battle.models[side], failed=side in frame.failed_sides)
+                if rest:
+                    log.warning("%s failed %d battles in a row: left out of anonymous battles for %.0f s",
+                                battle.models[side], self.streaks.failures[battle.models[side]], rest)
         # Stored before it becomes votable in memory: a vote must never be kept for a turn that is not.
         try:
             self.store.record_turn(battle.id, turn, battle.attempt, messages, status.value, failure)

@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 
-from arena.battle import BattleBook, Mode, RateLimiter, RuleViolation, Status, client_network, identity_leak
+from arena.battle import BattleBook, FailureStreaks, Mode, RateLimiter, RuleViolation, Status, client_network, identity_leak
 from arena.config import Limits
 from arena.ui.battle_text import FAILED_NOTE, STOPPED_NOTE, receipt_text, shown_conversations, status_line
 from tests.conftest import SCRIPTED_MODELS
@@ -596,3 +596,30 @@ def test_battles_generating_is_counted_however_a_battle_ends(make_service):
     failing = make_service(FAILING.format(script="error"))
     finish(failing.ask(None, "Hello", CLIENT, Mode.ANONYMOUS))
     assert failing.battles_generating == 0
+
+
+def test_a_model_failing_battle_after_battle_rests_from_anonymous_draws(make_service, caplog):
+    """An endpoint that went down would otherwise fail every battle it is drawn into."""
+    service = make_service("""
+        settings: {sampling: uniform, limits: {battles_per_hour: 1000}}
+        models:
+          - {name: echo-one, backend: scripted, script: echo}
+          - {name: echo-two, backend: scripted, script: echo}
+          - {name: broken, backend: scripted, script: error}
+    """)
+    now = [0.0]
+    service.streaks.clock = lambda: now[0]
+    failed = 0
+    while failed < FailureStreaks.STREAK:
+        view = finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS))
+        failed += view.failed
+    assert "broken failed 3 battles in a row: left out of anonymous battles for 60 s" in caplog.text
+    pairs = [service.book.get(finish(service.ask(None, "Hi", CLIENT, Mode.ANONYMOUS)).battle_id,
+                              service.store.client_id(CLIENT)).models for _ in range(12)]
+    assert all("broken" not in pair.values() for pair in pairs)
+    now[0] = 61.0  # rested: it is drawn again, and one more failure rests it twice as long
+    while not finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS)).failed:
+        pass
+    assert service.streaks.resting() == {"broken"} and service.streaks.resting_until["broken"] == 61.0 + 120.0
+    named = finish(service.ask(None, "Hi", CLIENT, Mode.NAMED, ("broken", "echo-one")))
+    assert named.failed  # side by side, a volunteer may still pick it
