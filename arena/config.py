@@ -219,14 +219,17 @@ def parse_config(document: Any, path: Path) -> ArenaConfig:
         problems.add("(file)", "models", "must be a non-empty list of model entries")
         problems.raise_if_any(path)
     models = []
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # case-folded name -> the name as first written
     for index, raw in enumerate(raw_models, start=1):
         entry = _parse_model(raw, index, path.parent, problems)
         if entry is None:
             continue
-        if entry.name in seen:
+        first = seen.get(entry.name.casefold())
+        if first == entry.name:
             problems.add(f"model '{entry.name}'", "name", "duplicate name: names must be unique")
-        seen.add(entry.name)
+        elif first is not None:  # on a leaderboard, two rows that read as one model
+            problems.add(f"model '{entry.name}'", "name", f"differs from '{first}' only in case: names must be unique")
+        seen.setdefault(entry.name.casefold(), entry.name)
         models.append(entry)
     if not problems and sum(m.enabled for m in models) < 2:
         problems.add("(file)", "models", "at least two enabled models are needed for a battle")

@@ -147,6 +147,8 @@ def test_a_key_pasted_in_place_of_its_variable_name_is_not_echoed(tmp_path):
     (f"settings: {{limits: []}}\nmodels:\n  - {GOOD_ENTRY}\n", "field 'limits': must be a mapping"),
     ("- just a list", "top level must be a mapping"),
     ("models: []", "non-empty list"),
+    ("models:\n  - {name: GPT-4, backend: scripted, script: echo}\n  - {name: gpt-4, backend: scripted, script: echo}\n",
+     "model 'gpt-4': field 'name': differs from 'GPT-4' only in case"),
     ("models:\n  - name: a\n    backend: scripted\n   script: echo\n",
      "line 4, column 4: expected <block end>, but found '<block mapping start>'; check the indentation (the list or "
      "mapping that starts at line 2)"),
