@@ -144,15 +144,22 @@ def test_cancel_stops_the_answer_early(served):
 
 
 @pytest.mark.model
-@pytest.mark.parametrize("change, settings, expected", [
-    ({"model": "no-such-model"}, GREEDY, "HTTP 400"),
-    ({}, replace(GREEDY, repetition_penalty=1.3), "HTTP 422.*repetition_penalty"),  # transformers serve is strict
-])
-def test_server_refusals_become_errors_with_the_status(served, change, settings, expected):
+def test_server_refusals_become_errors_with_the_status(served):
     base_url, model_id = served
-    backend = loaded(remote_entry(base_url, change.get("model", model_id)))
-    with pytest.raises(GenerationError, match=expected):
-        answer(backend, settings)
+    backend = loaded(remote_entry(base_url, model_id))
+    with pytest.raises(GenerationError, match="HTTP 422.*repetition_penalty"):  # transformers serve is strict
+        answer(backend, replace(GREEDY, repetition_penalty=1.3))
+
+
+@pytest.mark.model
+def test_a_model_the_real_server_does_not_serve_fails_load(served):
+    """`transformers serve` lists nothing at /models; the one-token probe is what finds a wrong `model`."""
+    base_url, model_id = served
+    reports: list[str] = []
+    loaded(remote_entry(base_url, model_id), reports)  # the right one: served on demand
+    assert any(f"serves '{model_id}' on demand" in report for report in reports), reports
+    with pytest.raises(GenerationError, match=r"does not serve 'no-such-model'.*HTTP 400"):
+        loaded(remote_entry(base_url, "no-such-model"))
 
 
 @pytest.mark.model
