@@ -217,18 +217,19 @@ class FailureStreaks:
         self.failures: dict[str, int] = {}
         self.resting_until: dict[str, float] = {}
 
-    def record(self, model: str, failed: bool) -> float | None:
-        """Count one answer of `model`; returns the seconds it now rests, if this failure starts a rest."""
+    def record(self, model: str, failed: bool) -> tuple[int, float | None]:
+        """Count one answer of `model` (anonymous battles only: side by side, a volunteer picks, and could
+        keep a model resting). Returns its streak of failures, and the seconds it now rests, if it does."""
         with self.lock:
             if not failed:
                 self.failures.pop(model, None)
-                return None
+                return 0, None
             streak = self.failures[model] = self.failures.get(model, 0) + 1
             if streak < self.STREAK:
-                return None
+                return streak, None
             rest = min(self.MAX_REST_S, self.REST_S * 2 ** (streak - self.STREAK))
             self.resting_until[model] = self.clock() + rest
-            return rest
+            return streak, rest
 
     def resting(self) -> set[str]:
         now = self.clock()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -86,10 +86,20 @@ class PairSampler:
         self._pair_rows, self._pair_cols = np.triu_indices(len(models), k=1)
         self._lock = threading.Lock()
 
-    def draw(self, rng: np.random.Generator) -> tuple[str, str]:
-        """Two different models as (model_a, model_b), sides assigned by a coin flip."""
+    def draw(self, rng: np.random.Generator, excluded: Collection[str] = ()) -> tuple[str, str]:
+        """Two different models as (model_a, model_b), sides assigned by a coin flip.
+
+        Pairs with a model in `excluded` (resting after failures) are left out, the others keeping
+        their policy's proportions, unless that leaves no pair at all.
+        """
+        left_out = [self._index[name] for name in excluded if name in self._index]
         with self._lock:  # also guards `rng`, which numpy does not make thread-safe
-            first, second = self._draw_indices(rng)
+            if left_out:
+                probabilities = self._pair_probability_vector().copy()
+                probabilities[np.isin(self._pair_rows, left_out) | np.isin(self._pair_cols, left_out)] = 0.0
+                first, second = self._pair_from(rng, probabilities) if probabilities.sum() > 0 else self._draw_indices(rng)
+            else:
+                first, second = self._draw_indices(rng)
             if rng.random() < 0.5:
                 first, second = second, first
         return self.models[first], self.models[second]

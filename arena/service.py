@@ -27,8 +27,6 @@ from arena.storage import ArenaStore, DuplicateVote
 
 log = logging.getLogger("arena")
 
-_REDRAWS = 200  # draws to find a pair without a resting model (each is microseconds)
-
 @dataclass
 class BattleView:
     """What the page may show: answers and status, never model names before the vote."""
@@ -175,27 +173,44 @@ class ArenaService:
     def _check_length(self, prompt: str, battle: Battle | None, chosen: tuple[str, str] | None) -> None:
         """Refuse, before anything starts, a conversation too long for the limit or for a model's context.
 
-        Checked against every model that could answer (a new anonymous battle's pair is not drawn yet),
-        with one message whichever side is over: a refusal must not tell the sides apart.
+        Anonymous battles are held to the smallest allowance of all served models, whichever pair is
+        playing, and refused without numbers: neither whether nor how a refusal comes may tell which
+        models (or sides) are in the battle. A new anonymous battle is checked against every model, as
+        its pair is not drawn yet. Side by side, each model is held to its own allowance.
         """
+        anonymous = chosen is None if battle is None else battle.mode is Mode.ANONYMOUS
         if battle is not None:
             readers = [(self.roster.contestants[battle.models[side]], battle.conversation(side)) for side in SIDES]
         else:
-            names = chosen if chosen and all(name in self.roster.contestants for name in chosen) else self.roster.names
+            names = self.roster.names if anonymous else [name for name in chosen if name in self.roster.contestants]
             readers = [(self.roster.contestants[name], []) for name in names]
-        longest, most_allowed, too_long = 0, self.config.settings.limits.max_conversation_tokens, False
+        common = min(map(self._allowed_tokens, self.roster.contestants.values()), default=None)
+        longest, refused = 0, False
         for contestant, history in readers:
-            tokens = contestant.prompt_tokens([*history, {"role": "user", "content": prompt}])
+            tokens = self._prompt_tokens(contestant, [*history, {"role": "user", "content": prompt}])
             if tokens is None:
-                continue
-            context = contestant.backend.context_length()
-            allowed = most_allowed if context is None else min(most_allowed, context - contestant.entry.generation.max_new_tokens)
-            longest, most_allowed, too_long = max(longest, tokens), min(most_allowed, allowed), too_long or tokens > allowed
-        if too_long:
-            what = "This conversation is" if battle is not None else "This prompt is"
-            advice = "Vote, or start a new round." if battle is not None else "Please shorten it."
-            raise RuleViolation(f"{what} too long for the models here: about {longest:,} tokens, and they read at most "
-                                f"{most_allowed:,}. {advice}")
+                continue  # only its server knows: it refuses what it cannot read, and that side fails
+            longest = max(longest, tokens)
+            refused |= tokens > (common if anonymous else self._allowed_tokens(contestant))
+        if not refused:
+            return
+        what, advice = ("This conversation is", "Vote, or start a new round.") if battle else ("This prompt is", "Please shorten it.")
+        numbers = "" if anonymous else f": about {longest:,} tokens, more than these models read here"
+        raise RuleViolation(f"{what} too long for the models here{numbers}. {advice}")
+
+    def _allowed_tokens(self, contestant) -> int:
+        """The most conversation tokens `contestant` may read: the limit, less room for its answer in its context."""
+        limit = self.config.settings.limits.max_conversation_tokens
+        context = contestant.backend.context_length()
+        return limit if context is None else min(limit, context - contestant.entry.generation.max_new_tokens)
+
+    @staticmethod
+    def _prompt_tokens(contestant, turns) -> int | None:
+        try:
+            return contestant.prompt_tokens(turns)
+        except Exception:  # a model's own template failing: its side fails in the battle, as it always did
+            log.exception("%s: could not count the conversation's tokens", contestant.name)
+            return None
 
     def _check_chosen_pair(self, chosen: tuple[str, str] | None) -> None:
         if not chosen or chosen[0] == chosen[1]:
@@ -210,14 +225,7 @@ class ArenaService:
                 history = ratings.select_votes(self.store.vote_records())
                 weights = {c.name: c.entry.weight for c in self.roster.contestants.values()}
                 self.sampler = make_sampler(self.config.settings.sampling, self.roster.names, weights, history)
-        resting = self.streaks.resting()
-        pair = self.sampler.draw(self.rng)
-        if len(set(self.roster.names) - resting) >= 2:  # a pair of working models exists: draw until one comes
-            for _ in range(_REDRAWS):
-                if not resting.intersection(pair):
-                    break
-                pair = self.sampler.draw(self.rng)
-        return pair
+        return self.sampler.draw(self.rng, excluded=self.streaks.resting())
 
     def _generate(self, battle: Battle) -> Iterator[BattleView]:
         contestants = {side: self.roster.contestants[battle.models[side]] for side in SIDES}
@@ -285,12 +293,12 @@ class ArenaService:
             log.warning("battle %s failed: %s", battle.id, failure)
         battle.failed_sides = frame.failed_sides
         battle.cut_sides = [side for side in SIDES if side in frame.sides and frame.sides[side].cut]
-        for side in SIDES:
+        for side in SIDES if battle.mode is Mode.ANONYMOUS else ():  # side by side, the volunteer chose the model
             if side in frame.failed_sides or frame.sides.get(side, SideResult()).done:  # not one merely stopped
-                rest = self.streaks.record(battle.models[side], failed=side in frame.failed_sides)
+                streak, rest = self.streaks.record(battle.models[side], failed=side in frame.failed_sides)
                 if rest:
                     log.warning("%s failed %d battles in a row: left out of anonymous battles for %.0f s",
-                                battle.models[side], self.streaks.failures[battle.models[side]], rest)
+                                battle.models[side], streak, rest)
         # Stored before it becomes votable in memory: a vote must never be kept for a turn that is not.
         try:
             self.store.record_turn(battle.id, turn, battle.attempt, messages, status.value, failure)

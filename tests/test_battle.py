@@ -335,14 +335,55 @@ def test_a_prompt_too_long_in_tokens_is_refused_before_a_battle_starts(make_serv
           - {name: echo-one, backend: scripted, script: echo}
           - {name: echo-two, backend: scripted, script: echo}
     """)
-    with pytest.raises(RuleViolation, match=r"This prompt is too long for the models here: about 13 tokens, and they read at most 12"):
+    with pytest.raises(RuleViolation, match=r"^This prompt is too long for the models here\. Please shorten it\.$"):
         service.ask(None, " ".join(["word"] * 13), CLIENT, Mode.ANONYMOUS)
     assert service.store.db["battles"].count == 0  # nothing started, and nothing counted against the hour
     view = finish(service.ask(None, " ".join(["word"] * 5), CLIENT, Mode.ANONYMOUS))
-    with pytest.raises(RuleViolation, match=r"This conversation is too long .* about 15 tokens.*Vote, or start a new round"):
+    with pytest.raises(RuleViolation, match=r"^This conversation is too long for the models here\. Vote, or start a new round"):
         service.ask(view.battle_id, "five more words right here", CLIENT, Mode.ANONYMOUS)  # 5 + 5 answered + 5
     assert service.vote(view.battle_id, CLIENT, "tie")  # the battle is still open to a vote
     finish(service.ask(None, "a new round", CLIENT, Mode.ANONYMOUS))  # the second of two battles this hour
+    with pytest.raises(RuleViolation, match=r"too long for the models here: about 13 tokens"):  # side by side: numbers
+        service.ask(None, " ".join(["word"] * 13), CLIENT, Mode.NAMED, ("echo-one", "echo-two"))
+
+
+def test_whether_a_follow_up_is_refused_does_not_depend_on_the_pair_or_its_sides(make_service, monkeypatch):
+    """One model with a small context: anonymous battles are all held to it, so a refusal names no one."""
+    service = make_service("""
+        settings: {sampling: uniform, limits: {battles_per_hour: 100}}
+        models:
+          - {name: roomy, backend: scripted, script: echo}
+          - {name: cramped, backend: scripted, script: echo, max_new_tokens: 10}
+          - {name: other, backend: scripted, script: echo}
+    """)
+    cramped = service.roster.contestants["cramped"].backend
+    monkeypatch.setattr(cramped, "context_length", lambda: 30)  # reads at most 20 with room for its answer
+    outcomes = set()
+    for _ in range(12):
+        view = finish(service.ask(None, " ".join(["word"] * 4), CLIENT, Mode.ANONYMOUS))
+        try:
+            finish(service.ask(view.battle_id, " ".join(["word"] * 13), CLIENT, Mode.ANONYMOUS))  # 4 + 4 + 13 = 21
+            outcomes.add("answered")
+        except RuleViolation as refusal:
+            outcomes.add(str(refusal))
+    assert outcomes == {"This conversation is too long for the models here. Vote, or start a new round."}
+    named = finish(service.ask(None, " ".join(["word"] * 4), CLIENT, Mode.NAMED, ("roomy", "other")))
+    finish(service.ask(named.battle_id, " ".join(["word"] * 13), CLIENT, Mode.NAMED, ("roomy", "other")))  # their own room
+
+
+def test_a_model_whose_template_fails_to_count_does_not_stop_every_battle(make_service, monkeypatch):
+    service = make_service("""
+        settings: {sampling: uniform}
+        models:
+          - {name: echo-one, backend: scripted, script: echo}
+          - {name: echo-two, backend: scripted, script: echo}
+    """)
+
+    def no_system_role(messages):
+        raise ValueError("System role not supported")
+
+    monkeypatch.setattr(service.roster.contestants["echo-one"].backend, "prompt_tokens", no_system_role)
+    assert not finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS)).failed  # counted by the other; served
 
 
 def test_a_battle_left_without_a_vote_is_recorded_as_abandoned(make_service):
@@ -614,6 +655,7 @@ def test_a_model_failing_battle_after_battle_rests_from_anonymous_draws(make_ser
         view = finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS))
         failed += view.failed
     assert "broken failed 3 battles in a row: left out of anonymous battles for 60 s" in caplog.text
+    assert service.streaks.failures == {"broken": 3}  # the other side, stopped by its failure, is not counted
     pairs = [service.book.get(finish(service.ask(None, "Hi", CLIENT, Mode.ANONYMOUS)).battle_id,
                               service.store.client_id(CLIENT)).models for _ in range(12)]
     assert all("broken" not in pair.values() for pair in pairs)
@@ -621,5 +663,9 @@ def test_a_model_failing_battle_after_battle_rests_from_anonymous_draws(make_ser
     while not finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS)).failed:
         pass
     assert service.streaks.resting() == {"broken"} and service.streaks.resting_until["broken"] == 61.0 + 120.0
-    named = finish(service.ask(None, "Hi", CLIENT, Mode.NAMED, ("broken", "echo-one")))
-    assert named.failed  # side by side, a volunteer may still pick it
+    for _ in range(3):  # side by side, a volunteer may still pick it, and its failures there do not count
+        assert finish(service.ask(None, "Hi", CLIENT, Mode.NAMED, ("broken", "echo-one"))).failed
+    assert service.streaks.failures["broken"] == 4
+    now[0] = 200.0
+    view = finish(service.ask(None, "Hi", CLIENT, Mode.NAMED, ("echo-one", "echo-two")))
+    assert not view.failed and service.streaks.resting() == set()

@@ -283,3 +283,16 @@ def test_unknown_winner_label_is_an_error(policy):
     sampler = make_sampler(policy, ["a", "b"])
     with pytest.raises(ValueError, match="winner"):
         sampler.observe("a", "b", "left")
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_excluded_models_are_never_drawn_while_a_pair_without_them_exists(policy):
+    """A resting model (see FailureStreaks) is left out, even when its weight would have it in most pairs."""
+    names = ["heavy", "b", "c", "d"]
+    sampler = make_sampler(policy, names, weights={"heavy": 50.0, "b": 1.0, "c": 1.0, "d": 1.0})
+    rng = np.random.default_rng(0)
+    pairs = [sampler.draw(rng, excluded={"heavy"}) for _ in range(300)]
+    assert not any("heavy" in pair for pair in pairs)
+    assert {frozenset(pair) for pair in pairs} == {frozenset(p) for p in itertools.combinations("bcd", 2)}
+    everyone = [sampler.draw(rng, excluded=set(names)) for _ in range(20)]  # no pair left: draw as if none rested
+    assert all(a != b and {a, b} <= set(names) for a, b in everyone)
