@@ -169,10 +169,13 @@ class RateLimiter:
 
     def check_and_count(self, key: str) -> None:
         with self.lock:
+            now = self.clock()
+            if now >= self._next_sweep:  # once a window: forget addresses not seen in it (each costs memory)
+                self.starts = {k: v for k, v in self.starts.items() if v and v[-1] > now - self.WINDOW_S}
+                self._next_sweep = now + self.WINDOW_S
             levels = [(key, self.per_hour), *((wider, self.per_hour * multiple) for wider, multiple in wider_networks(key))]
             for level, allowed in levels:
-                self._check(level, allowed)
-            now = self.clock()
+                self._check(level, allowed, now, shared=level != key)
             for level, _ in levels:
                 self.starts[level].append(now)
 
@@ -183,18 +186,15 @@ class RateLimiter:
                 if self.starts.get(level):
                     self.starts[level].pop()
 
-    def _check(self, key: str, allowed: int) -> None:
-        now = self.clock()
-        if now >= self._next_sweep:  # once a window: forget addresses not seen in it (each costs memory)
-            self.starts = {k: v for k, v in self.starts.items() if v and v[-1] > now - self.WINDOW_S}
-            self._next_sweep = now + self.WINDOW_S
+    def _check(self, key: str, allowed: int, now: float, shared: bool) -> None:
         starts = self.starts.setdefault(key, deque())
         while starts and starts[0] <= now - self.WINDOW_S:
             starts.popleft()
         if len(starts) >= allowed:
             wait_min = max(1, int((starts[0] + self.WINDOW_S - now) / 60) + 1)
+            whose = f"The network your address belongs to ({key})" if shared else "Your network address"
             raise RuleViolation(
-                f"Your network address reached the limit here: {counted(allowed, 'battle')} an hour, "
+                f"{whose} reached the limit here: {counted(allowed, 'battle')} an hour, "
                 f"regenerations included. Please come back in about {counted(wait_min, 'minute')}."
             )
 

@@ -545,7 +545,14 @@ def _vote_text(vote: tuple) -> str:
 
 
 def _changed_fields(stored: dict, row: dict) -> list[str]:
-    changed = [key for key in ("backend", "source") if stored[key] != row[key]]
+    """What differs between a model's stored row and its row now.
+
+    A local source is a resolved path, which moves with the checkout or the venv (a bundled model lives
+    in site-packages): only its last part names the weights. A hub id or URL keeps its last part too.
+    """
+    changed = ["backend"] if stored["backend"] != row["backend"] else []
+    if _source_name(stored["source"]) != _source_name(row["source"]):
+        changed.append("source")
     try:
         before = json.loads(stored["settings"] or "{}")
     except ValueError:
@@ -557,3 +564,7 @@ def _changed_fields(stored: dict, row: dict) -> list[str]:
         elif before.get(key) != value:
             changed.append(key)
     return changed
+
+
+def _source_name(source: str | None) -> str:
+    return (source or "").rstrip("/").rsplit("/", 1)[-1]

@@ -63,13 +63,18 @@ _LOOK_ALIKES = str.maketrans({
     "һ": "h", "ԁ": "d", "ԛ": "q", "ԝ": "w", "к": "k", "м": "m", "т": "t", "ь": "b",
     "α": "a", "ε": "e", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p", "τ": "t", "υ": "u", "χ": "x",
 })
-# Markdown emphasis and code marks: "**Smol**LM" shows as "SmolLM".
-_EMPHASIS = str.maketrans("", "", "*_~`")
+# Markdown emphasis and code marks: "**Smol**LM" shows as "SmolLM". An underscore separates words
+# ("config_llama") more often than it emphasises, so it becomes a space.
+_EMPHASIS = str.maketrans({"*": None, "~": None, "`": None, "_": " "})
+_WORD = re.compile(r"\w+")
+_LATIN = re.compile("[a-z]")
 
 
 def as_read(text: str) -> str:
-    """`text` as a reader sees the words in it: entities decoded, width and look-alike letters folded,
-    invisible characters and emphasis marks gone, in lower case. For finding names, not for showing."""
+    """`text` as a reader sees the words in it: entities decoded, width folded, invisible characters and
+    emphasis marks gone, in lower case, and look-alike letters folded in words that mix them with Latin
+    ones ("Smоl" with a Cyrillic о; a Russian word stays Russian). For finding names, not for showing."""
     text = unicodedata.normalize("NFKC", html.unescape(text)).casefold()
     text = "".join(c for c in text if unicodedata.category(c) != "Cf")  # zero-width spaces, soft hyphens
-    return text.translate(_LOOK_ALIKES).translate(_EMPHASIS)
+    text = text.translate(_EMPHASIS)
+    return _WORD.sub(lambda word: word[0].translate(_LOOK_ALIKES) if _LATIN.search(word[0]) else word[0], text)

@@ -470,14 +470,26 @@ def test_one_ipv6_subscriber_s_many_64s_share_a_wider_allowance():
     for network in home[:4]:
         limiter.check_and_count(network)
         limiter.check_and_count(network)  # two each: the /56 has had 8, its allowance
-    with pytest.raises(RuleViolation, match="limit here: 8 battles an hour"):
+    with pytest.raises(RuleViolation, match=r"The network your address belongs to \(2001:db8:1::/56\) reached the limit "
+                                             r"here: 8 battles an hour"):
         limiter.check_and_count(home[4])  # a fresh /64, but the same subscriber
     limiter.refund(home[3])
     limiter.check_and_count(home[4])  # a refund gives back at every level
     neighbour = client_network("2001:db8:1:100::1")  # another /56 of the same /48
     limiter.check_and_count(neighbour)
     limiter.check_and_count("203.0.113.7")  # IPv4 has no wider levels
-    assert limiter.starts["2001:db8:1::/48"] and "203.0.113.0/24" not in limiter.starts
+    assert len(limiter.starts["2001:db8:1::/48"]) == 9 and len(limiter.starts["2001:db8:1:100::/56"]) == 1
+    assert sorted(key for key in limiter.starts if "." in key) == ["203.0.113.7"]
+
+
+def test_the_hourly_sweep_in_the_middle_of_a_count_loses_nothing():
+    """The sweep runs once, before a count's levels are checked: it cannot drop one it just made."""
+    ticks = iter([0.0, 0.0, 3599.9])  # then 3600.0: the clock reaches the sweep while a count is under way
+    limiter = RateLimiter(per_hour=2, clock=lambda: next(ticks, 3600.0))
+    limiter.check_and_count(client_network("2001:db8:1:2::1"))
+    limiter.check_and_count(client_network("2001:db8:1:3::1"))
+    limiter.check_and_count(client_network("2001:db8:1:4::1"))  # after the sweep
+    assert list(limiter.starts["2001:db8:1::/56"]) == [3599.9, 3600.0]  # the count at 0 s has left the window
 
 
 def test_the_rate_limiter_forgets_addresses_gone_quiet():
@@ -538,9 +550,15 @@ def test_a_name_written_to_slip_past_the_check_is_still_found(answer):
     assert identity_leak([answer], ["SmolLM", "Hugging Face"]) is not None
 
 
-@pytest.mark.parametrize("answer", ["let me take a look", "home tables", "Met a friend", "the sm ol lm thing"])
+@pytest.mark.parametrize("answer", ["let me take a look", "home tables", "Met a friend", "the sm ol lm thing",
+                                    "Метаболизм и мета-анализ"])  # Russian words, not look-alikes of "Meta"
 def test_words_run_together_are_not_taken_for_a_name(answer):
     assert identity_leak([answer], ["Meta", "SmolLM"]) is None
+
+
+def test_a_name_inside_an_identifier_is_found():
+    assert identity_leak(["see config_llama.json"], ["Llama"]) == "Llama"
+    assert identity_leak(["I am Hugging_Face's"], ["Hugging Face"]) == "Hugging Face"
 
 
 def test_battle_book_refuses_same_model_twice():

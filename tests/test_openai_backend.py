@@ -512,6 +512,20 @@ def test_a_server_that_ignores_max_tokens_is_cut_off_at_the_limit(listen):
     assert listener.hung_up.wait(2)  # it stopped listening instead of reading all 2,000
 
 
+@pytest.mark.parametrize("status, outcome", [(401, r"refused a request without an API key"), (503, None)])
+def test_a_probe_refused_for_another_reason_does_not_blame_the_model(listen, status, outcome):
+    """A guarded chat route is the key's fault; a busy or loading server may serve the model later."""
+    listener = listen(lambda request: (200, '{"data": [{"id": "other"}]}') if request.command == "GET"
+                      else (status, '{"error": {"message": "not now"}}'))
+    reports: list[str] = []
+    if outcome:
+        with pytest.raises(GenerationError, match=outcome):
+            loaded(remote_entry(listener.url, model="fake-model"), reports)
+    else:
+        loaded(remote_entry(listener.url, model="fake-model"), reports)
+        assert any(r.startswith("warning:") and "HTTP 503" in r for r in reports), reports
+
+
 @pytest.mark.parametrize("on_demand", [False, True])
 def test_a_model_the_listing_leaves_out_is_asked_for_one_token_at_load(listen, on_demand):
     """A typo in `model` fails load with the listing, not every battle; a server that loads on demand passes."""

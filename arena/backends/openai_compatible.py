@@ -33,6 +33,7 @@ from arena.config import GenerationSettings, ModelEntry
 EXCERPT_CHARS = 200
 EVENT_STREAM = "text/event-stream"
 NO_SUCH_ROUTE = (404, 405, 501)  # what web servers answer a POST to a path they do not serve
+UNKNOWN_MODEL = (400, 404, 422)  # what APIs answer a request naming a model they do not serve
 
 
 class OpenAICompatibleBackend(Backend):
@@ -210,9 +211,14 @@ class OpenAICompatibleBackend(Backend):
             response = self.client.post("/chat/completions", json=probe)
         if response.status_code < 400:
             report(f"{self.base_url} serves '{self.entry.model}' on demand")
-            return
-        raise self._error(f"{self.base_url} does not serve '{self.entry.model}' (its /models lists {listed}; asked for one "
-                          f"token, it answered HTTP {response.status_code}: {self._excerpt(response.text)}); check `model`")
+        elif response.status_code in UNKNOWN_MODEL:
+            raise self._error(f"{self.base_url} does not serve '{self.entry.model}' (its /models lists {listed}; asked for "
+                              f"one token, it answered HTTP {response.status_code}: {self._excerpt(response.text)}); check `model`")
+        elif response.status_code in (401, 403):
+            self._raise_for_status(response)  # the key, not the model
+        else:  # busy (429) or still loading it (503): it may well serve it once battles come
+            report(f"warning: {self.base_url} answered HTTP {response.status_code} when asked for '{self.entry.model}': "
+                   f"{self._excerpt(response.text)}; whether it serves it is known at the first battle")
 
     def _check_chat_route(self, report: ProgressReport) -> None:
         """Without a /models listing, make sure chat completions are served here before claiming to be ready.
