@@ -143,9 +143,31 @@ def test_a_short_prompt_is_not_held_back_by_a_long_one_and_does_not_share_its_pa
     counting = "Count from 1 to 300, separated by commas."
     counted_alone = answer(backend, counting, GenerationSettings(max_new_tokens=400, temperature=0))
     assert counted_alone[1] == 400  # it is still counting when the long prompt has been read
-    together = run_together({"long": timed("long", long_prompt),
-                             "counting": timed("counting", counting, GenerationSettings(max_new_tokens=400, temperature=0))},
-                            stagger_s=0.2)
+    decoder = backend.decoder
+    prompt_reads: list[tuple[int, int]] = []  # (prompt tokens read in one pass, rows streaming meanwhile)
+
+    class Watched:
+        def __init__(self, model):
+            self.model = model
+
+        def __getattr__(self, name):
+            return getattr(self.model, name)
+
+        def __call__(self, input_ids, **kwargs):
+            if input_ids.shape[0] == 1 and input_ids.shape[1] > 1:
+                prompt_reads.append((input_ids.shape[1], decoder.rows))
+            return self.model(input_ids=input_ids, **kwargs)
+
+    decoder.model = Watched(decoder.model)
+    try:
+        together = run_together({"long": timed("long", long_prompt),
+                                 "counting": timed("counting", counting, GenerationSettings(max_new_tokens=400, temperature=0))},
+                                stagger_s=0.2)
+    finally:
+        decoder.model = decoder.model.model
+    # While the count streams, the long prompt is read a little at a time, so each counted token waits little.
+    assert any(rows for _, rows in prompt_reads)
+    assert all(tokens <= decoder.busy_prefill_chunk for tokens, rows in prompt_reads if rows)
     assert first_token["counting"] < first_token["long"]  # it was read first, though it came second
     assert together["counting"] == counted_alone
     assert any(len(seen) == 2 for seen in widths)  # at one time both answered, each in its own batch

@@ -192,16 +192,21 @@ class BatchedDecoder:
 
     `max_rows` bounds the rows decoded at once (more requests wait their
     turn); `prefill_chunk` bounds the prompt tokens processed between two
-    decode steps, which is how long running answers may pause for a newcomer.
+    decode steps, and `busy_prefill_chunk` while answers are streaming: how
+    long running answers may pause for a newcomer at each token.
     Models whose cache cannot be padded and merged (sliding-window or
     recurrent layers) get one single-row batch per request, stepped in turn.
     """
 
-    def __init__(self, model, stop_ids: set[int], *, max_rows: int = 32, prefill_chunk: int = 128):
+    def __init__(self, model, stop_ids: set[int], *, max_rows: int = 32, prefill_chunk: int = 128,
+                 busy_prefill_chunk: int = 32):
         self.model = model
         self.stop_ids = frozenset(stop_ids)
         self.max_rows = max_rows
         self.prefill_chunk = prefill_chunk
+        # While answers stream, a step reads at most this many prompt tokens: on 2 cores 128 of them take
+        # ~1.5 s, so a 3,000-token prompt made every streaming answer wait that long for each token.
+        self.busy_prefill_chunk = busy_prefill_chunk
         self.mergeable = all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
         if not self.mergeable:
             log.warning("%s has no plain key/value cache: its answers are decoded side by side, not batched",
@@ -304,17 +309,19 @@ class BatchedDecoder:
             batch.keep(staying)
 
     def _prefill(self) -> None:
-        """Spend up to `prefill_chunk` prompt tokens on the waiting requests, least left to read first.
+        """Spend up to `prefill_chunk` prompt tokens (`busy_prefill_chunk` while rows stream) on the waiting
+        requests, least left to read first.
 
         Oldest first, one long conversation (thousands of tokens of rare characters) made every
         prompt behind it wait for all of it; this way a short prompt starts at once.
         """
-        budget = self.prefill_chunk
+        spent = 0
         for request in sorted(self.waiting, key=lambda r: len(r.prompt) - r.prefilled):
+            budget = (self.busy_prefill_chunk if self.rows else self.prefill_chunk) - spent  # a row seated just now counts
             if budget <= 0 or self.rows >= self.max_rows:
                 return
             try:
-                budget -= self._prefill_chunk(request, budget)
+                spent += self._prefill_chunk(request, budget)
             except Exception as exc:  # noqa: BLE001 - this prompt fails alone
                 if request in self.waiting:
                     self.waiting.remove(request)
