@@ -11,6 +11,7 @@ import ipaddress
 import re
 import secrets
 import threading
+import unicodedata
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -96,11 +97,12 @@ class Battle:
 def identity_leak(texts: list[str], terms: list[str]) -> str | None:
     """The first model name or family word found in the answers, if any.
 
-    Texts are compared as read (`text.as_read`: look-alike letters, full-width forms, zero-width
-    characters and Markdown emphasis do not hide a name). A term matches with any separators where it
-    has its own ("HuggingFace", "Hugging-Face" for "Hugging Face") or spelled out letter by letter
-    ("S-m-o-l-L-M"), never run together from other words ("let me take" is not "Meta"). Only the
-    start must sit on a word boundary, so "SmolLM" also catches "SmolLM2".
+    Texts are compared as read (`text.as_read`: markup, accents, look-alike letters, full-width forms
+    and invisible characters do not hide a name). A term is split where it has separators or changes
+    case ("SmolLM" is "Smol" + "LM", "Hugging Face" two words); it matches with any separators or none
+    there ("Smol LM", "smol-lm", "HuggingFace"), or spelled out letter by letter ("S-m-o-l-L-M"), never
+    run together from other words ("let me take" is not "Meta"). It must start a word and not run on
+    into more letters ("metadata" is not "Meta"); digits may follow, so "SmolLM" catches "SmolLM2".
     """
     readable = [as_read(text) for text in texts]
     for term in sorted(set(terms), key=len, reverse=True):
@@ -109,11 +111,14 @@ def identity_leak(texts: list[str], terms: list[str]) -> str | None:
     return None
 
 
+_TERM_PARTS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+|[^\W\d_]+")  # "SmolLM2" -> Smol, LM, 2
+
+
 def _term_patterns(term: str) -> tuple[re.Pattern, re.Pattern]:
-    parts = [part for part in re.split(r"[\W_]+", as_read(term)) if part]
-    start = r"(?<![0-9a-z])"
-    as_written = start + r"[\W_]*".join(map(re.escape, parts))
-    spelled_out = start + r"[\W_]{1,3}".join(map(re.escape, "".join(parts)))
+    parts = [as_read(part) for part in _TERM_PARTS.findall(unicodedata.normalize("NFKC", term))]
+    start, end = r"(?<![0-9a-z])", r"(?![a-z])"
+    as_written = start + r"[\W_]*".join(map(re.escape, parts)) + end
+    spelled_out = start + r"[\W_]{1,5}".join(map(re.escape, "".join(parts))) + end
     return re.compile(as_written), re.compile(spelled_out)
 
 

@@ -70,11 +70,23 @@ _WORD = re.compile(r"\w+")
 _LATIN = re.compile("[a-z]")
 
 
+_TAG = re.compile(r"<[^<>]{0,300}>")  # HTML tags and comments render as nothing
+_LINK = re.compile(r"\[([^\[\]]{0,300})\]\([^()]{0,300}\)")  # a Markdown link shows its text only
+
+
+def _hidden(character: str) -> bool:
+    """Shown as nothing, or as a mark on the letter before: zero-width and format characters, combining
+    accents and strokes, variation selectors, invisible letters (Hangul fillers)."""
+    return (unicodedata.category(character) in ("Cf", "Mn", "Me") or ord(character) in _INVISIBLE_LETTERS
+            or 0xFE00 <= ord(character) <= 0xFE0F)
+
+
 def as_read(text: str) -> str:
-    """`text` as a reader sees the words in it: entities decoded, width folded, invisible characters and
-    emphasis marks gone, in lower case, and look-alike letters folded in words that mix them with Latin
-    ones ("Smоl" with a Cyrillic о; a Russian word stays Russian). For finding names, not for showing."""
-    text = unicodedata.normalize("NFKC", html.unescape(text)).casefold()
-    text = "".join(c for c in text if unicodedata.category(c) != "Cf")  # zero-width spaces, soft hyphens
+    """`text` as a reader sees the words in it: markup, entities, accents and invisible characters gone,
+    width folded, in lower case, and look-alike letters folded in words that mix them with Latin ones
+    ("Smоl" with a Cyrillic о; a Russian word stays Russian). For finding names, not for showing."""
+    text = _LINK.sub(r"\1", _TAG.sub("", html.unescape(text)))
+    text = unicodedata.normalize("NFKD", text)
+    text = unicodedata.normalize("NFKC", "".join(c for c in text if not _hidden(c))).casefold()
     text = text.translate(_EMPHASIS)
     return _WORD.sub(lambda word: word[0].translate(_LOOK_ALIKES) if _LATIN.search(word[0]) else word[0], text)

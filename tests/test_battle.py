@@ -544,6 +544,9 @@ def test_identity_leak_matching():
     "I was trained by HuggingFace.", "Hugging-Face", "Hugging\nFace", "Hugging\u00a0Face",  # its own space, any way
     "My name is S-m-o-l-L-M.", "S m o l L M", "**Smol**LM", "Smol\u200bLM", "Smol\u00adLM",  # spelled, marked up, split
     "\uff33\uff4d\uff4f\uff4c\uff2c\uff2d", "Sm\u043elLM", "Smol&#76;M",  # full width, a Cyrillic o, an HTML entity
+    "Smol LM", "smol-lm", "Smol_LM", "S -- m -- o -- l -- L -- M",  # split where the name changes case
+    "Smol<span>LM</span>", "Smol<!-- -->LM", "[Smol](https://x)LM",  # markup that shows as nothing
+    "Smol\u034fLM", "Smol\ufe0fLM", "Smol\u3164LM", "S\u0301mol LM", "S\u0336m\u0336o\u0336l\u0336LM",  # invisible, marks
 ])
 def test_a_name_written_to_slip_past_the_check_is_still_found(answer):
     """Ways a red team got a name past an exact-substring check: each displays as the name."""
@@ -551,9 +554,10 @@ def test_a_name_written_to_slip_past_the_check_is_still_found(answer):
 
 
 @pytest.mark.parametrize("answer", ["let me take a look", "home tables", "Met a friend", "the sm ol lm thing",
-                                    "Метаболизм и мета-анализ"])  # Russian words, not look-alikes of "Meta"
+                                    "Метаболизм и мета-анализ",  # Russian words, not look-alikes of "Meta"
+                                    "metadata", "class MetaData", "llamas and alpacas", "Hugging faces is rude"])
 def test_words_run_together_are_not_taken_for_a_name(answer):
-    assert identity_leak([answer], ["Meta", "SmolLM"]) is None
+    assert identity_leak([answer], ["Meta", "SmolLM", "Llama", "Hugging Face"]) is None
 
 
 def test_a_name_inside_an_identifier_is_found():
