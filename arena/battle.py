@@ -156,6 +156,14 @@ def wider_networks(network: str) -> list[tuple[str, int]]:
     return [(str(inside.supernet(new_prefix=prefix)), multiple) for prefix, multiple in WIDER_IPV6_NETWORKS]
 
 
+class RateLimited(RuleViolation):
+    """Over an hourly limit: `network` is the wider one that is full (None: the client's own), at `allowed`."""
+
+    def __init__(self, message: str, *, network: str | None, allowed: int):
+        super().__init__(message)
+        self.network, self.allowed = network, allowed
+
+
 class RateLimiter:
     """Sliding one-hour window of what a client network started (battles, regenerations, sessions).
 
@@ -198,9 +206,10 @@ class RateLimiter:
         if len(starts) >= allowed:
             wait_min = max(1, int((starts[0] + self.WINDOW_S - now) / 60) + 1)
             whose = f"The network your address belongs to ({key})" if shared else "Your network address"
-            raise RuleViolation(
+            raise RateLimited(
                 f"{whose} reached the limit here: {counted(allowed, 'battle')} an hour, "
-                f"regenerations included. Please come back in about {counted(wait_min, 'minute')}."
+                f"regenerations included. Please come back in about {counted(wait_min, 'minute')}.",
+                network=key if shared else None, allowed=allowed,
             )
 
 

@@ -75,6 +75,13 @@ def test_one_network_cannot_flood_the_server_with_new_sessions(start_arena):
     assert new_round("made-up-5", flooder, "queue/join") == 429
     assert new_round("made-up-3", "::ffff:203.0.113.66") == 429  # the same IPv4 client, written as IPv6
     assert new_round("a-volunteer", "203.0.113.7") == 200  # other networks are not affected
+    # One IPv6 subscriber's /64s share the /56's allowance (4 x 3 here), and the refusal says whose.
+    home = [f"2001:db8:5:{n:x}::1" for n in range(5)]
+    assert [new_round(f"v6-{n}-{i}", address) for n, address in enumerate(home[:4]) for i in range(3)] == [200] * 12
+    refused = httpx.post(f"{arena.url}/gradio_api/run/predict", json={"fn_index": ids["battle_new_round"], "data": [None],
+                         "session_hash": "v6-fresh"}, headers={"X-Forwarded-For": home[4]}, timeout=30)
+    assert refused.status_code == 429
+    assert "from the network your address belongs to (2001:db8:5::/56) (the limit here is 12 an hour)" in refused.text
     # A deep link would save a session's page for anyone who knows its hash, from any address; the
     # arena takes no files; the component server made a session before answering 404.
     assert httpx.get(f"{arena.url}/gradio_api/deep_link", params={"session_hash": "a-volunteer"}).status_code == 404

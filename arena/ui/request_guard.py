@@ -20,7 +20,7 @@ import json
 import time
 from collections import OrderedDict
 
-from arena.battle import RateLimiter, RuleViolation, client_network
+from arena.battle import RateLimited, RateLimiter, client_network
 
 API = "/gradio_api/"
 TURNED_AWAY = tuple(API + route for route in (
@@ -61,14 +61,15 @@ class RequestGuard:
             await self.app(scope, _replaying(body, receive), send)  # names no session and makes none
             return
         network = client_network((scope.get("client") or ("unknown",))[0])
-        if self._admits(network, session):
+        refusal = self._refusal(network, session)
+        if refusal is None:
             await self.app(scope, _replaying(body, receive), send)
         else:
-            await _answer(send, 429, f"Too many new sessions from your network address (the limit here is "
-                                     f"{self.sessions_per_hour} an hour). Keep using a page you have open, or "
-                                     "come back later.")
+            whose = f"the network your address belongs to ({refusal.network})" if refusal.network else "your network address"
+            await _answer(send, 429, f"Too many new sessions from {whose} (the limit here is {refusal.allowed:,} an "
+                                     "hour). Keep using a page you have open, or come back later.")
 
-    def _admits(self, network: str, session: str | None) -> bool:
+    def _refusal(self, network: str, session: str | None) -> RateLimited | None:
         """A session its network used within the hour goes on; a new one counts against the network's cap."""
         now = self.clock()
         while self.known and next(iter(self.known.values())) <= now - RateLimiter.WINDOW_S:
@@ -77,14 +78,14 @@ class RequestGuard:
         if session is not None and key in self.known:
             self.known[key] = now  # in use: an open page keeps its session however long it stays
             self.known.move_to_end(key)
-            return True
+            return None
         try:
             self.limiter.check_and_count(network)
-        except RuleViolation:
-            return False
+        except RateLimited as refusal:
+            return refusal
         if session is not None:
             self.known[key] = now
-        return True
+        return None
 
 
 def _session_hash(body: bytes) -> str | None:
