@@ -165,32 +165,35 @@ class RateLimited(RuleViolation):
 
 
 class RateLimiter:
-    """Sliding one-hour window of what a client network started (battles, regenerations, sessions).
+    """Sliding one-hour window of what a client network used (battles, regenerations, sessions, tokens).
 
     An IPv6 /64 also counts against the /56 and /48 around it, which allow a multiple of its share
-    (`WIDER_IPV6_NETWORKS`): one subscriber holding 256 /64s must not get 256 allowances.
+    (`WIDER_IPV6_NETWORKS`): one subscriber holding 256 /64s must not get 256 allowances. `unit` and
+    `what_counts` word the refusal ("battle", "regenerations included").
     """
 
     WINDOW_S = 3600.0
 
-    def __init__(self, per_hour: int, clock=time.monotonic):
+    def __init__(self, per_hour: int, clock=time.monotonic, *, unit: str = "battle",
+                 what_counts: str = "regenerations included"):
         self.per_hour = per_hour
         self.clock = clock
-        self.starts: dict[str, deque[float]] = {}
+        self.unit, self.what_counts = unit, what_counts
+        self.starts: dict[str, deque[tuple[float, int]]] = {}  # (when, how much) per network
         self.lock = threading.Lock()
         self._next_sweep = clock() + self.WINDOW_S
 
-    def check_and_count(self, key: str) -> None:
+    def check_and_count(self, key: str, amount: int = 1) -> None:
         with self.lock:
             now = self.clock()
             if now >= self._next_sweep:  # once a window: forget addresses not seen in it (each costs memory)
-                self.starts = {k: v for k, v in self.starts.items() if v and v[-1] > now - self.WINDOW_S}
+                self.starts = {k: v for k, v in self.starts.items() if v and v[-1][0] > now - self.WINDOW_S}
                 self._next_sweep = now + self.WINDOW_S
             levels = [(key, self.per_hour), *((wider, self.per_hour * multiple) for wider, multiple in wider_networks(key))]
             for level, allowed in levels:
-                self._check(level, allowed, now, shared=level != key)
+                self._check(level, allowed, amount, now, shared=level != key)
             for level, _ in levels:
-                self.starts[level].append(now)
+                self.starts[level].append((now, amount))
 
     def refund(self, key: str) -> None:
         """Take back the latest count: the request it was for was refused after all."""
@@ -199,16 +202,17 @@ class RateLimiter:
                 if self.starts.get(level):
                     self.starts[level].pop()
 
-    def _check(self, key: str, allowed: int, now: float, shared: bool) -> None:
+    def _check(self, key: str, allowed: int, amount: int, now: float, shared: bool) -> None:
         starts = self.starts.setdefault(key, deque())
-        while starts and starts[0] <= now - self.WINDOW_S:
+        while starts and starts[0][0] <= now - self.WINDOW_S:
             starts.popleft()
-        if len(starts) >= allowed:
-            wait_min = max(1, int((starts[0] + self.WINDOW_S - now) / 60) + 1)
+        used = sum(spent for _, spent in starts)
+        if used and used + amount > allowed:  # alone, one request may use a whole hour's allowance
+            wait_min = max(1, int((starts[0][0] + self.WINDOW_S - now) / 60) + 1)
             whose = f"The network your address belongs to ({key})" if shared else "Your network address"
             raise RateLimited(
-                f"{whose} reached the limit here: {counted(allowed, 'battle')} an hour, "
-                f"regenerations included. Please come back in about {counted(wait_min, 'minute')}.",
+                f"{whose} reached the limit here: {counted(allowed, self.unit)} an hour, {self.what_counts}. "
+                f"Please come back in about {counted(wait_min, 'minute')}.",
                 network=key if shared else None, allowed=allowed,
             )
 

@@ -95,6 +95,9 @@ class Limits:
     # The whole conversation a model reads (history, prompt, system prompt), in its own tokens: characters
     # alone let 2,000 rare ones (cuneiform, CJK) make 8,000 tokens that hold the model for minutes.
     max_conversation_tokens: int = 4096
+    # What one client network may have the models read in an hour: each prompt costs the tokens of the
+    # conversation it sends (history included). Reading them is the CPU's work that others wait for.
+    prompt_tokens_per_hour: int = 60_000
 
 
 @dataclass(frozen=True)
@@ -311,7 +314,7 @@ def _parse_settings(raw: Any, problems: _Problems) -> ArenaSettings:
         problems.add(entry, "limits", "must be a mapping")
     else:
         problems.unknown_keys("settings.limits", raw_limits, {f.name for f in fields(Limits)})
-        highest = {"max_turns": 100}  # anything else: up to a million
+        highest = {"max_turns": 100, "prompt_tokens_per_hour": 10**9}  # anything else: up to a million
         limits = Limits(**{
             f.name: _take(raw_limits, f.name, "settings.limits", problems, _number(1, highest.get(f.name, 10**6), integer=True),
                           getattr(limits, f.name))

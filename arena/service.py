@@ -66,6 +66,8 @@ class ArenaService:
         self.store = store
         self.book = BattleBook(config.settings.limits)
         self.limiter = RateLimiter(config.settings.limits.battles_per_hour)
+        self.prompt_tokens = RateLimiter(config.settings.limits.prompt_tokens_per_hour, unit="prompt token",
+                                         what_counts="each prompt with the conversation before it")
         self.streaks = FailureStreaks()
         self.rng = np.random.default_rng(seed)
         self.sampler = None
@@ -104,10 +106,15 @@ class ArenaService:
         if not self.ready:
             raise RuleViolation(self.loading_message())
         battle = self._continuing_battle(battle_id, client_id, mode, chosen)
-        self._check_length(prompt, battle, chosen)
-        if battle is None:
-            battle = self._new_battle(client_id, address, mode, chosen)
-        self.book.add_prompt(battle, prompt)
+        tokens = self._check_length(prompt, battle, chosen)
+        self.prompt_tokens.check_and_count(address, tokens)
+        try:
+            if battle is None:
+                battle = self._new_battle(client_id, address, mode, chosen)
+            self.book.add_prompt(battle, prompt)
+        except RuleViolation:
+            self.prompt_tokens.refund(address)  # refused requests cost nothing
+            raise
         return self._generate(battle)
 
     def regenerate(self, battle_id: str | None, address: str) -> Iterator[BattleView]:
@@ -170,8 +177,9 @@ class ArenaService:
         self.store.record_battle_start(battle.id, mode.value, model_a, model_b, client_id, battle.started)
         return battle
 
-    def _check_length(self, prompt: str, battle: Battle | None, chosen: tuple[str, str] | None) -> None:
-        """Refuse, before anything starts, a conversation too long for the limit or for a model's context.
+    def _check_length(self, prompt: str, battle: Battle | None, chosen: tuple[str, str] | None) -> int:
+        """Refuse, before anything starts, a conversation too long for the limit or for a model's context;
+        returns its length in tokens.
 
         Anonymous battles are held to the smallest allowance of all served models, whichever pair is
         playing, and refused without numbers: neither whether nor how a refusal comes may tell which
@@ -193,7 +201,7 @@ class ArenaService:
             longest = max(longest, tokens)
             refused |= tokens > (common if anonymous else self._allowed_tokens(contestant))
         if not refused:
-            return
+            return longest  # what the models will read, by the longest count (0 where none can count)
         what, advice = ("This conversation is", "Vote, or start a new round.") if battle else ("This prompt is", "Please shorten it.")
         numbers = "" if anonymous else f": about {longest:,} tokens, more than these models read here"
         raise RuleViolation(f"{what} too long for the models here{numbers}. {advice}")

@@ -207,8 +207,24 @@ class ArenaStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        with self.lock, self.db.atomic():
-            yield
+        """One write transaction, holding SQLite's write lock from its start (BEGIN IMMEDIATE).
+
+        A deferred one that reads, then writes, fails at once with "database is locked" when another
+        connection (a second process on the same file) wrote in between: waiting cannot help it, so
+        SQLite does not wait. Taken up front, the lock is waited for (the connection's 30 s timeout).
+        """
+        with self.lock:
+            if self.db.conn.in_transaction:
+                with self.db.atomic():  # nested: a savepoint
+                    yield
+                return
+            self.db.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self.db.conn.rollback()
+                raise
+            self.db.conn.commit()
 
     def close(self) -> None:
         with self.lock:

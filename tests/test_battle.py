@@ -489,7 +489,7 @@ def test_the_hourly_sweep_in_the_middle_of_a_count_loses_nothing():
     limiter.check_and_count(client_network("2001:db8:1:2::1"))
     limiter.check_and_count(client_network("2001:db8:1:3::1"))
     limiter.check_and_count(client_network("2001:db8:1:4::1"))  # after the sweep
-    assert list(limiter.starts["2001:db8:1::/56"]) == [3599.9, 3600.0]  # the count at 0 s has left the window
+    assert [when for when, _ in limiter.starts["2001:db8:1::/56"]] == [3599.9, 3600.0]  # the count at 0 s has left the window
 
 
 def test_the_rate_limiter_forgets_addresses_gone_quiet():
@@ -691,3 +691,20 @@ def test_a_model_failing_battle_after_battle_rests_from_anonymous_draws(make_ser
     now[0] = 200.0
     view = finish(service.ask(None, "Hi", CLIENT, Mode.NAMED, ("echo-one", "echo-two")))
     assert not view.failed and service.streaks.resting() == set()
+
+
+def test_each_network_has_an_hourly_budget_of_prompt_tokens(make_service):
+    """Reading prompts is the CPU work others wait for: one network may not have it read without end."""
+    service = make_service("""
+        settings: {sampling: uniform, limits: {prompt_tokens_per_hour: 20}}
+        models:
+          - {name: echo-one, backend: scripted, script: echo}
+          - {name: echo-two, backend: scripted, script: echo}
+    """)
+    view = finish(service.ask(None, " ".join(["word"] * 6), CLIENT, Mode.ANONYMOUS))  # 6
+    finish(service.ask(view.battle_id, "two more", CLIENT, Mode.ANONYMOUS))  # 6 + 6 answered + 2 = 14: 20 in all
+    with pytest.raises(RuleViolation, match=r"reached the limit here: 20 prompt tokens an hour, each prompt with the "
+                                            r"conversation before it"):
+        service.ask(None, "one more", CLIENT, Mode.ANONYMOUS)
+    assert service.store.db["battles"].count == 1  # refused before it started
+    finish(service.ask(None, "one more", "10.0.0.2", Mode.ANONYMOUS))  # another network has its own budget

@@ -344,3 +344,35 @@ def test_a_database_failure_during_import_names_the_file_and_keeps_nothing(store
         store.import_votes([{"model_a": "alpha", "model_b": "beta", "winner": "tie"}])
     monkeypatch.undo()
     assert store.db["votes"].count == 0 and store.db["imports"].count == 0
+
+
+def test_a_write_transaction_waits_for_another_process_instead_of_failing(tmp_path):
+    """Two stores on one file (two processes: the server, an import): a read-then-write must wait its turn.
+
+    Deferred, the second writer would fail at once with "database is locked" when the first committed
+    between its read and its write.
+    """
+    import threading
+    import time
+
+    first, second = ArenaStore(tmp_path / "arena.db"), ArenaStore(tmp_path / "arena.db")
+    try:
+        other_done = threading.Event()
+
+        def other_writer():
+            second.register_models([ModelEntry(name="gamma", backend="scripted", script="echo")])
+            other_done.set()
+
+        with first._transaction():
+            first.db.execute("select count(*) from models").fetchone()  # a read...
+            thread = threading.Thread(target=other_writer)
+            thread.start()
+            time.sleep(0.3)  # ...while the other process wants to write...
+            first.db["models"].insert({"name": "delta", "backend": "scripted", "source": "", "origin": "config",
+                                       "settings": "{}", "first_seen": 0.0})  # ...then a write
+        thread.join(10)
+        assert other_done.is_set()
+        assert {row["name"] for row in first.db["models"].rows} >= {"gamma", "delta"}
+    finally:
+        first.close()
+        second.close()
