@@ -46,17 +46,19 @@ def ratings_with_intervals(leaderboard: Leaderboard) -> Figure:
     axes = figure.add_subplot()
     positions = np.arange(count)
     ratings = np.array([row.rating for row in rows])
-    # NaN where no interval was measured: errorbar draws no bar there.
+    # NaN where no interval was measured.
     lower = np.array([np.nan if row.ci_lower is None else row.ci_lower for row in rows])
     upper = np.array([np.nan if row.ci_upper is None else row.ci_upper for row in rows])
-    axes.errorbar(ratings, positions, xerr=np.clip([ratings - lower, upper - ratings], 0, None), fmt="o",
-                  color="tab:blue", ecolor="tab:gray", elinewidth=1.5, capsize=3, markersize=5)
     unmeasured = np.isnan(lower)
+    measured = ~unmeasured  # drawn apart: errorbar's filled dot would cover the hollow one
+    axes.errorbar(ratings[measured], positions[measured],
+                  xerr=np.clip([ratings[measured] - lower[measured], upper[measured] - ratings[measured]], 0, None),
+                  fmt="o", color="tab:blue", ecolor="tab:gray", elinewidth=1.5, capsize=3, markersize=5)
     if unmeasured.any():
         axes.plot(ratings[unmeasured], positions[unmeasured], "o", color="tab:blue", markerfacecolor="white",
                   markersize=5, label="no interval (too few votes, or only wins or losses)")
         axes.legend(loc="lower right", fontsize=8)
-    axes.set_yticks(positions, [f"{'–' if row.rank is None else row.rank}. {row.model}" for row in rows], fontsize=9)
+    axes.set_yticks(positions, [f"{row.model} (no rank)" if row.rank is None else f"{row.rank}. {row.model}" for row in rows], fontsize=9)
     axes.set_ylim(count - 0.5, -0.5)  # best at the top, no empty bands
     axes.grid(axis="x", alpha=0.3)
     axes.set_xlabel("Rating (Elo scale; +400 points = 10:1 odds of winning)")

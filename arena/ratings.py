@@ -502,8 +502,9 @@ def comparison_notes(counts: PairCounts, components: list[list[int]],
         groups = "; ".join(f"[{_named(models, group, 5)}]" for group in components[:6])
         more = f"; and {len(components) - 6} more" if len(components) > 6 else ""
         notes.append(
-            f"comparison graph has {len(components)} components: ratings are not comparable across them, "
-            f"and each model's rank counts only its own group (groups: {groups}{more})"
+            f"the votes form {len(components)} groups of models never compared with each other (the Group column): "
+            f"ratings compare only within a group, and each group is ranked and listed on its own "
+            f"(groups: {groups}{more})"
         )
     for group, what in bound:
         if len(group) == 1:
@@ -624,10 +625,10 @@ def _exclusion_notes(total: int, used: int, include_named: bool, records: Sequen
         return []
     flagged = sum(1 for r in records if r.get("flagged", False))
     named = 0 if include_named else sum(1 for r in records if not r.get("flagged", False) and not r.get("anony", True))
-    parts = [f"{flagged} flagged"] if flagged else []
+    parts = [f"{flagged:,} flagged"] if flagged else []
     if named:
-        parts.append(f"{named} named (non-anonymous)")
-    return [f"{total - used} of {total} votes left out: {' and '.join(parts)}"]
+        parts.append(f"{named:,} named (non-anonymous)")
+    return [f"{total - used:,} of {total:,} votes left out: {' and '.join(parts)}"]
 
 
 def _without_rare_models(counts: PairCounts, min_votes: int) -> tuple[PairCounts, list[str]]:
@@ -710,11 +711,14 @@ def compute_leaderboard(
         ratings, lower, upper = ratings + shift, lower + shift, upper + shift
     notes += comparison_notes(counts, components, bound)
 
-    order = sorted(range(len(counts.models)), key=lambda i: (-ratings[i], counts.models[i]))
+    # Groups never compared with each other are listed apart, the one holding the best-rated model first:
+    # interleaved by rating, a group's models would seem to outrank another's.
+    by_rating = sorted(range(len(counts.models)), key=lambda i: (-ratings[i], counts.models[i]))
+    group_numbers = {label: number for number, label in enumerate(dict.fromkeys(labels[by_rating].tolist()), start=1)}
+    order = sorted(by_rating, key=lambda i: group_numbers[labels[i]])  # stable: by rating within a group
     counts = counts.subset([counts.models[i] for i in order])
     ratings, lower, upper, ranks, measured = ratings[order], lower[order], upper[order], ranks[order], measured[order]
     labels = labels[order]
-    group_numbers = {label: number for number, label in enumerate(dict.fromkeys(labels.tolist()), start=1)}
     elo = online_elo(votes)
     battles = counts.battles
     votes_per_model = battles.sum(axis=1)

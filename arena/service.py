@@ -202,7 +202,8 @@ class ArenaService:
             refused |= tokens > (common if anonymous else self._allowed_tokens(contestant))
         if not refused:
             return longest  # what the models will read, by the longest count (0 where none can count)
-        what, advice = ("This conversation is", "Vote, or start a new round.") if battle else ("This prompt is", "Please shorten it.")
+        what, advice = (("This conversation is", "Vote, or start a new round.") if battle else
+                        ("This prompt is", "Please shorten it (some scripts and symbols count for many characters)."))
         numbers = "" if anonymous else f": about {longest:,} tokens, more than these models read here"
         raise RuleViolation(f"{what} too long for the models here{numbers}. {advice}")
 

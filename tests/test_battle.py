@@ -308,7 +308,7 @@ def test_an_answer_stopped_by_the_length_limit_is_said_to_be_cut(make_service):
           - {name: long-one, backend: scripted, script: echo}
     """)
     named = finish(service.ask(None, "one two three four five", CLIENT, Mode.NAMED, ("short-one", "long-one")))
-    assert "Model A reached the length limit" in status_line(named)
+    assert "Model A's answer was cut at the length limit" in status_line(named)
     assert "Model A and" not in status_line(named)  # the other answer ended by itself
     short = finish(service.ask(None, "one two", CLIENT, Mode.ANONYMOUS))
     assert "length limit" not in status_line(short)
@@ -323,7 +323,7 @@ def test_anonymous_sides_stop_at_the_same_length_so_a_cut_does_not_name_its_mode
           - {name: long-one, backend: scripted, script: echo, max_new_tokens: 4}
     """)
     view = finish(service.ask(None, "one two three four five", CLIENT, Mode.ANONYMOUS))
-    assert "Model A and Model B reached the length limit" in status_line(view)
+    assert "Both answers were cut at the length limit" in status_line(view)
     assert [view.conversations[side][-1]["content"] for side in "ab"] == ["one two three"] * 2
 
 
@@ -335,7 +335,7 @@ def test_a_prompt_too_long_in_tokens_is_refused_before_a_battle_starts(make_serv
           - {name: echo-one, backend: scripted, script: echo}
           - {name: echo-two, backend: scripted, script: echo}
     """)
-    with pytest.raises(RuleViolation, match=r"^This prompt is too long for the models here\. Please shorten it\.$"):
+    with pytest.raises(RuleViolation, match=r"^This prompt is too long for the models here\. Please shorten it \(some scripts"):
         service.ask(None, " ".join(["word"] * 13), CLIENT, Mode.ANONYMOUS)
     assert service.store.db["battles"].count == 0  # nothing started, and nothing counted against the hour
     view = finish(service.ask(None, " ".join(["word"] * 5), CLIENT, Mode.ANONYMOUS))

@@ -368,7 +368,7 @@ def test_a_battle_says_a_remote_answer_was_cut(listen, make_service):
     view = None
     for view in service.ask(None, "Say many words.", "10.0.0.1", Mode.ANONYMOUS):
         pass
-    assert view.votable and "reached the length limit" in status_line(view), status_line(view)
+    assert view.votable and "cut at the length limit" in status_line(view), status_line(view)
 
 
 def test_half_a_character_in_a_remote_answer_is_stored_as_a_replacement(listen, make_service):

@@ -100,7 +100,7 @@ def test_an_answer_keeps_its_status_and_gives_the_keyboard_back(start_arena, bro
     open_and_ask(page, arena.url, "Hello there")
     page.wait_for_function("!document.querySelector('#battle-vote-a').disabled", timeout=30_000)
     time.sleep(3)
-    assert page.locator("#battle-status").inner_text().startswith("Both answers are complete")
+    assert page.locator("#battle-status").inner_text().startswith("Both answers are in")
     assert page.locator("#loading-banner").inner_text().strip() == ""
     page.keyboard.type("A follow-up")  # no click: the prompt box has the focus again
     assert page.locator("#battle-prompt textarea").input_value() == "A follow-up"

@@ -67,9 +67,18 @@ def test_heatmaps_say_rows_are_each_model_and_columns_its_opponent(real_board, d
 def test_ratings_plot_marks_models_whose_interval_could_not_be_measured():
     votes = [{"model_a": "solo", "model_b": "other", "winner": "model_a"}]
     votes += [{"model_a": a, "model_b": b, "winner": "model_a"} for a, b in [("x", "y"), ("y", "x")] * 10]
-    figure = plots.ratings_with_intervals(compute_leaderboard(votes, bootstrap_rounds=50, seed=0))
+    board = compute_leaderboard(votes, bootstrap_rounds=50, seed=0)
+    figure = plots.ratings_with_intervals(board)
     assert "no interval (too few votes, or only wins or losses)" in texts(figure)
     assert png(figure).startswith(PNG_MAGIC)
+    # A filled dot is drawn only where an interval was measured: the unmeasured ones stay hollow.
+    axes = figure.axes[0]
+    filled = {round(float(y)) for line in axes.lines if line.get_markerfacecolor() != "white"
+              for y in line.get_ydata() if line.get_marker() == "o"}
+    unmeasured = {index for index, row in enumerate(board.rows) if row.ci_lower is None}
+    assert unmeasured and not filled & unmeasured
+    labels = [label.get_text() for label in axes.get_yticklabels()]
+    assert all(labels[index].endswith("(no rank)") for index in unmeasured)
 
 
 def test_small_heatmaps_are_annotated():

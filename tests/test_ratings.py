@@ -297,7 +297,7 @@ def test_disconnected_groups_and_unbeaten_models_stay_finite_and_are_explained()
     # only wins, only losses: the ridge, not the votes, would set their intervals
     assert [row.model for row in board.rows if row.ci_lower is None] == ["champion", "loser"]
     notes = " ".join(board.notes)
-    assert "2 components" in notes and "not comparable" in notes
+    assert "2 groups of models never compared with each other" in notes and "compare only within a group" in notes
     assert "champion has only wins" in notes and "loser has only losses" in notes
     ratings = {row.model: row.rating for row in board.rows}
     assert ratings["champion"] > ratings["a"] and ratings["loser"] < ratings["b"]
@@ -311,7 +311,8 @@ def test_ranks_count_only_models_of_the_same_compared_group():
     rows = {row.model: row for row in board.rows}
     assert rows["q"].ci_upper < rows["x"].ci_lower  # the intervals alone would put x above q
     assert {model: row.rank for model, row in rows.items()} == {"p": 1, "x": 1, "y": 2, "q": 2}
-    assert any("counts only its own group" in note for note in board.notes)
+    assert any("each group is ranked and listed on its own" in note for note in board.notes)
+    assert [row.model for row in board.rows] == ["p", "q", "x", "y"]  # the best-rated model's group first, apart
 
 
 @pytest.mark.parametrize("newcomer_votes, measured", [(5, False), (30, True)])

@@ -34,9 +34,11 @@ def status_line(view: BattleView) -> str:
         return f"Something went wrong on the server, so this battle ended and is not counted. {_NEW_ROUND}"
     if view.failed:
         return f"{_sides(view.failed_sides)} could not answer. This battle ended and is not counted. {_NEW_ROUND}"
-    status = "Both answers are complete. Which is better? Vote, or ask a follow-up question to both."
-    if view.cut_sides:
-        status += f" ({_sides(view.cut_sides)} reached the length limit and may stop mid-sentence.)"
+    status = "Both answers are in. Which is better? Vote, or ask a follow-up question to both."
+    if len(view.cut_sides) == 2:
+        status += " (Both answers were cut at the length limit, so they may end mid-sentence.)"
+    elif view.cut_sides:
+        status += f" ({_sides(view.cut_sides)}'s answer was cut at the length limit, so it may end mid-sentence.)"
     return status
 
 
