@@ -27,6 +27,8 @@ from arena.storage import ArenaStore, DuplicateVote
 
 log = logging.getLogger("arena")
 
+SAME_MODEL_TWICE = "Pick two different models."
+
 @dataclass
 class BattleView:
     """What the page may show: answers and status, never model names before the vote."""
@@ -223,7 +225,7 @@ class ArenaService:
 
     def _check_chosen_pair(self, chosen: tuple[str, str] | None) -> None:
         if not chosen or chosen[0] == chosen[1]:
-            raise RuleViolation("Pick two different models.")
+            raise RuleViolation(SAME_MODEL_TWICE)
         unavailable = [name for name in chosen if name not in self.roster.names]
         if unavailable:
             raise RuleViolation(f"{unavailable[0]} is not available here now; pick another model.")

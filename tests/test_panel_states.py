@@ -138,3 +138,20 @@ def test_closing_the_page_ends_its_unvoted_battle(start_arena, browser_page):
         with sqlite3.connect(arena.db) as db:
             (status,), = db.execute("select status from battles").fetchall()
     assert status == "abandoned"
+
+
+def test_picking_one_model_twice_is_said_at_once(make_service):
+    """Not only after Send: the volunteer sees it while choosing."""
+    import gradio as gr
+
+    from arena.battle import Mode
+    from arena.ui.duel_panel import DuelPanel
+
+    service = make_service()
+    panel = DuelPanel(service, Mode.NAMED, "named", 1)
+    with gr.Blocks():
+        panel.build()
+    names = service.model_names()
+    status = panel._outputs.index(panel.status)
+    assert panel._leave(None, names[0], names[0])[status] == "⚠️ Pick two different models."
+    assert panel._leave(None, names[0], names[1])[status].startswith("Pick two models and compare them.")

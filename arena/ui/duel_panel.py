@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import gradio as gr
 
 from arena.battle import SIDES, Mode, RuleViolation, client_network
-from arena.service import ArenaService, BattleView
+from arena.service import SAME_MODEL_TWICE, ArenaService, BattleView
 from arena.ui.battle_text import SIDE_LABELS, intro, receipt_text, shown_conversations, status_line
 
 log = logging.getLogger("arena")
@@ -148,7 +148,8 @@ class DuelPanel:
     def _fresh(self, pick_a: str | None = None, pick_b: str | None = None) -> tuple:
         """An empty panel; side by side, its chats are labelled with the models picked for the next battle."""
         picked = {"a": pick_a, "b": pick_b} if self.mode is Mode.NAMED and pick_a and pick_b else None
-        return self._render(BattleView(battle_id=None, names=picked), status=self._intro())
+        same = picked is not None and pick_a == pick_b  # said at once, not only after Send
+        return self._render(BattleView(battle_id=None, names=picked), status=f"⚠️ {SAME_MODEL_TWICE}" if same else self._intro())
 
     def _intro(self) -> str:
         return intro(self.mode, self.service.config.settings.count_named_votes)
