@@ -7,19 +7,20 @@ convenience, not a defence.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import secrets
 import threading
-import unicodedata
 import time
+import unicodedata
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 
 from arena.battle_files import WINNERS  # the labels of FastChat's clean-battle records
-from arena.text import as_read, lone_surrogates_replaced
 from arena.config import Limits
+from arena.text import as_read, lone_surrogates_replaced
 from arena.wording import counted
 
 SIDES = ("a", "b")
@@ -114,6 +115,7 @@ def identity_leak(texts: list[str], terms: list[str]) -> str | None:
 _TERM_PARTS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+|[^\W\d_]+")  # "SmolLM2" -> Smol, LM, 2
 
 
+@functools.lru_cache(maxsize=1024)  # the same few terms at every vote
 def _term_patterns(term: str) -> tuple[re.Pattern, re.Pattern]:
     parts = [as_read(part) for part in _TERM_PARTS.findall(unicodedata.normalize("NFKC", term))]
     start, end = r"(?<![0-9a-z])", r"(?![a-z])"

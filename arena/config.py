@@ -16,9 +16,9 @@ from typing import Any, Callable
 
 import yaml
 
+from arena.sampling import POLICIES as SAMPLING_POLICIES
 from arena.text import model_name
 from arena.wording import counted
-from arena.sampling import POLICIES as SAMPLING_POLICIES
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 BUNDLED_PREFIX = "bundled:"
@@ -159,13 +159,13 @@ def load_config(path: Path | str) -> ArenaConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(path, [("(file)", "-", f"cannot read: {exc.strerror or exc}")]) from exc
+        raise ConfigError(path, [("(file)", _WHOLE, f"cannot read: {exc.strerror or exc}")]) from exc
     except UnicodeDecodeError as exc:
-        raise ConfigError(path, [("(file)", "-", f"not UTF-8 text: {exc}")]) from exc
+        raise ConfigError(path, [("(file)", _WHOLE, f"not UTF-8 text: {exc}")]) from exc
     try:
         document = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
-        raise ConfigError(path, [("(file)", "-", _yaml_problem(exc))]) from exc
+        raise ConfigError(path, [("(file)", _WHOLE, _yaml_problem(exc))]) from exc
     return parse_config(document, path)
 
 
@@ -213,7 +213,7 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
 def parse_config(document: Any, path: Path) -> ArenaConfig:
     problems = _Problems()
     if not isinstance(document, dict):
-        problems.add("(file)", "-", "the top level must be a mapping with a 'models' list")
+        problems.add("(file)", _WHOLE, "the top level must be a mapping with a 'models' list")
         problems.raise_if_any(path)
     problems.unknown_keys("(file)", document, {"settings", "models"})
     settings = _parse_settings({} if document.get("settings") is None else document["settings"], problems)
@@ -304,7 +304,7 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
 def _parse_settings(raw: Any, problems: _Problems) -> ArenaSettings:
     entry = "settings"
     if not isinstance(raw, dict):
-        problems.add(entry, "-", "must be a mapping")
+        problems.add(entry, _WHOLE, "must be a mapping")
         return ArenaSettings()
     problems.unknown_keys(entry, raw, {f.name for f in fields(ArenaSettings)})
     defaults = ArenaSettings()
@@ -347,7 +347,7 @@ _ENTRY_DEFAULTS = ModelEntry(name="", backend="")  # what a field left out of an
 def _parse_model(raw: Any, index: int, base_dir: Path, problems: _Problems) -> ModelEntry | None:
     label = f"models[{index}]"
     if not isinstance(raw, dict):
-        problems.add(label, "-", "each model entry must be a mapping")
+        problems.add(label, _WHOLE, "each model entry must be a mapping")
         return None
     raw_name = raw.get("name")
     name, name_problem = model_name(raw_name)  # as vote files spell it, so both name one model

@@ -29,6 +29,7 @@ log = logging.getLogger("arena")
 
 SAME_MODEL_TWICE = "Pick two different models."
 
+
 @dataclass
 class BattleView:
     """What the page may show: answers and status, never model names before the vote."""

@@ -18,7 +18,6 @@ from arena.service import ArenaService
 from arena.wording import counted
 
 
-
 class LeaderboardTab:
     def __init__(self, service: ArenaService):
         self.service = service

@@ -35,7 +35,6 @@ class RequestGuard:
 
     def __init__(self, app, sessions_per_hour: int, clock=time.monotonic):
         self.app = app
-        self.sessions_per_hour = sessions_per_hour
         self.limiter = RateLimiter(sessions_per_hour, clock=clock)
         self.clock = clock
         self.known: OrderedDict[tuple[str, str], float] = OrderedDict()  # (network, session) -> last seen
