@@ -64,6 +64,10 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
         roster.close()
         store.close()
         return 130 if isinstance(exc, KeyboardInterrupt) else 1
+    longest = {c.entry.generation.max_new_tokens for c in roster.contestants.values()}
+    if len(longest) > 1:
+        print(f"note: the models' max_new_tokens differ ({', '.join(map(str, sorted(longest)))}); anonymous answers all "
+              f"stop at {service.anonymous_answer_tokens()} tokens, so that their length names no model", flush=True)
     print(f"Ready: {len(roster.contestants)} contestants on http://{host}:{port}", flush=True)
     if roster.failures:
         for name, cause in roster.failures.items():

@@ -91,6 +91,14 @@ class ArenaService:
     def ready(self) -> bool:
         return self.roster.ready.is_set()
 
+    def anonymous_answer_tokens(self) -> int | None:
+        """Where every anonymous answer stops: the smallest max_new_tokens of the models served.
+
+        One length for all, as a cut answer's token count would otherwise tell which model wrote it, and
+        a cut shared by the pair which pair is playing. None before any model has loaded.
+        """
+        return min((c.entry.generation.max_new_tokens for c in self.roster.contestants.values()), default=None)
+
     def loading_message(self) -> str:
         if self.ready:
             return ""
@@ -241,10 +249,7 @@ class ArenaService:
 
     def _generate(self, battle: Battle) -> Iterator[BattleView]:
         contestants = {side: self.roster.contestants[battle.models[side]] for side in SIDES}
-        # Anonymous sides stop at the same length: a cut answer's token count would otherwise tell which
-        # model wrote it (its own max_new_tokens) before the vote.
-        longest = (min(c.entry.generation.max_new_tokens for c in contestants.values())
-                   if battle.mode is Mode.ANONYMOUS else None)
+        longest = self.anonymous_answer_tokens() if battle.mode is Mode.ANONYMOUS else None
         streams = {
             side: (lambda cancel, side=side: contestants[side].stream(battle.conversation(side), cancel, longest))
             for side in SIDES

@@ -17,7 +17,7 @@ ANONYMITY_MODELS = """
     models:
       - {name: zebra-model-xq, backend: scripted, script: "reply: The first answer here."}
       - {name: otter-model-kv, backend: scripted, script: "reply: A second answer there."}
-      - {name: heron-model-jw, backend: scripted, script: "reply: Yet another answer."}
+      - {name: heron-model-jw, backend: scripted, script: "reply: Yet another answer.", max_new_tokens: 64}
 """
 NAMES = ("zebra-model-xq", "otter-model-kv", "heron-model-jw")
 
@@ -34,6 +34,8 @@ def names_in(value) -> set[str]:
 
 def test_no_endpoint_reveals_the_pair_before_the_vote(start_arena):
     arena = start_arena(ANONYMITY_MODELS)
+    # heron's own limit would set the length of its cut answers, and of its pairs' cuts: the operator is told
+    assert "note: the models' max_new_tokens differ (64, 256); anonymous answers all stop at 64 tokens" in "".join(arena.output)
     exposed = endpoints(arena.url)
     # Only what the page needs, and nothing that takes a model identity as input.
     assert set(exposed) == {

@@ -314,17 +314,25 @@ def test_an_answer_stopped_by_the_length_limit_is_said_to_be_cut(make_service):
     assert "length limit" not in status_line(short)
 
 
-def test_anonymous_sides_stop_at_the_same_length_so_a_cut_does_not_name_its_model(make_service):
-    """Each model's own max_new_tokens would show in a cut answer's length (a red team read 11 of 11 that way)."""
+def test_anonymous_answers_stop_at_one_length_so_a_cut_names_neither_model_nor_pair(make_service):
+    """Each model's own max_new_tokens would show in a cut answer's length (a red team read 11 of 11 that way),
+    and a pair's smaller one would tell which pair is playing: every anonymous answer stops at the smallest."""
     service = make_service("""
-        settings: {sampling: uniform}
+        settings: {sampling: uniform, limits: {battles_per_hour: 1000}}
         models:
           - {name: short-one, backend: scripted, script: echo, max_new_tokens: 3}
           - {name: long-one, backend: scripted, script: echo, max_new_tokens: 4}
+          - {name: longer-one, backend: scripted, script: echo, max_new_tokens: 5}
     """)
-    view = finish(service.ask(None, "one two three four five", CLIENT, Mode.ANONYMOUS))
-    assert "Both answers were cut at the length limit" in status_line(view)
-    assert [view.conversations[side][-1]["content"] for side in "ab"] == ["one two three"] * 2
+    pairs = set()
+    while len(pairs) < 3:  # until every pair has played, the one without short-one included
+        view = finish(service.ask(None, "one two three four five six", CLIENT, Mode.ANONYMOUS))
+        assert "Both answers were cut at the length limit" in status_line(view)
+        assert [view.conversations[side][-1]["content"] for side in "ab"] == ["one two three"] * 2
+        pairs.add(frozenset(service.book.find(view.battle_id).models.values()))
+        assert service.vote(view.battle_id, CLIENT, "tie")
+    named = finish(service.ask(None, "one two three four five six", CLIENT, Mode.NAMED, ("long-one", "longer-one")))
+    assert [named.conversations[side][-1]["content"] for side in "ab"] == ["one two three four", "one two three four five"]
 
 
 def test_a_prompt_too_long_in_tokens_is_refused_before_a_battle_starts(make_service):
