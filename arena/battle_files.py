@@ -449,7 +449,11 @@ def write_battles(path: Path | str, records: Iterable[Mapping]) -> None:
         write_battle_lines(stream, records)
 
 
-def write_battle_lines(stream: IO[str], records: Iterable[Mapping]) -> None:
+def write_battle_lines(stream: IO[str], records: Iterable[Mapping]) -> int:
+    """Write `records` one JSON object a line; returns how many."""
+    written = 0
     for record in records:
         stream.write(json.dumps(export_fields(record), ensure_ascii=False))
         stream.write("\n")
+        written += 1
+    return written

@@ -165,7 +165,7 @@ def _ratings(args) -> int:
     from arena.reports import render
 
     records = _read_battle_file(args.battles, args.max_file_mb) if args.battles else _stored_votes(args.db or DEFAULT_DB)
-    print(render(_leaderboard(records, args), args.format))
+    print(render(_leaderboard(records, args), args.format), end="")
     return 0
 
 

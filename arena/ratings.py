@@ -16,7 +16,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import numpy as np
@@ -592,6 +592,8 @@ class Leaderboard:
     notes: list[str]
     bootstrap_rounds: int
     votes_used: int
+    # The options it was computed with (see `compute_leaderboard`): exports record them, so it can be redone.
+    options: dict = field(default_factory=dict)
 
     def as_dicts(self) -> list[dict]:
         """Rows as plain dicts for JSON/CSV: ratings to 2 decimals (None stays None), win rate to 4."""
@@ -615,9 +617,9 @@ def _rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def _empty_leaderboard(notes: list[str], bootstrap_rounds: int) -> Leaderboard:
+def _empty_leaderboard(notes: list[str], options: dict) -> Leaderboard:
     nothing = np.zeros((0, 0))
-    return Leaderboard([], [], nothing, nothing.copy(), nothing.copy(), notes, bootstrap_rounds, 0)
+    return Leaderboard([], [], nothing, nothing.copy(), nothing.copy(), notes, options["bootstrap_rounds"], 0, options)
 
 
 def _exclusion_notes(total: int, used: int, include_named: bool, records: Sequence[Mapping]) -> list[str]:
@@ -671,6 +673,8 @@ def compute_leaderboard(
         raise ValueError(f"bootstrap_rounds must be 0 or more, got {bootstrap_rounds}")
     if anchor is not None and not math.isfinite(anchor[1]):
         raise ValueError(f"anchor rating must be a finite number, got {anchor[1]!r}")
+    options = {"bootstrap_rounds": bootstrap_rounds, "seed": seed, "anchor": {"model": anchor[0], "rating": anchor[1]} if anchor else None,
+               "min_votes": min_votes, "include_named": include_named}
     records = list(records)
     votes = select_votes(records, include_named=include_named)
     notes = _exclusion_notes(len(records), len(votes), include_named, records)
@@ -685,7 +689,7 @@ def compute_leaderboard(
             votes = [r for r in votes if r["model_a"] in kept and r["model_b"] in kept]
 
     if not counts.models or counts.total_votes == 0:
-        return _empty_leaderboard(notes + [nothing_to_rank], bootstrap_rounds)
+        return _empty_leaderboard(notes + [nothing_to_rank], options)
     if anchor is not None and anchor[0] not in counts.models:
         raise ValueError(f"anchor model {anchor[0]!r} has no usable votes (models: {', '.join(counts.models)})")
 
@@ -740,5 +744,5 @@ def compute_leaderboard(
     return Leaderboard(
         rows=rows, models=list(counts.models), battle_counts=battles, win_fraction=win_fraction,
         predicted_win_probability=predicted, notes=notes, bootstrap_rounds=bootstrap_rounds,
-        votes_used=counts.total_votes,
+        votes_used=counts.total_votes, options=options,
     )

@@ -6,6 +6,8 @@ import csv
 import io
 import json
 import re
+import shlex
+from datetime import datetime, timezone
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -117,18 +119,53 @@ def render(leaderboard: Leaderboard, fmt: str) -> str:
 
 
 def write_exports(leaderboard: Leaderboard, records: Iterable[Mapping], out_dir: Path | str) -> list[Path]:
-    """Write leaderboard.{csv,json,md} and every vote record (unfiltered) as battles.jsonl.
+    """Write leaderboard.{csv,json,md}, every vote record (unfiltered) as battles.jsonl, and export.json.
 
-    All four are written beside their targets first and replace them only once every one is
+    All five are written beside their targets first and replace them only once every one is
     complete, so a failure (a full disk) leaves the previous export whole, and a reader never
     sees half a file.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     formats = ("csv", "json", "md")
-    paths = [out_dir / f"leaderboard.{fmt}" for fmt in formats] + [out_dir / "battles.jsonl"]
-    with atomic_text_writers(paths) as (*boards, battles):
+    paths = [out_dir / f"leaderboard.{fmt}" for fmt in formats] + [out_dir / "battles.jsonl", out_dir / "export.json"]
+    with atomic_text_writers(paths) as (*boards, battles, about):
         for stream, fmt in zip(boards, formats):
             stream.write(render(leaderboard, fmt))
-        write_battle_lines(battles, records)
+        exported = write_battle_lines(battles, records)
+        description = export_description(leaderboard, exported, out_dir / "battles.jsonl")
+        about.write(json.dumps(description, indent=2, ensure_ascii=False) + "\n")
     return paths
+
+
+def export_description(leaderboard: Leaderboard, votes_exported: int, battles_file: Path) -> dict:
+    """What an export holds and the options behind its leaderboard, with the command that recomputes it.
+
+    The leaderboard files hold rows only; without this a reader could not tell a `--min-votes` or
+    `--include-named` board from a plain one, nor redo it from `battles.jsonl`.
+    """
+    options = leaderboard.options
+    return {
+        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "votes_exported": votes_exported,
+        "votes_counted": leaderboard.votes_used,
+        "models_ranked": len(leaderboard.models),
+        "options": options,
+        "notes": leaderboard.notes,
+        "recompute": recompute_command(options, battles_file),
+    }
+
+
+def recompute_command(options: Mapping, battles_file: Path) -> str:
+    """The `ratings` command (run from the project's root) that computes the same leaderboard.json from `battles_file`."""
+    words = ["python", "-m", "arena", "ratings", "--battles", str(battles_file), "--format", "json",
+             "--bootstrap", str(options["bootstrap_rounds"])]
+    if options["seed"] is not None:
+        words += ["--seed", str(options["seed"])]
+    if options["anchor"]:
+        words += ["--anchor", f"{options['anchor']['model']}={options['anchor']['rating']!r}"]
+    if options["min_votes"]:
+        words += ["--min-votes", str(options["min_votes"])]
+    if options["include_named"]:
+        words.append("--include-named")
+    return shlex.join(words)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import sqlite3
 import subprocess
@@ -78,8 +79,13 @@ def test_import_export_round_trip_on_real_arena_votes(tmp_path):
     assert "25,938 votes added" in arena("import", ARENA_2023, "--db", db).stdout
     assert "0 votes added" in arena("import", ARENA_2023, "--db", db).stdout  # same file twice: nothing new
     out = tmp_path / "ratings"
-    arena("export", "--db", db, "--out", out, "--bootstrap", 100)
-    assert {p.name for p in out.iterdir()} >= {"leaderboard.csv", "leaderboard.json", "leaderboard.md", "battles.jsonl"}
+    arena("export", "--db", db, "--out", out, "--bootstrap", 100, "--anchor", "vicuna-13b=1050")
+    assert {p.name for p in out.iterdir()} == {"leaderboard.csv", "leaderboard.json", "leaderboard.md", "battles.jsonl",
+                                               "export.json"}
+    # export.json's command recomputes the same leaderboard from the exported votes alone
+    recompute = shlex.split(json.loads((out / "export.json").read_text())["recompute"])
+    assert recompute[:4] == ["python", "-m", "arena", "ratings"] and "--anchor" in recompute
+    assert json.loads(arena(*recompute[3:]).stdout) == json.loads((out / "leaderboard.json").read_text())
 
     board = json.loads((out / "leaderboard.json").read_text())
     assert len(board) == 20 and board[0]["model"] == "gpt-4" and board[0]["rank"] == 1
@@ -194,7 +200,7 @@ def test_export_files_are_readable_as_open_would_make_them(tmp_path):
     os.umask(umask)
     arena("export", "--db", db, "--out", tmp_path / "out", "--bootstrap", 0)
     modes = {path.name: path.stat().st_mode & 0o777 for path in (tmp_path / "out").iterdir()}
-    assert len(modes) == 4 and set(modes.values()) == {0o666 & ~umask}
+    assert len(modes) == 5 and set(modes.values()) == {0o666 & ~umask}
 
 
 def test_a_huge_turn_is_reported_by_line(tmp_path):

@@ -87,10 +87,11 @@ def test_unknown_format_is_refused(board):
         render(board, "xml")
 
 
-def test_write_exports_writes_four_files_and_every_vote(tmp_path, board, records):
+def test_write_exports_writes_five_files_and_every_vote(tmp_path, board, records):
     out = tmp_path / "exports" / "today"
     paths = write_exports(board, records, out)
-    assert sorted(p.name for p in paths) == ["battles.jsonl", "leaderboard.csv", "leaderboard.json", "leaderboard.md"]
+    assert sorted(p.name for p in paths) == ["battles.jsonl", "export.json", "leaderboard.csv", "leaderboard.json",
+                                             "leaderboard.md"]
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in paths)  # no temporary files left
     assert json.loads((out / "leaderboard.json").read_text()) == board.as_dicts()
     battles = read_battles(out / "battles.jsonl")
@@ -102,6 +103,25 @@ def test_write_exports_writes_four_files_and_every_vote(tmp_path, board, records
     ]
     write_exports(board, records[:3], out)  # replacing an export works
     assert len(read_battles(out / "battles.jsonl")) == 3
+
+
+def test_export_json_says_how_the_leaderboard_was_computed(tmp_path, records):
+    out = tmp_path / "exports"
+    board = compute_leaderboard(records, bootstrap_rounds=50, seed=7, anchor=("mid", 1100.0), min_votes=20,
+                                include_named=True)
+    write_exports(board, records, out)
+    about = json.loads((out / "export.json").read_text())
+    assert about["options"] == {"bootstrap_rounds": 50, "seed": 7, "anchor": {"model": "mid", "rating": 1100.0},
+                                "min_votes": 20, "include_named": True}
+    assert (about["votes_exported"], about["votes_counted"], about["models_ranked"]) == (len(records), 67, 3)
+    assert about["notes"] == board.notes and about["notes"]  # the flagged vote left out is said
+    assert about["recompute"] == (f"python -m arena ratings --battles {out / 'battles.jsonl'} --format json "
+                                  "--bootstrap 50 --seed 7 --anchor mid=1100.0 --min-votes 20 --include-named")
+    plain = compute_leaderboard(records, bootstrap_rounds=0)
+    write_exports(plain, records, out)
+    about = json.loads((out / "export.json").read_text())
+    assert about["recompute"].endswith("--format json --bootstrap 0")  # no seed given: none to repeat
+    assert about["options"]["anchor"] is None and about["options"]["seed"] is None
 
 
 def test_an_export_that_fails_midway_leaves_the_previous_one_whole(tmp_path, board, records):
@@ -119,9 +139,9 @@ def test_an_export_that_fails_midway_leaves_the_previous_one_whole(tmp_path, boa
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before  # no file replaced, nothing left over
 
 
-@pytest.mark.parametrize("failing_sync", [1, 2, 4])
+@pytest.mark.parametrize("failing_sync", [1, 2, 5])
 def test_an_export_whose_disk_fills_while_syncing_replaces_no_file(tmp_path, board, records, monkeypatch, failing_sync):
-    """The files are only renamed once all four are on disk: a sync failing on any leaves the old set."""
+    """The files are only renamed once all five are on disk: a sync failing on any leaves the old set."""
     out = tmp_path / "exports"
     write_exports(board, records[:3], out)
     before = {path.name: path.read_bytes() for path in out.iterdir()}
