@@ -6,6 +6,7 @@ problem with its line, so a half-imported file never skews a leaderboard.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import json
@@ -407,6 +408,9 @@ def atomic_text_writers(paths: Sequence[Path | str]) -> Iterator[list[IO[str]]]:
     syncing any of them) leaves every target as it was. The files get the mode `open()` would give
     them (0666 less the umask), not mkstemp's owner-only 0600, so the people an export is for can read it.
     """
+    for path in map(Path, paths):  # what would stop a rename, checked before anything is written
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "a folder stands where this file goes", str(path))
     staged: list[tuple[Path, Path, IO[str]]] = []
     try:
         for path in map(Path, paths):
@@ -419,7 +423,7 @@ def atomic_text_writers(paths: Sequence[Path | str]) -> Iterator[list[IO[str]]]:
             stream.flush()
             os.fsync(stream.fileno())
             stream.close()
-        for path, temporary, _ in staged:  # renames: no data left to write, so nothing left to fail on
+        for path, temporary, _ in staged:  # renames within one folder, onto files (checked above)
             os.replace(temporary, path)
     except BaseException:
         for _, temporary, stream in staged:

@@ -174,6 +174,10 @@ class _StrictLoader(yaml.SafeLoader):
     (a second `models:` would silently drop the whole first list)."""
 
 
+class _RepeatedKeyError(yaml.constructor.ConstructorError):
+    """Valid YAML, but refused here: the message must not call the file invalid YAML."""
+
+
 def _refuse_repeated_keys(loader: _StrictLoader, node: yaml.MappingNode) -> dict:
     first_line: dict[Any, int] = {}
     for key_node, _ in node.value:
@@ -183,8 +187,8 @@ def _refuse_repeated_keys(loader: _StrictLoader, node: yaml.MappingNode) -> dict
         if not isinstance(key, (str, int, float, bool)):
             continue  # an unhashable key is refused by construct_mapping, with YAML's own message
         if key in first_line:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key '{key}' is given twice (first on line {first_line[key]})", key_node.start_mark)
+            raise _RepeatedKeyError(None, None, f"key '{key}' is given twice (first on line {first_line[key]}); keep one",
+                                    key_node.start_mark)
         first_line[key] = key_node.start_mark.line + 1
     return loader.construct_mapping(node)
 
@@ -207,7 +211,8 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
         hint = f"check the indentation{begun}: every field of an entry lines up under its `name:`"
     else:
         hint = ""
-    return f"not valid YAML{where}: {what}" + (f"; {hint}" if hint else "")
+    kind = "refused" if isinstance(error, _RepeatedKeyError) else "not valid YAML"
+    return f"{kind}{where}: {what}" + (f"; {hint}" if hint else "")
 
 
 def parse_config(document: Any, path: Path) -> ArenaConfig:

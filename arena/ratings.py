@@ -7,7 +7,8 @@ costs in proportion to the number of model pairs, not the number of votes.
 
 Ratings are on the Elo scale: a difference of 400 points means 10:1 odds.
 Ties, of either kind, count as half a win for each side, as Chatbot Arena does.
-Their mean, weighted by each model's number of votes, is 1000: see `_centring_weights`.
+Their mean, weighted by each model's number of votes, is 1000 (models only the ridge places left out): see
+`_centring_weights`.
 """
 
 from __future__ import annotations
@@ -286,14 +287,19 @@ def _fit_log_strengths(
     return theta
 
 
-def _centring_weights(battles: np.ndarray) -> np.ndarray:
+def _centring_weights(battles: np.ndarray, floating: np.ndarray | None = None) -> np.ndarray:
     """Each model's number of battles: the weights of the mean rating (equal weights if there are none).
 
     Bradley-Terry fixes only differences, so some mean must be chosen. A plain mean lets a
     model with a vote or two, whose rating only the ridge holds finite, drag every other
     rating (and, through its bootstrap swings, every interval); weighted by votes it barely counts.
+    Models marked `floating` (the ridge places them: see `compute_leaderboard`) do not count at
+    all: eight straight wins put a newcomer some 1,500 points up, and even a 1% weight on that
+    would move everyone else.
     """
     votes = np.asarray(battles, dtype=float).sum(axis=1)
+    if floating is not None and votes[~floating].sum() > 0:
+        votes = np.where(floating, 0.0, votes)
     return votes if votes.sum() > 0 else np.ones_like(votes)
 
 
@@ -309,6 +315,7 @@ def fit_bradley_terry(
     scale: float = ELO_SCALE,
     base: float = ELO_BASE,
     mean: float = INITIAL_RATING,
+    floating: np.ndarray | None = None,
 ) -> np.ndarray:
     """Bradley-Terry ratings on the Elo scale, with vote-weighted mean `mean` (1000).
 
@@ -325,7 +332,8 @@ def fit_bradley_terry(
     earned = scores[layout.rows, layout.cols]
     battles = earned + scores[layout.cols, layout.rows]
     theta = _fit_log_strengths(layout, earned[None, :], battles[None, :], ridge=ridge)
-    return _to_elo(theta[0], weights=_centring_weights(scores + scores.T), scale=scale, base=base, mean=mean)
+    weights = _centring_weights(scores + scores.T, floating)
+    return _to_elo(theta[0], weights=weights, scale=scale, base=base, mean=mean)
 
 
 def bootstrap_ratings(
@@ -339,6 +347,7 @@ def bootstrap_ratings(
     scale: float = ELO_SCALE,
     base: float = ELO_BASE,
     mean: float = INITIAL_RATING,
+    floating: np.ndarray | None = None,
 ) -> np.ndarray:
     """Elo-scale ratings refitted on `rounds` resamples of the votes, shape (rounds, models).
 
@@ -347,7 +356,7 @@ def bootstrap_ratings(
     from the aggregated counts and all rounds are fitted together, starting
     from the full-data fit. Each round has mean `mean`, weighted by the full
     data's votes per model (the same weights every round, so a rare model's
-    swings do not move the others). `progress(done, total)`
+    swings do not move the others), `floating` models not counted. `progress(done, total)`
     is called after every chunk of rounds, from the calling thread. `workers`
     threads share the rounds (default: one per core).
     """
@@ -362,7 +371,7 @@ def bootstrap_ratings(
     start = _fit_log_strengths(layout, full_scores, full_battles, ridge=ridge)
     p = np.exp(_log_sigmoid(layout.differences(start)))
     inverse_information = np.linalg.inv(layout.information(full_battles * p * (1.0 - p), ridge)[0])
-    weights = _centring_weights(counts.battles)
+    weights = _centring_weights(counts.battles, floating)
 
     chunk = max(1, min(_MAX_CHUNK_ROUNDS, _CHUNK_CELLS // max(1, rows.size)))
     chunk_starts = range(0, rounds, chunk)
@@ -693,17 +702,21 @@ def compute_leaderboard(
     if anchor is not None and anchor[0] not in counts.models:
         raise ValueError(f"anchor model {anchor[0]!r} has no usable votes (models: {', '.join(counts.models)})")
 
-    ratings = fit_bradley_terry(counts.scores)
-    samples = bootstrap_ratings(counts, bootstrap_rounds, seed=seed, progress=progress)
+    components = compared_components(counts)
+    bound = ridge_bound_groups(counts, components)
+    # Models the ridge places, not the votes: no interval, no rank, no weight on the mean rating.
+    too_few_votes = _chance_ridge_placed(counts) > _TAIL_PERCENT / 100
+    floating = too_few_votes.copy()
+    for group, _ in bound:  # the bootstrap varies there only as the ridge lets it
+        floating[group] = True
+        too_few_votes[group] = False  # said by its own note
+    ratings = fit_bradley_terry(counts.scores, floating=floating)
+    samples = bootstrap_ratings(counts, bootstrap_rounds, seed=seed, progress=progress, floating=floating)
     if bootstrap_rounds > 0:
         lower, upper = np.percentile(samples, [_TAIL_PERCENT, 100 - _TAIL_PERCENT], axis=0)
     else:
         lower = upper = np.round(ratings, 6)  # equal records fit equal up to rounding noise: one rank, not two
-    components = compared_components(counts)
-    bound = ridge_bound_groups(counts, components)
-    measured = (upper > lower) & (_chance_ridge_placed(counts) <= _TAIL_PERCENT / 100)
-    for group, _ in bound:  # the bootstrap varies there only as the ridge lets it
-        measured[group] = False
+    measured = (upper > lower) & ~floating
     # Only models with a measured interval can be surely better than another, or a model with one
     # win would outrank everyone below where the ridge leaves it in the resamples missing that win;
     # and only they get a rank, which would otherwise come from the ridge's end of their interval.
@@ -714,6 +727,11 @@ def compute_leaderboard(
         shift = anchor[1] - ratings[counts.models.index(anchor[0])]
         ratings, lower, upper = ratings + shift, lower + shift, upper + shift
     notes += comparison_notes(counts, components, bound)
+    if bootstrap_rounds > 0 and too_few_votes.any():
+        few = np.flatnonzero(too_few_votes)
+        notes.append(f"{counted(len(few), 'model')} with too few votes for an interval or a rank (more than "
+                     f"{_TAIL_PERCENT:g}% of the resamples leave {'it' if len(few) == 1 else 'them'} no win or no loss): "
+                     f"{_named(counts.models, few)}")
 
     # Groups never compared with each other are listed apart, the one holding the best-rated model first:
     # interleaved by rating, a group's models would seem to outrank another's.

@@ -158,7 +158,7 @@ def export_description(leaderboard: Leaderboard, votes_exported: int, battles_fi
 
 def recompute_command(options: Mapping, battles_file: Path) -> str:
     """The `ratings` command (run from the project's root) that computes the same leaderboard.json from `battles_file`."""
-    words = ["python", "-m", "arena", "ratings", "--battles", str(battles_file), "--format", "json",
+    words = [".venv/bin/python", "-m", "arena", "ratings", "--battles", str(battles_file), "--format", "json",
              "--bootstrap", str(options["bootstrap_rounds"])]
     if options["seed"] is not None:
         words += ["--seed", str(options["seed"])]

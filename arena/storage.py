@@ -461,7 +461,8 @@ class ArenaStore:
         if conflicts:
             shown = conflicts[:SHOWN_CONFLICTS]
             more = f"\n  and {len(conflicts) - len(shown)} more" if len(conflicts) > len(shown) else ""
-            raise ValueError(f"{counted(len(conflicts), 'record')} differ from votes already stored under the same "
+            differ = "differs" if len(conflicts) == 1 else "differ"
+            raise ValueError(f"{counted(len(conflicts), 'record')} {differ} from votes already stored under the same "
                              "battle_id:\n  " + "\n  ".join(shown) + more)
 
     def _adopt_earlier_ids(self, records: list[dict], battle_ids: list[str], old_ids: list[str | None],

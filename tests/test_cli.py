@@ -84,7 +84,7 @@ def test_import_export_round_trip_on_real_arena_votes(tmp_path):
                                                "export.json"}
     # export.json's command recomputes the same leaderboard from the exported votes alone
     recompute = shlex.split(json.loads((out / "export.json").read_text())["recompute"])
-    assert recompute[:4] == ["python", "-m", "arena", "ratings"] and "--anchor" in recompute
+    assert recompute[:4] == [".venv/bin/python", "-m", "arena", "ratings"] and "--anchor" in recompute
     assert json.loads(arena(*recompute[3:]).stdout) == json.loads((out / "leaderboard.json").read_text())
 
     board = json.loads((out / "leaderboard.json").read_text())
@@ -188,6 +188,7 @@ def test_a_file_that_gives_a_stored_battle_another_winner_is_refused(tmp_path):
     arena("import", first, "--db", db)
     done = arena("import", second, "--db", db, check=False)
     assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "1 record differs from votes already stored" in done.stderr
     assert "record 2: battle_id 'b-1' is already a vote of x vs y (model_a, anonymous), not a vote of x vs y (model_b" in done.stderr
     assert "nothing imported" in done.stderr and votes_in(db) == 1
 

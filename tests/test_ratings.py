@@ -191,6 +191,18 @@ def test_a_newcomer_with_one_vote_moves_no_rating_on_real_data():
     assert max(abs(after[row.model].rating - row.rating) for row in before.rows) < 1
 
 
+def test_a_newcomer_with_a_few_straight_wins_moves_no_other_rating():
+    """The ridge puts eight straight wins ~1,500 points up: even weighted by its 8 votes it dragged every other
+    rating ~18 points down. Models the ridge places do not count in the mean rating, nor in the bootstrap's."""
+    votes = simulated_votes(np.linspace(-200, 200, 6), 330, np.random.default_rng(0))
+    unbeaten = [vote("newbie", f"m{k % 6}") for k in range(8)]
+    before = {row.model: row for row in compute_leaderboard(votes, bootstrap_rounds=100, seed=0).rows}
+    after = {row.model: row for row in compute_leaderboard(votes + unbeaten, bootstrap_rounds=100, seed=0).rows}
+    assert after["newbie"].ci_lower is None and after["newbie"].rating > 2000
+    assert max(abs(after[model].rating - row.rating) for model, row in before.items()) < 2
+    assert abs(np.average([r.rating for r in before.values()], weights=[r.votes for r in before.values()]) - 1000) < 1e-6
+
+
 @pytest.mark.parametrize("case", ["simulated", "unbeaten and disconnected"])
 def test_bootstrap_shortcut_steps_reach_the_exact_newton_answer(monkeypatch, case):
     if case == "simulated":
@@ -327,6 +339,9 @@ def test_a_newcomer_gets_an_interval_and_a_rank_only_once_its_votes_set_them(new
     newcomer = next(row for row in board.rows if row.model == "newcomer")
     assert (newcomer.ci_lower is not None) is measured and (newcomer.rank is not None) is measured
     assert all(row.rank is not None and row.ci_lower is not None for row in board.rows if row.model != "newcomer")
+    said = [note for note in board.notes if "too few votes for an interval" in note]  # a "–" is explained
+    assert said == ([] if measured else ["1 model with too few votes for an interval or a rank (more than 2.5% of the "
+                                         "resamples leave it no win or no loss): newcomer"])
 
 
 def test_a_model_with_only_wins_has_no_interval_and_outranks_nobody_but_the_rest_keep_theirs():
@@ -338,6 +353,7 @@ def test_a_model_with_only_wins_has_no_interval_and_outranks_nobody_but_the_rest
     assert {row.model: row.rank for row in board.rows} == {"unbeaten": None, "b": 1, "c": 1}
     notes = " ".join(board.notes)
     assert "unbeaten has only wins" in notes and "only losses" not in notes  # b and c hold the votes
+    assert "too few votes" not in notes  # one note for unbeaten, not two
 
 
 def test_zero_votes_give_an_empty_leaderboard():

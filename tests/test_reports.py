@@ -115,7 +115,7 @@ def test_export_json_says_how_the_leaderboard_was_computed(tmp_path, records):
                                 "min_votes": 20, "include_named": True}
     assert (about["votes_exported"], about["votes_counted"], about["models_ranked"]) == (len(records), 67, 3)
     assert about["notes"] == board.notes and about["notes"]  # the flagged vote left out is said
-    assert about["recompute"] == (f"python -m arena ratings --battles {out / 'battles.jsonl'} --format json "
+    assert about["recompute"] == (f".venv/bin/python -m arena ratings --battles {out / 'battles.jsonl'} --format json "
                                   "--bootstrap 50 --seed 7 --anchor mid=1100.0 --min-votes 20 --include-named")
     plain = compute_leaderboard(records, bootstrap_rounds=0)
     write_exports(plain, records, out)
@@ -137,6 +137,19 @@ def test_an_export_that_fails_midway_leaves_the_previous_one_whole(tmp_path, boa
     with pytest.raises(OSError, match="No space"):
         write_exports(newer, votes_then_failure(), out)
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before  # no file replaced, nothing left over
+
+
+def test_an_export_that_cannot_replace_a_file_replaces_none(tmp_path, board, records):
+    """A rename onto a folder fails: found before anything is written, or the other files would be the new export's."""
+    out = tmp_path / "exports"
+    write_exports(board, records[:3], out)
+    (out / "export.json").unlink()
+    (out / "export.json").mkdir()
+    before = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    with pytest.raises(IsADirectoryError, match="a folder stands where this file goes"):
+        write_exports(board, records, out)
+    assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == before
+    assert sorted(path.name for path in out.iterdir()) == sorted([*before, "export.json"])  # no temporary files
 
 
 @pytest.mark.parametrize("failing_sync", [1, 2, 5])
