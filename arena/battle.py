@@ -21,7 +21,7 @@ from enum import Enum
 from arena.battle_files import WINNERS  # the labels of FastChat's clean-battle records
 from arena.config import Limits
 from arena.text import as_read, lone_surrogates_replaced
-from arena.wording import counted
+from arena.wording import NEW_ROUND, counted
 
 SIDES = ("a", "b")
 
@@ -393,8 +393,8 @@ def status_message(status: Status) -> str:
     return {
         Status.GENERATING: "Please wait until both answers are complete.",
         Status.VOTING: "Your vote is being recorded.",
-        Status.VOTED: "You already voted in this battle. Type a prompt to start a new round.",
-        Status.FAILED: "This battle failed and cannot be voted on. Type a prompt to start a new round.",
+        Status.VOTED: f"You already voted in this battle. {NEW_ROUND}",
+        Status.FAILED: f"This battle failed and cannot be voted on. {NEW_ROUND}",
         Status.READY: "Both answers are ready.",
-        Status.ABANDONED: "You left this battle without voting. Type a prompt to start a new round.",
+        Status.ABANDONED: f"You left this battle without voting. {NEW_ROUND}",
     }[status]

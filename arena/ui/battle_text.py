@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from arena.battle import SIDES, Mode
 from arena.service import BattleView, VoteReceipt
+from arena.wording import NEW_ROUND
 
 SIDE_LABELS = {"a": "Model A", "b": "Model B"}
 FAILED_NOTE = "*⚠️ This model could not answer.*"
 STOPPED_NOTE = "*The other model could not answer, so this battle ended.*"
-_NEW_ROUND = "Type a prompt to start a new round."
 
 
 def intro(mode: Mode, named_votes_counted: bool) -> str:
@@ -31,9 +31,9 @@ def status_line(view: BattleView) -> str:
     if view.generating:
         return "Both models are answering… (New round stops them.)"
     if view.failed and not view.failed_sides:  # the server, not a model: the turn could not be stored
-        return f"Something went wrong on the server, so this battle ended and is not counted. {_NEW_ROUND}"
+        return f"Something went wrong on the server, so this battle ended and is not counted. {NEW_ROUND}"
     if view.failed:
-        return f"{_sides(view.failed_sides)} could not answer. This battle ended and is not counted. {_NEW_ROUND}"
+        return f"{_sides(view.failed_sides)} could not answer. This battle ended and is not counted. {NEW_ROUND}"
     status = "Both answers are in. Which is better? Vote, or ask a follow-up question to both."
     if len(view.cut_sides) == 2:
         status += " (Both answers were cut at the length limit, so they may end mid-sentence.)"
@@ -63,4 +63,4 @@ def receipt_text(receipt: VoteReceipt) -> str:
             f" An answer named a model ('{receipt.flagged_term}'): the vote is kept, marked as not anonymous, "
             "and left out of the leaderboard."
         )
-    return f"{text} {_NEW_ROUND}"
+    return f"{text} {NEW_ROUND}"
