@@ -180,7 +180,8 @@ def _export(args) -> int:
         written = write_exports(_leaderboard(records, args), records, out)
     except OSError as exc:
         where = f" ({Path(exc.filename).name})" if exc.filename else ""
-        raise SystemExit(f"error: cannot write the export into {out}: {exc.strerror or exc}{where}; nothing replaced") from None
+        raise SystemExit(f"error: cannot write the export into {out}: {exc.strerror or exc}{where}; "
+                         "nothing replaced") from None
     for path in written:
         print(f"wrote {path}")
     return 0

@@ -187,8 +187,8 @@ def _refuse_repeated_keys(loader: _StrictLoader, node: yaml.MappingNode) -> dict
         if not isinstance(key, (str, int, float, bool)):
             continue  # an unhashable key is refused by construct_mapping, with YAML's own message
         if key in first_line:
-            raise _RepeatedKeyError(None, None, f"key '{key}' is given twice (first on line {first_line[key]}); keep one",
-                                    key_node.start_mark)
+            twice = f"key '{key}' is given twice (first on line {first_line[key]}); keep one"
+            raise _RepeatedKeyError(None, None, twice, key_node.start_mark)
         first_line[key] = key_node.start_mark.line + 1
     return loader.construct_mapping(node)
 

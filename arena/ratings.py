@@ -682,8 +682,8 @@ def compute_leaderboard(
         raise ValueError(f"bootstrap_rounds must be 0 or more, got {bootstrap_rounds}")
     if anchor is not None and not math.isfinite(anchor[1]):
         raise ValueError(f"anchor rating must be a finite number, got {anchor[1]!r}")
-    options = {"bootstrap_rounds": bootstrap_rounds, "seed": seed, "anchor": {"model": anchor[0], "rating": anchor[1]} if anchor else None,
-               "min_votes": min_votes, "include_named": include_named}
+    options = {"bootstrap_rounds": bootstrap_rounds, "seed": seed, "min_votes": min_votes,
+               "include_named": include_named, "anchor": {"model": anchor[0], "rating": anchor[1]} if anchor else None}
     records = list(records)
     votes = select_votes(records, include_named=include_named)
     notes = _exclusion_notes(len(records), len(votes), include_named, records)
@@ -729,9 +729,9 @@ def compute_leaderboard(
     notes += comparison_notes(counts, components, bound)
     if bootstrap_rounds > 0 and too_few_votes.any():
         few = np.flatnonzero(too_few_votes)
+        them = "it" if len(few) == 1 else "them"
         notes.append(f"{counted(len(few), 'model')} with too few votes for an interval or a rank (more than "
-                     f"{_TAIL_PERCENT:g}% of the resamples leave {'it' if len(few) == 1 else 'them'} no win or no loss): "
-                     f"{_named(counts.models, few)}")
+                     f"{_TAIL_PERCENT:g}% of the resamples leave {them} no win or no loss): {_named(counts.models, few)}")
 
     # Groups never compared with each other are listed apart, the one holding the best-rated model first:
     # interleaved by rating, a group's models would seem to outrank another's.

@@ -7,8 +7,8 @@ import io
 import json
 import re
 import shlex
-from datetime import datetime, timezone
 from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 
 from arena.battle_files import atomic_text_writers, write_battle_lines
@@ -157,7 +157,7 @@ def export_description(leaderboard: Leaderboard, votes_exported: int, battles_fi
 
 
 def recompute_command(options: Mapping, battles_file: Path) -> str:
-    """The `ratings` command (run from the project's root) that computes the same leaderboard.json from `battles_file`."""
+    """The `ratings` command, run from the project's root, that computes the same leaderboard.json from `battles_file`."""
     words = [".venv/bin/python", "-m", "arena", "ratings", "--battles", str(battles_file), "--format", "json",
              "--bootstrap", str(options["bootstrap_rounds"])]
     if options["seed"] is not None:

@@ -35,7 +35,8 @@ def names_in(value) -> set[str]:
 def test_no_endpoint_reveals_the_pair_before_the_vote(start_arena):
     arena = start_arena(ANONYMITY_MODELS)
     # heron's own limit would set the length of its cut answers, and of its pairs' cuts: the operator is told
-    assert "note: the models' max_new_tokens differ (64, 256); anonymous answers all stop at 64 tokens" in "".join(arena.output)
+    said = "note: the models' max_new_tokens differ (64, 256); anonymous answers all stop at 64 tokens"
+    assert said in "".join(arena.output)
     exposed = endpoints(arena.url)
     # Only what the page needs, and nothing that takes a model identity as input.
     assert set(exposed) == {

@@ -332,7 +332,8 @@ def test_anonymous_answers_stop_at_one_length_so_a_cut_names_neither_model_nor_p
         pairs.add(frozenset(service.book.find(view.battle_id).models.values()))
         assert service.vote(view.battle_id, CLIENT, "tie")
     named = finish(service.ask(None, "one two three four five six", CLIENT, Mode.NAMED, ("long-one", "longer-one")))
-    assert [named.conversations[side][-1]["content"] for side in "ab"] == ["one two three four", "one two three four five"]
+    answers = [named.conversations[side][-1]["content"] for side in "ab"]
+    assert answers == ["one two three four", "one two three four five"]  # side by side, each model's own limit
 
 
 def test_a_prompt_too_long_in_tokens_is_refused_before_a_battle_starts(make_service):
