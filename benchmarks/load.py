@@ -69,20 +69,20 @@ MODEL_ARENA = """
       - name: precise
         backend: transformers
         source: bundled:smollm2
-        system_prompt: You are a precise assistant. Answer in one or two short, factual sentences.
+        system_prompt: Answer in one or two short, factual sentences.
         temperature: 0
         max_new_tokens: {tokens}
       - name: storyteller
         backend: transformers
         source: bundled:smollm2
-        system_prompt: You are a warm, imaginative assistant who explains things with a small story or an example.
+        system_prompt: Explain things warmly and imaginatively, with a small story or an example.
         temperature: 0.9
         top_p: 0.95
         max_new_tokens: {tokens}
       - name: teacher
         backend: transformers
         source: bundled:smollm2
-        system_prompt: You are a patient teacher. Explain step by step with a numbered list.
+        system_prompt: Explain step by step, patiently, with a numbered list.
         temperature: 0.5
         top_p: 0.9
         repetition_penalty: 1.1

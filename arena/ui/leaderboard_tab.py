@@ -59,9 +59,12 @@ class LeaderboardTab:
             else "Votes from side-by-side mode and votes on answers that revealed a model's name are not counted."
         )
         summary = (
-            f"**{counted(board.votes_used, kind + 'vote')}** on {counted(len(board.rows), 'model')}. Bradley–Terry ratings (Elo scale) "
-            f"with 95% bootstrap intervals ({board.bootstrap_rounds} rounds); models whose intervals overlap share a rank. "
-            + left_out
+            f"**{counted(board.votes_used, kind + 'vote')}** on {counted(len(board.rows), 'model')}. "
+            "**Rating**: the Bradley–Terry fit of all counted votes (400 points more = 10:1 odds of winning), "
+            f"with its 95% interval from {board.bootstrap_rounds} bootstrap rounds. **Rank**: 1 + the number of "
+            "models whose whole interval lies above this one's, so close models share a rank and some numbers "
+            "are skipped. **Elo**: the online Elo replayed in vote order, as early arenas showed it; it depends on "
+            "that order, the Rating does not. " + left_out
         )
         unrated = [name for name in self.service.model_names() if name not in board.models]
         if unrated:
