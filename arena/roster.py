@@ -93,7 +93,7 @@ class Roster:
         ordered = sorted(groups.values(), key=lambda entries: not backend_class(entries[0]).loads_quickly)
         for index, entries in enumerate(ordered, start=1):
             names = ", ".join(e.name for e in entries)
-            self.loading_stage = f"loading {index}/{len(groups)} ({names})"
+            self.loading_stage = f"weights {index} of {len(groups)}: {names}"
             report(f"[{index}/{len(groups)}] {names}")
             started = time.monotonic()
             backend = backend_class(entries[0])(entries[0], cache_dir=self.cache_dir)

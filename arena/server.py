@@ -22,6 +22,7 @@ log = logging.getLogger("arena")
 
 def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: Path) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    _log_to_stderr()
     from starlette.middleware import Middleware
 
     from arena.ui.app import PAGE_CSS, build_app, page_theme  # gradio is slow to import; commands that do not serve skip it
@@ -81,3 +82,18 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
         roster.close()
         store.close()
     return 0
+
+
+def _log_to_stderr() -> None:
+    """The operator's log: votes and failures, one timed line each, on stderr beside the start-up lines.
+
+    Written to a file (not a terminal), the libraries' progress bars would fill it with carriage
+    returns; the loading lines already say what is loading and how long it took.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    if not sys.stderr.isatty():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when transformers is imported

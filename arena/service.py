@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 
@@ -43,6 +44,14 @@ class BattleView:
     cut_sides: tuple[str, ...] = ()  # answers that reached their length limit
     names: dict[str, str] | None = None  # only in named mode, or once the vote is in
     left: bool = False  # the volunteer left while it answered: the page starts afresh
+
+
+class Leaving(Enum):
+    """What New round (or another pair) did to the volunteer's battle."""
+
+    NOTHING = "nothing"  # no open battle of theirs: voted, failed, or none
+    ENDED = "ended"  # answered but unvoted: now closed, not counted
+    STOPPING = "stopping"  # still answering: its stream stops, ends it and sends the page its last view
 
 
 @dataclass(frozen=True)
@@ -140,18 +149,17 @@ class ArenaService:
             raise
         return self._generate(battle)
 
-    def abandon(self, battle_id: str | None, address: str) -> bool:
-        """The volunteer moved on without voting (New round, another pair): the record says so.
-
-        True when the battle was still answering: its stream then stops, ends the battle and
-        sends the page its last view.
-        """
+    def abandon(self, battle_id: str | None, address: str) -> Leaving:
+        """The volunteer moved on without voting (New round, another pair): the record says so."""
         try:
             battle = self.book.get(battle_id, self.store.client_id(address))
         except RuleViolation:
-            return False  # nothing of theirs to close
-        self._abandon(battle)
-        return battle.left_while_answering.is_set() and battle.status is Status.GENERATING
+            return Leaving.NOTHING  # nothing of theirs to close
+        if self._abandon(battle):
+            return Leaving.ENDED
+        if battle.left_while_answering.is_set() and battle.status is Status.GENERATING:
+            return Leaving.STOPPING
+        return Leaving.NOTHING
 
     def page_closed(self, battle_id: str | None) -> None:
         """The page that held this battle is gone for good (Gradio calls this, never a client)."""
@@ -159,9 +167,11 @@ class ArenaService:
         if battle is not None:
             self._abandon(battle)
 
-    def _abandon(self, battle: Battle) -> None:
-        if self.book.abandon(battle):
-            self.store.mark_abandoned(battle.id)
+    def _abandon(self, battle: Battle) -> bool:
+        if not self.book.abandon(battle):
+            return False
+        self.store.mark_abandoned(battle.id)
+        return True
 
     def _continuing_battle(self, battle_id, client_id, mode, chosen) -> Battle | None:
         """The open battle a prompt follows up, or None when it starts a new one."""
@@ -356,6 +366,9 @@ class ArenaService:
             self.book.settle_vote(battle, None)
             raise
         self.book.settle_vote(battle, outcome)
+        # For the operator's log only (never sent to a page): what the arena is doing, vote by vote.
+        log.info("vote (%s, turn %d): %s vs %s -> %s%s", battle.mode.value, len(battle.exchanges), battle.model_a,
+                 battle.model_b, outcome, f", flagged: {flag_reason}" if flag_reason else "")
         if battle.mode is Mode.ANONYMOUS and not leaked:  # what `ratings.select_votes` counts
             with self.sampler_lock:
                 if self.sampler is not None:

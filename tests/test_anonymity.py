@@ -70,6 +70,10 @@ def test_no_endpoint_reveals_the_pair_before_the_vote(start_arena):
     receipt = client.predict(api_name="/battle_vote_a")
     assert len(names_in(receipt)) == 2  # the vote reveals exactly the pair
     assert "your vote is recorded" in json.dumps(receipt)
+    # The operator's log (never a page's) says what happened, one line a vote, after the fact.
+    model_a, model_b = sorted(names_in(receipt), key=json.dumps(receipt).index)
+    logged = [line for line in arena.output if " INFO vote (" in line]
+    assert len(logged) == 1 and logged[0].rstrip().endswith(f"vote (anonymous, turn 2): {model_a} vs {model_b} -> model_a")
 
 
 def test_votes_sent_without_the_page_follow_the_rules(start_arena):

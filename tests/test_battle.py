@@ -15,6 +15,7 @@ import pytest
 
 from arena.battle import BattleBook, FailureStreaks, Mode, RateLimiter, RuleViolation, Status, client_network, identity_leak
 from arena.config import Limits
+from arena.service import Leaving, VoteReceipt
 from arena.ui.battle_text import FAILED_NOTE, STOPPED_NOTE, receipt_text, shown_conversations, status_line
 from tests.conftest import SCRIPTED_MODELS
 
@@ -398,16 +399,16 @@ def test_a_model_whose_template_fails_to_count_does_not_stop_every_battle(make_s
 def test_a_battle_left_without_a_vote_is_recorded_as_abandoned(make_service):
     service = make_service()
     left = finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS))
-    service.abandon(left.battle_id, "10.9.9.9")  # someone else's: nothing happens
+    assert service.abandon(left.battle_id, "10.9.9.9") is Leaving.NOTHING  # someone else's: nothing happens
     assert service.store.battle(left.battle_id)["status"] == "ready"
-    service.abandon(left.battle_id, CLIENT)
+    assert service.abandon(left.battle_id, CLIENT) is Leaving.ENDED  # the page says it was not counted
     assert service.store.battle(left.battle_id)["status"] == "abandoned"
     with pytest.raises(RuleViolation, match="left this battle"):
         service.vote(left.battle_id, CLIENT, "model_a")
     fresh = finish(service.ask(left.battle_id, "Again", CLIENT, Mode.ANONYMOUS))
     assert fresh.battle_id != left.battle_id  # a prompt after leaving starts a new battle
     service.vote(fresh.battle_id, CLIENT, "tie")
-    service.abandon(fresh.battle_id, CLIENT)  # New round after a vote: the vote stands
+    assert service.abandon(fresh.battle_id, CLIENT) is Leaving.NOTHING  # New round after a vote: the vote stands
     assert service.store.battle(fresh.battle_id)["status"] == "voted"
 
 
@@ -717,3 +718,11 @@ def test_each_network_has_an_hourly_budget_of_prompt_tokens(make_service):
         service.ask(None, "one more", CLIENT, Mode.ANONYMOUS)
     assert service.store.db["battles"].count == 1  # refused before it started
     finish(service.ask(None, "one more", "10.0.0.2", Mode.ANONYMOUS))  # another network has its own budget
+
+
+def test_a_side_by_side_receipt_says_whether_the_vote_counts_instead_of_naming_the_picked_models():
+    receipt = VoteReceipt("echo-one", "echo-two", "model_a", flagged_term=None)
+    kept = receipt_text(receipt, Mode.NAMED, named_votes_counted=False)
+    assert "not counted on the leaderboard" in kept and "echo-one" not in kept
+    assert "are counted on the leaderboard" in receipt_text(receipt, Mode.NAMED, named_votes_counted=True)
+    assert "Model A was **echo-one**" in receipt_text(receipt)  # anonymous: the reveal

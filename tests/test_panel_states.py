@@ -56,6 +56,8 @@ def test_new_round_stops_a_battle_mid_answer_but_the_pickers_wait(start_arena, b
     time.sleep(1)  # the stopped stream must not write its answer back over the fresh panel
     assert "word5" not in page.locator(f"#{key}-chat-a").inner_text()
     assert page.locator(f"#{key}-prompt textarea").is_enabled() and page.locator(f"#{key}-vote-a").is_disabled()
+    assert page.locator(f"#{key}-status").inner_text().startswith("The last battle ended without a vote")
+    assert page.locator(f"#{key}-prompt textarea").get_attribute("placeholder") == "Type a prompt and press Enter"
     for selector in pickers:
         assert page.locator(selector).is_enabled(), selector
     with sqlite3.connect(arena.db) as db:
@@ -106,6 +108,9 @@ def test_an_answer_keeps_its_status_and_gives_the_keyboard_back(start_arena, bro
     assert page.locator("#battle-prompt textarea").input_value() == "A follow-up"
     clear = page.locator("#battle-chat-a button[aria-label='Clear']")
     assert clear.count() == 1 and clear.is_hidden()  # it blanked one answer before the vote
+    page.locator("#battle-new-round").click()  # answered, unvoted: its answers vanish, and the status says why
+    page.wait_for_function("document.querySelector('#battle-status').innerText.startsWith('The last battle ended')",
+                           timeout=15_000)
 
 
 def test_on_a_phone_the_prompt_is_on_the_first_screen(start_arena, browser_page):

@@ -75,5 +75,7 @@ PAGE_CSS = """
   .arena-chat { height: 170px !important; }
   #data-notice, #data-notice * { font-size: 0.75rem !important; }
   .vote-button { font-size: 0.8rem !important; padding: 6px 2px !important; }
+  #leaderboard-table * { font-size: 0.7rem !important; }
+  #leaderboard-table th, #leaderboard-table td { padding: 3px 4px !important; min-width: 0 !important; }
 }
 """

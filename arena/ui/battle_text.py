@@ -13,6 +13,7 @@ from arena.wording import NEW_ROUND
 SIDE_LABELS = {"a": "Model A", "b": "Model B"}
 FAILED_NOTE = "*⚠️ This model could not answer.*"
 STOPPED_NOTE = "*The other model could not answer, so this battle ended.*"
+LEFT_UNVOTED = f"The last battle ended without a vote, so it is not counted. {NEW_ROUND}"
 
 
 def intro(mode: Mode, named_votes_counted: bool) -> str:
@@ -56,7 +57,10 @@ def shown_conversations(view: BattleView) -> dict[str, list[dict[str, str]]]:
     return shown
 
 
-def receipt_text(receipt: VoteReceipt) -> str:
+def receipt_text(receipt: VoteReceipt, mode: Mode = Mode.ANONYMOUS, named_votes_counted: bool = False) -> str:
+    if mode is Mode.NAMED:  # the volunteer picked the models: no reveal, but say whether the vote counts
+        counts = "counted" if named_votes_counted else "kept for research, not counted"
+        return f"Thanks, your vote is recorded: side-by-side votes are {counts} on the leaderboard. {NEW_ROUND}"
     text = f"Thanks, your vote is recorded. Model A was **{receipt.model_a}**, Model B was **{receipt.model_b}**."
     if receipt.flagged_term:
         text += (

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import gradio as gr
 
 from arena.battle import SIDES, Mode, RuleViolation, client_network
-from arena.service import SAME_MODEL_TWICE, ArenaService, BattleView
-from arena.ui.battle_text import SIDE_LABELS, intro, receipt_text, shown_conversations, status_line
+from arena.service import SAME_MODEL_TWICE, ArenaService, BattleView, Leaving
+from arena.ui.battle_text import LEFT_UNVOTED, SIDE_LABELS, intro, receipt_text, shown_conversations, status_line
 
 log = logging.getLogger("arena")
 
@@ -57,7 +57,7 @@ class DuelPanel:
                                            elem_classes=["vote-button"])
                                  for _, label, short in VOTES]
         with gr.Row():
-            self.prompt = gr.Textbox(placeholder="Type a prompt and press Enter", show_label=False, scale=6,
+            self.prompt = gr.Textbox(placeholder=_FIRST_PROMPT, show_label=False, scale=6,
                                      elem_id=f"{self.key}-prompt", max_lines=8)
             self.send = gr.Button("Send", variant="primary", scale=1, elem_id=f"{self.key}-send")
         with gr.Row():
@@ -111,7 +111,7 @@ class DuelPanel:
             views = self.service.ask(battle_id, prompt, _address(request), self.mode, chosen)
             first = True
             for view in views:
-                yield self._fresh(pick_a, pick_b) if view.left else self._render(view, clear_prompt=first)
+                yield self._fresh(pick_a, pick_b, left=True) if view.left else self._render(view, clear_prompt=first)
                 first = False
         except RuleViolation as refusal:
             yield self._refusal(refusal)
@@ -119,7 +119,7 @@ class DuelPanel:
     def _regenerate(self, battle_id: str | None, request: gr.Request) -> Iterator[tuple]:
         try:
             for view in self.service.regenerate(battle_id, _address(request)):
-                yield self._fresh() if view.left else self._render(view)
+                yield self._fresh(left=True) if view.left else self._render(view)
         except RuleViolation as refusal:
             yield self._refusal(refusal)
 
@@ -137,19 +137,27 @@ class DuelPanel:
         except RuleViolation as refusal:
             return self._refusal(refusal)
         view = self.service.revealed_view(battle_id, _address(request))
-        return self._render(view, voted=True, status=receipt_text(receipt))
+        counted = self.service.config.settings.count_named_votes
+        return self._render(view, voted=True, status=receipt_text(receipt, self.mode, counted))
 
     def _leave(self, battle_id: str | None, pick_a: str | None = None, pick_b: str | None = None,
                request: gr.Request = None) -> tuple:
-        if self.service.abandon(battle_id, _address(request)):
+        leaving = self.service.abandon(battle_id, _address(request))
+        if leaving is Leaving.STOPPING:
             return tuple(gr.skip() for _ in self._outputs)  # the stopping stream clears the panel itself
-        return self._fresh(pick_a, pick_b)
+        return self._fresh(pick_a, pick_b, left=leaving is Leaving.ENDED)
 
-    def _fresh(self, pick_a: str | None = None, pick_b: str | None = None) -> tuple:
-        """An empty panel; side by side, its chats are labelled with the models picked for the next battle."""
+    def _fresh(self, pick_a: str | None = None, pick_b: str | None = None, left: bool = False) -> tuple:
+        """An empty panel; side by side, its chats are labelled with the models picked for the next battle.
+
+        `left`: a battle was just ended unvoted, which the status says, as its answers vanish with it.
+        """
         picked = {"a": pick_a, "b": pick_b} if self.mode is Mode.NAMED and pick_a and pick_b else None
-        same = picked is not None and pick_a == pick_b  # said at once, not only after Send
-        return self._render(BattleView(battle_id=None, names=picked), status=f"⚠️ {SAME_MODEL_TWICE}" if same else self._intro())
+        if picked is not None and pick_a == pick_b:  # said at once, not only after Send
+            status = f"⚠️ {SAME_MODEL_TWICE}"
+        else:
+            status = LEFT_UNVOTED if left else self._intro()
+        return self._render(BattleView(battle_id=None, names=picked), status=status)
 
     def _intro(self) -> str:
         return intro(self.mode, self.service.config.settings.count_named_votes)
@@ -160,13 +168,14 @@ class DuelPanel:
         return [self.status, *self.pickers]
 
     def idle_state(self, battle_id: str | None, *chosen: str | None) -> list:
-        """The status line and pickers of a panel with no battle: loading news, or the intro and the loaded models.
+        """The status line and pickers of a panel with no battle: the intro, and the models that can battle.
 
         A panel holding a battle is left alone: its status is the battle's, and a new picker value would end it.
+        The loading news is the page's banner, not repeated here.
         """
         if battle_id is not None:
             return [gr.skip() for _ in self.idle_outputs]
-        return [self.service.loading_message() or self._intro(), *self.refresh_pickers(*chosen)]
+        return [self._intro(), *self.refresh_pickers(*chosen)]
 
     def refresh_pickers(self, *chosen: str | None) -> list:
         """Offer the models that can battle now: the page is built before they load, and some may fail to."""
@@ -187,8 +196,13 @@ class DuelPanel:
         labels = {side: SIDE_LABELS[side] + (f": {view.names[side]}" if view.names else "") for side in SIDES}
         conversations = shown_conversations(view)
         finished = voted or view.failed
-        prompt = gr.update(placeholder="Type a prompt to start a new round" if finished
-                           else "Type a prompt (or a follow-up for both models)", interactive=not view.generating)
+        if view.battle_id is None:
+            placeholder = _FIRST_PROMPT
+        elif finished:
+            placeholder = "Type a prompt to start a new round"
+        else:
+            placeholder = "Type a prompt (or a follow-up for both models)"
+        prompt = gr.update(placeholder=placeholder, interactive=not view.generating)
         if clear_prompt:
             prompt["value"] = ""
         return (
@@ -210,6 +224,9 @@ class DuelPanel:
         skipped[self._outputs.index(self.status)] = f"⚠️ {refusal}"
         skipped[self._outputs.index(self.new_round)] = gr.update(interactive=True)
         return tuple(skipped)
+
+
+_FIRST_PROMPT = "Type a prompt and press Enter"
 
 
 def _new_round_waits() -> dict:

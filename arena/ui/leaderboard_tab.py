@@ -28,7 +28,9 @@ class LeaderboardTab:
         # The figures carry their own titles: Gradio's label chips would cover them.
         self.summary = gr.Markdown(elem_id="leaderboard-summary")
         self.ratings_plot = gr.Plot(label="Ratings with 95% confidence intervals", show_label=False, elem_id="leaderboard-ratings")
-        self.table = gr.Dataframe(headers=list(DISPLAY_HEADER), interactive=False, elem_id="leaderboard-table", wrap=True)
+        # Tall enough for every row of a typical arena: a table scrolling inside the page hides its last models.
+        self.table = gr.Dataframe(headers=list(DISPLAY_HEADER), interactive=False, elem_id="leaderboard-table", wrap=True,
+                                  max_height=2400)
         with gr.Row():
             self.win_fraction = gr.Plot(label="Win fraction (row beat column)", show_label=False)
             self.predicted = gr.Plot(label="Predicted win probability", show_label=False)
