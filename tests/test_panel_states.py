@@ -89,10 +89,13 @@ def test_side_by_side_panels_are_labelled_with_the_picked_models(start_arena, br
     page.goto(arena.url)
     page.get_by_role("tab", name="Side by side").click()
     picked = page.locator("#named-pick-a input").input_value(), page.locator("#named-pick-b input").input_value()
-    page.locator("#named-new-round").click()
-    page.wait_for_function("document.querySelector('#named-chat-a').innerText.includes('Model A: ')", timeout=15_000)
-    assert f"Model A: {picked[0]}" in page.locator("#named-chat-a").inner_text()
+    assert f"Model A: {picked[0]}" in page.locator("#named-chat-a").inner_text()  # from the start, not only once changed
     assert f"Model B: {picked[1]}" in page.locator("#named-chat-b").inner_text()
+    page.locator("#named-pick-b input").click()
+    page.get_by_role("option", name="echo-three").click()
+    page.wait_for_function("document.querySelector('#named-chat-b').innerText.includes('Model B: echo-three')",
+                           timeout=15_000)
+    assert f"Model A: {picked[0]}" in page.locator("#named-chat-a").inner_text()
 
 
 def test_an_answer_keeps_its_status_and_gives_the_keyboard_back(start_arena, browser_page):

@@ -43,9 +43,12 @@ class DuelPanel:
             with gr.Row():
                 for side, default in zip(SIDES, names[:2]):
                     self.pickers.append(gr.Dropdown(names, value=default, label=SIDE_LABELS[side], elem_id=f"{self.key}-pick-{side}"))
+        # Side by side, each chat is labelled with its picked model from the start (a new pick relabels it).
+        labels = {side: SIDE_LABELS[side] + (f": {picker.value}" if picker.value else "")
+                  for side, picker in zip(SIDES, self.pickers)} if self.pickers else SIDE_LABELS
         with gr.Row():
             self.chats = {
-                side: gr.Chatbot(label=SIDE_LABELS[side], height=420, feedback_options=None, buttons=["copy"],
+                side: gr.Chatbot(label=labels[side], height=420, feedback_options=None, buttons=["copy"],
                                  sanitize_html=True, render_markdown=True, elem_id=f"{self.key}-chat-{side}",
                                  elem_classes=["arena-chat"])
                 for side in SIDES
