@@ -70,11 +70,13 @@ def page_theme() -> gr.themes.Base:
 # The panels' "clear" icon would blank one answer on the page only, with the vote still open for it.
 PAGE_CSS = """
 .arena-chat button[aria-label="Clear"] { display: none; }
+/* The scrolling answers start below the floating "Model A/B" label, which otherwise covers their top line. */
+.arena-chat .bubble-wrap { margin-top: 2.2rem; height: calc(100% - 2.2rem) !important; }
 #data-notice, #data-notice * { font-size: 0.85rem !important; opacity: 0.85; }
 @media (max-width: 640px) {
   .arena-chat { height: 170px !important; }
   #data-notice, #data-notice * { font-size: 0.75rem !important; }
-  .vote-button { font-size: 0.8rem !important; padding: 6px 2px !important; }
+  .vote-button { font-size: 0.8rem !important; padding: 6px 2px !important; min-height: 44px; align-self: stretch; }
   #leaderboard-table * { font-size: 0.7rem !important; }
   #leaderboard-table th, #leaderboard-table td { padding: 3px 4px !important; min-width: 0 !important; }
 }
