@@ -40,6 +40,14 @@ class Status(str, Enum):
     ABANDONED = "abandoned"  # the volunteer moved on without voting
 
 
+class Leaving(Enum):
+    """What leaving a battle unvoted (New round, another pair, a closed page) did to it."""
+
+    NOTHING = "nothing"  # nothing open to leave: voted, failed, or already left
+    ENDED = "ended"  # answered but unvoted: now abandoned, not counted
+    STOPPING = "stopping"  # still answering: its stream stops, ends it and sends the page its last view
+
+
 class RuleViolation(Exception):
     """A request the rules refuse; the message is written for the volunteer."""
 
@@ -326,8 +334,8 @@ class BattleBook:
             battle.attempt += 1
             battle.status = Status.GENERATING
 
-    def abandon(self, battle: Battle) -> bool:
-        """Close an unvoted, settled battle for good; False if it was not in that state.
+    def abandon(self, battle: Battle) -> Leaving:
+        """Close an unvoted battle for good, decided under the lock (the stream may be settling it).
 
         A battle still answering cannot be closed under its stream: it is told
         to stop, and `finish` ends it as abandoned.
@@ -335,10 +343,11 @@ class BattleBook:
         with self.lock:
             if battle.status is Status.GENERATING:
                 battle.left_while_answering.set()
+                return Leaving.STOPPING
             if battle.status is not Status.READY:
-                return False
+                return Leaving.NOTHING
             battle.status = Status.ABANDONED
-            return True
+            return Leaving.ENDED
 
     def closing_status(self, battle: Battle, *, failed: bool, model_failed: bool) -> Status:
         """How a turn that stopped streaming ends: votable, failed, or abandoned if the volunteer left.

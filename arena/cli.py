@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from arena.backends import backend_class
+from arena.battle_files import DEFAULT_MAX_BYTES
 from arena.config import ConfigError, load_config
 from arena.reports import FORMATS
 from arena.wording import counted
@@ -156,7 +157,7 @@ def _stored_votes(path: str) -> list[dict]:
 
 
 def _add_file_size_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-file-mb", type=_whole_number(1), default=512, metavar="MB",
+    parser.add_argument("--max-file-mb", type=_whole_number(1), default=DEFAULT_MAX_BYTES // 2**20, metavar="MB",
                         help="refuse vote files larger than this, as they are read whole (default: %(default)s; "
                              "an export of a million votes is about 170 MB)")
 
@@ -180,8 +181,7 @@ def _export(args) -> int:
         written = write_exports(_leaderboard(records, args), records, out)
     except OSError as exc:
         where = f" ({Path(exc.filename).name})" if exc.filename else ""
-        raise SystemExit(f"error: cannot write the export into {out}: {exc.strerror or exc}{where}; "
-                         "nothing replaced") from None
+        raise SystemExit(f"error: cannot write the export into {out}: {exc.strerror or exc}{where}") from None
     for path in written:
         print(f"wrote {path}")
     return 0

@@ -7,8 +7,8 @@ costs in proportion to the number of model pairs, not the number of votes.
 
 Ratings are on the Elo scale: a difference of 400 points means 10:1 odds.
 Ties, of either kind, count as half a win for each side, as Chatbot Arena does.
-Their mean, weighted by each model's number of votes, is 1000 (models only the ridge places left out): see
-`_centring_weights`.
+Their mean, weighted by each model's number of votes, is 1000 in each group of compared models (models
+only the ridge places left out): see `_Centring`.
 """
 
 from __future__ import annotations
@@ -287,25 +287,43 @@ def _fit_log_strengths(
     return theta
 
 
-def _centring_weights(battles: np.ndarray, floating: np.ndarray | None = None) -> np.ndarray:
-    """Each model's number of battles: the weights of the mean rating (equal weights if there are none).
+@dataclass(frozen=True)
+class _Centring:
+    """Which models set the mean rating, and how much: per compared group, its members and their weights.
 
-    Bradley-Terry fixes only differences, so some mean must be chosen. A plain mean lets a
-    model with a vote or two, whose rating only the ridge holds finite, drag every other
-    rating (and, through its bootstrap swings, every interval); weighted by votes it barely counts.
-    Models marked `floating` (the ridge places them: see `compute_leaderboard`) do not count at
-    all: eight straight wins put a newcomer some 1,500 points up, and even a 1% weight on that
-    would move everyone else.
+    Bradley-Terry fixes only differences, so some mean must be chosen. Each group of models compared
+    with one another (through chains of battles) is centred on its own: groups never compared have
+    no common level, and one group's newcomer must not move another's ratings. Within a group, each
+    model weighs by its number of battles, times how surely the votes rather than the ridge place it
+    (`placed`, 0 to 1; see `compute_leaderboard`): a plain mean would let a model with a vote or two
+    drag every other rating, and eight straight wins put a newcomer some 1,500 points up, which even
+    weighted by its 8 votes moved everyone else by ~18 points. Weighing the ridge's models smoothly, not
+    all or nothing, keeps one more vote from shifting every rating at once.
     """
-    votes = np.asarray(battles, dtype=float).sum(axis=1)
-    if floating is not None and votes[~floating].sum() > 0:
-        votes = np.where(floating, 0.0, votes)
-    return votes if votes.sum() > 0 else np.ones_like(votes)
 
+    groups: tuple[tuple[np.ndarray, np.ndarray], ...]  # (member indices, their weights summing to 1)
 
-def _to_elo(log_strengths: np.ndarray, *, weights: np.ndarray, scale: float, base: float, mean: float) -> np.ndarray:
-    centre = np.average(log_strengths, axis=-1, weights=weights, keepdims=True)
-    return mean + (log_strengths - centre) * (scale / math.log(base))
+    @classmethod
+    def of(cls, battles: np.ndarray, placed: np.ndarray | None = None) -> _Centring:
+        battles = np.asarray(battles, dtype=float)
+        votes = battles.sum(axis=1)
+        weights = votes if placed is None else votes * placed
+        groups = []
+        for members in _groups(_reachability(battles > 0), range(len(votes))):
+            members = np.array(members)
+            # a group whose every model floats, or that never played, still needs some centre
+            for candidate in (weights[members], votes[members], np.ones(len(members))):
+                if candidate.sum() > 0:
+                    groups.append((members, candidate / candidate.sum()))
+                    break
+        return cls(tuple(groups))
+
+    def to_elo(self, log_strengths: np.ndarray, *, scale: float, base: float, mean: float) -> np.ndarray:
+        """Log-strengths (one row per resample, or one vector) to Elo-scale ratings, each group at mean `mean`."""
+        centred = np.array(log_strengths, dtype=float)
+        for members, weights in self.groups:
+            centred[..., members] -= (log_strengths[..., members] @ weights)[..., None]
+        return mean + centred * (scale / math.log(base))
 
 
 def fit_bradley_terry(
@@ -315,13 +333,13 @@ def fit_bradley_terry(
     scale: float = ELO_SCALE,
     base: float = ELO_BASE,
     mean: float = INITIAL_RATING,
-    floating: np.ndarray | None = None,
+    placed: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Bradley-Terry ratings on the Elo scale, with vote-weighted mean `mean` (1000).
+    """Bradley-Terry ratings on the Elo scale, with vote-weighted mean `mean` (1000) in each compared group.
 
     `scores[i, j]` is what model i scored against model j: its wins plus half
     its ties (so possibly fractional); the diagonal is ignored. Each model weighs on
-    the mean by its number of battles (see `_centring_weights`). Agrees with an
+    the mean by its number of battles, times `placed` (see `_Centring`). Agrees with an
     unpenalised logistic regression (Chatbot Arena's method) wherever that has
     a finite answer; the tiny `ridge` only matters where it does not.
     """
@@ -332,8 +350,7 @@ def fit_bradley_terry(
     earned = scores[layout.rows, layout.cols]
     battles = earned + scores[layout.cols, layout.rows]
     theta = _fit_log_strengths(layout, earned[None, :], battles[None, :], ridge=ridge)
-    weights = _centring_weights(scores + scores.T, floating)
-    return _to_elo(theta[0], weights=weights, scale=scale, base=base, mean=mean)
+    return _Centring.of(scores + scores.T, placed).to_elo(theta[0], scale=scale, base=base, mean=mean)
 
 
 def bootstrap_ratings(
@@ -347,7 +364,7 @@ def bootstrap_ratings(
     scale: float = ELO_SCALE,
     base: float = ELO_BASE,
     mean: float = INITIAL_RATING,
-    floating: np.ndarray | None = None,
+    placed: np.ndarray | None = None,
 ) -> np.ndarray:
     """Elo-scale ratings refitted on `rounds` resamples of the votes, shape (rounds, models).
 
@@ -355,8 +372,8 @@ def bootstrap_ratings(
     (pair, outcome) cells with the observed proportions, so each round is drawn
     from the aggregated counts and all rounds are fitted together, starting
     from the full-data fit. Each round has mean `mean`, weighted by the full
-    data's votes per model (the same weights every round, so a rare model's
-    swings do not move the others), `floating` models not counted. `progress(done, total)`
+    data's votes per model and `placed` (the same weights every round, so a rare model's
+    swings do not move the others). `progress(done, total)`
     is called after every chunk of rounds, from the calling thread. `workers`
     threads share the rounds (default: one per core).
     """
@@ -371,7 +388,7 @@ def bootstrap_ratings(
     start = _fit_log_strengths(layout, full_scores, full_battles, ridge=ridge)
     p = np.exp(_log_sigmoid(layout.differences(start)))
     inverse_information = np.linalg.inv(layout.information(full_battles * p * (1.0 - p), ridge)[0])
-    weights = _centring_weights(counts.battles, floating)
+    centring = _Centring.of(counts.battles, placed)
 
     chunk = max(1, min(_MAX_CHUNK_ROUNDS, _CHUNK_CELLS // max(1, rows.size)))
     chunk_starts = range(0, rounds, chunk)
@@ -387,7 +404,7 @@ def bootstrap_ratings(
             layout, scores, battles, ridge=ridge, start=start, inverse_information=inverse_information,
             tolerance=_BOOTSTRAP_TOLERANCE,
         )
-        result[first:first + size] = _to_elo(theta, weights=weights, scale=scale, base=base, mean=mean)
+        result[first:first + size] = centring.to_elo(theta, scale=scale, base=base, mean=mean)
         return size
 
     # numpy releases the GIL in the multinomial draws and the array arithmetic,
@@ -584,6 +601,23 @@ class ModelRating:
     group: int = 1
 
 
+@dataclass(frozen=True)
+class LeaderboardOptions:
+    """The options a leaderboard was computed with (see `compute_leaderboard`): kept with it, so an export
+    can say how to compute it again."""
+
+    bootstrap_rounds: int = 1000
+    seed: int | None = None
+    anchor: tuple[str, float] | None = None
+    min_votes: int = 0
+    include_named: bool = False
+
+    def as_dict(self) -> dict:
+        anchor = {"model": self.anchor[0], "rating": float(self.anchor[1])} if self.anchor else None
+        return {"bootstrap_rounds": self.bootstrap_rounds, "seed": self.seed, "anchor": anchor,
+                "min_votes": self.min_votes, "include_named": self.include_named}
+
+
 @dataclass
 class Leaderboard:
     """A ranking and the matrices behind it, all in `models` order (best first).
@@ -601,8 +635,7 @@ class Leaderboard:
     notes: list[str]
     bootstrap_rounds: int
     votes_used: int
-    # The options it was computed with (see `compute_leaderboard`): exports record them, so it can be redone.
-    options: dict = field(default_factory=dict)
+    options: LeaderboardOptions = field(default_factory=LeaderboardOptions)
 
     def as_dicts(self) -> list[dict]:
         """Rows as plain dicts for JSON/CSV: ratings to 2 decimals (None stays None), win rate to 4."""
@@ -626,9 +659,9 @@ def _rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def _empty_leaderboard(notes: list[str], options: dict) -> Leaderboard:
+def _empty_leaderboard(notes: list[str], options: LeaderboardOptions) -> Leaderboard:
     nothing = np.zeros((0, 0))
-    return Leaderboard([], [], nothing, nothing.copy(), nothing.copy(), notes, options["bootstrap_rounds"], 0, options)
+    return Leaderboard([], [], nothing, nothing.copy(), nothing.copy(), notes, options.bootstrap_rounds, 0, options)
 
 
 def _exclusion_notes(total: int, used: int, include_named: bool, records: Sequence[Mapping]) -> list[str]:
@@ -682,8 +715,7 @@ def compute_leaderboard(
         raise ValueError(f"bootstrap_rounds must be 0 or more, got {bootstrap_rounds}")
     if anchor is not None and not math.isfinite(anchor[1]):
         raise ValueError(f"anchor rating must be a finite number, got {anchor[1]!r}")
-    options = {"bootstrap_rounds": bootstrap_rounds, "seed": seed, "min_votes": min_votes,
-               "include_named": include_named, "anchor": {"model": anchor[0], "rating": anchor[1]} if anchor else None}
+    options = LeaderboardOptions(bootstrap_rounds, seed, anchor, min_votes, include_named)
     records = list(records)
     votes = select_votes(records, include_named=include_named)
     notes = _exclusion_notes(len(records), len(votes), include_named, records)
@@ -705,13 +737,16 @@ def compute_leaderboard(
     components = compared_components(counts)
     bound = ridge_bound_groups(counts, components)
     # Models the ridge places, not the votes: no interval, no rank, no weight on the mean rating.
-    too_few_votes = _chance_ridge_placed(counts) > _TAIL_PERCENT / 100
-    floating = too_few_votes.copy()
+    chance_ridge_placed = _chance_ridge_placed(counts)
+    too_few = chance_ridge_placed > _TAIL_PERCENT / 100  # wins or losses: a resample may have none
+    placed = 1.0 - chance_ridge_placed
+    floating = too_few.copy()
     for group, _ in bound:  # the bootstrap varies there only as the ridge lets it
         floating[group] = True
-        too_few_votes[group] = False  # said by its own note
-    ratings = fit_bradley_terry(counts.scores, floating=floating)
-    samples = bootstrap_ratings(counts, bootstrap_rounds, seed=seed, progress=progress, floating=floating)
+        placed[group] = 0.0
+        too_few[group] = False  # said by its own note
+    ratings = fit_bradley_terry(counts.scores, placed=placed)
+    samples = bootstrap_ratings(counts, bootstrap_rounds, seed=seed, progress=progress, placed=placed)
     if bootstrap_rounds > 0:
         lower, upper = np.percentile(samples, [_TAIL_PERCENT, 100 - _TAIL_PERCENT], axis=0)
     else:
@@ -727,11 +762,12 @@ def compute_leaderboard(
         shift = anchor[1] - ratings[counts.models.index(anchor[0])]
         ratings, lower, upper = ratings + shift, lower + shift, upper + shift
     notes += comparison_notes(counts, components, bound)
-    if bootstrap_rounds > 0 and too_few_votes.any():
-        few = np.flatnonzero(too_few_votes)
+    if bootstrap_rounds > 0 and too_few.any():
+        few = np.flatnonzero(too_few)
         them = "it" if len(few) == 1 else "them"
-        notes.append(f"{counted(len(few), 'model')} with too few votes for an interval or a rank (more than "
-                     f"{_TAIL_PERCENT:g}% of the resamples leave {them} no win or no loss): {_named(counts.models, few)}")
+        notes.append(f"{counted(len(few), 'model')} with too few wins or losses for an interval or a rank (more "
+                     f"than {_TAIL_PERCENT:g}% of the resamples leave {them} no win or no loss): "
+                     f"{_named(counts.models, few)}")
 
     # Groups never compared with each other are listed apart, the one holding the best-rated model first:
     # interleaved by rating, a group's models would seem to outrank another's.

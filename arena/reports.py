@@ -5,14 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 import shlex
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
-from arena.battle_files import atomic_text_writers, write_battle_lines
-from arena.ratings import Leaderboard
+from arena.battle_files import DEFAULT_MAX_BYTES, atomic_text_writers, write_battle_lines
+from arena.ratings import Leaderboard, LeaderboardOptions
 from arena.wording import counted
 
 FORMATS = ("table", "json", "csv", "md")
@@ -133,39 +134,43 @@ def write_exports(leaderboard: Leaderboard, records: Iterable[Mapping], out_dir:
         for stream, fmt in zip(boards, formats):
             stream.write(render(leaderboard, fmt))
         exported = write_battle_lines(battles, records)
-        description = export_description(leaderboard, exported, out_dir / "battles.jsonl")
+        description = export_description(leaderboard, exported, out_dir / "battles.jsonl", battles.tell())
         about.write(json.dumps(description, indent=2, ensure_ascii=False) + "\n")
     return paths
 
 
-def export_description(leaderboard: Leaderboard, votes_exported: int, battles_file: Path) -> dict:
+def export_description(leaderboard: Leaderboard, votes_exported: int, battles_file: Path, battles_bytes: int) -> dict:
     """What an export holds and the options behind its leaderboard, with the command that recomputes it.
 
     The leaderboard files hold rows only; without this a reader could not tell a `--min-votes` or
     `--include-named` board from a plain one, nor redo it from `battles.jsonl`.
     """
-    options = leaderboard.options
     return {
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "votes_exported": votes_exported,
         "votes_counted": leaderboard.votes_used,
-        "models_ranked": len(leaderboard.models),
-        "options": options,
+        "models": len(leaderboard.models),
+        "options": leaderboard.options.as_dict(),
         "notes": leaderboard.notes,
-        "recompute": recompute_command(options, battles_file),
+        "recompute": recompute_command(leaderboard.options, battles_file, battles_bytes),
     }
 
 
-def recompute_command(options: Mapping, battles_file: Path) -> str:
-    """The `ratings` command, run from the project's root, that computes the same leaderboard.json from `battles_file`."""
-    words = [".venv/bin/python", "-m", "arena", "ratings", "--battles", str(battles_file), "--format", "json",
-             "--bootstrap", str(options["bootstrap_rounds"])]
-    if options["seed"] is not None:
-        words += ["--seed", str(options["seed"])]
-    if options["anchor"]:
-        words += ["--anchor", f"{options['anchor']['model']}={options['anchor']['rating']!r}"]
-    if options["min_votes"]:
-        words += ["--min-votes", str(options["min_votes"])]
-    if options["include_named"]:
+def recompute_command(options: LeaderboardOptions, battles_file: Path, battles_bytes: int = 0,
+                      python: str = ".venv/bin/python") -> str:
+    """The `ratings` command, run from the project's root, that computes the same leaderboard.json from
+    `battles_file` (the same intervals only with a seed). `--name=value` keeps a value starting with "-"
+    from being read as an option."""
+    words = [python, "-m", "arena", "ratings", f"--battles={battles_file}", "--format", "json",
+             f"--bootstrap={options.bootstrap_rounds}"]
+    if battles_bytes > DEFAULT_MAX_BYTES:
+        words.append(f"--max-file-mb={math.ceil(battles_bytes / 2**20)}")
+    if options.seed is not None:
+        words.append(f"--seed={options.seed}")
+    if options.anchor:
+        words.append(f"--anchor={options.anchor[0]}={float(options.anchor[1])!r}")
+    if options.min_votes:
+        words.append(f"--min-votes={options.min_votes}")
+    if options.include_named:
         words.append("--include-named")
     return shlex.join(words)

@@ -65,9 +65,9 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
         roster.close()
         store.close()
         return 130 if isinstance(exc, KeyboardInterrupt) else 1
-    longest = {c.entry.generation.max_new_tokens for c in roster.contestants.values()}
-    if len(longest) > 1:
-        print(f"note: the models' max_new_tokens differ ({', '.join(map(str, sorted(longest)))}); anonymous answers all "
+    answer_limits = sorted({c.entry.generation.max_new_tokens for c in roster.contestants.values()})
+    if len(answer_limits) > 1:
+        print(f"note: the models' max_new_tokens differ ({', '.join(map(str, answer_limits))}); anonymous answers all "
               f"stop at {service.anonymous_answer_tokens()} tokens, so that their length names no model", flush=True)
     print(f"Ready: {len(roster.contestants)} contestants on http://{host}:{port}", flush=True)
     if roster.failures:
@@ -90,10 +90,11 @@ def _log_to_stderr() -> None:
     Written to a file (not a terminal), the libraries' progress bars would fill it with carriage
     returns; the loading lines already say what is loading and how long it took.
     """
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
-    log.addHandler(handler)
+    if not any(getattr(handler, "arena_operator_log", False) for handler in log.handlers):  # once per process
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        handler.arena_operator_log = True
+        log.addHandler(handler)
     log.setLevel(logging.INFO)
-    log.propagate = False
     if not sys.stderr.isatty():
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when transformers is imported
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # huggingface_hub reads it when first imported

@@ -13,13 +13,12 @@ import time
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
-from enum import Enum
 
 import numpy as np
 
 from arena import ratings
-from arena.battle import (SIDES, Battle, BattleBook, FailureStreaks, Mode, RateLimiter, RuleViolation, Status, identity_leak,
-                          status_message)
+from arena.battle import (SIDES, Battle, BattleBook, FailureStreaks, Leaving, Mode, RateLimiter, RuleViolation, Status,
+                          identity_leak, status_message)
 from arena.config import ArenaConfig
 from arena.duel import DuelFrame, SideResult, frame_interval, run_duel
 from arena.roster import Roster
@@ -44,14 +43,6 @@ class BattleView:
     cut_sides: tuple[str, ...] = ()  # answers that reached their length limit
     names: dict[str, str] | None = None  # only in named mode, or once the vote is in
     left: bool = False  # the volunteer left while it answered: the page starts afresh
-
-
-class Leaving(Enum):
-    """What New round (or another pair) did to the volunteer's battle."""
-
-    NOTHING = "nothing"  # no open battle of theirs: voted, failed, or none
-    ENDED = "ended"  # answered but unvoted: now closed, not counted
-    STOPPING = "stopping"  # still answering: its stream stops, ends it and sends the page its last view
 
 
 @dataclass(frozen=True)
@@ -155,11 +146,7 @@ class ArenaService:
             battle = self.book.get(battle_id, self.store.client_id(address))
         except RuleViolation:
             return Leaving.NOTHING  # nothing of theirs to close
-        if self._abandon(battle):
-            return Leaving.ENDED
-        if battle.left_while_answering.is_set() and battle.status is Status.GENERATING:
-            return Leaving.STOPPING
-        return Leaving.NOTHING
+        return self._abandon(battle)
 
     def page_closed(self, battle_id: str | None) -> None:
         """The page that held this battle is gone for good (Gradio calls this, never a client)."""
@@ -167,11 +154,11 @@ class ArenaService:
         if battle is not None:
             self._abandon(battle)
 
-    def _abandon(self, battle: Battle) -> bool:
-        if not self.book.abandon(battle):
-            return False
-        self.store.mark_abandoned(battle.id)
-        return True
+    def _abandon(self, battle: Battle) -> Leaving:
+        leaving = self.book.abandon(battle)
+        if leaving is Leaving.ENDED:
+            self.store.mark_abandoned(battle.id)
+        return leaving
 
     def _continuing_battle(self, battle_id, client_id, mode, chosen) -> Battle | None:
         """The open battle a prompt follows up, or None when it starts a new one."""
@@ -259,9 +246,9 @@ class ArenaService:
 
     def _generate(self, battle: Battle) -> Iterator[BattleView]:
         contestants = {side: self.roster.contestants[battle.models[side]] for side in SIDES}
-        longest = self.anonymous_answer_tokens() if battle.mode is Mode.ANONYMOUS else None
+        cap = self.anonymous_answer_tokens() if battle.mode is Mode.ANONYMOUS else None
         streams = {
-            side: (lambda cancel, side=side: contestants[side].stream(battle.conversation(side), cancel, longest))
+            side: (lambda cancel, side=side: contestants[side].stream(battle.conversation(side), cancel, cap))
             for side in SIDES
         }
         exchange = battle.exchanges[-1]

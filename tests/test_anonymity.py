@@ -7,6 +7,7 @@ learn nothing about which model is A and which is B before it votes.
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 from gradio_client import Client
@@ -15,8 +16,8 @@ from gradio_client import Client
 ANONYMITY_MODELS = """
     settings: {sampling: uniform, limits: {battles_per_hour: 1000}}
     models:
-      - {name: zebra-model-xq, backend: scripted, script: "reply: The first answer here."}
-      - {name: otter-model-kv, backend: scripted, script: "reply: A second answer there."}
+      - {name: zebra-model-xq, backend: scripted, script: "reply: The first answer here.", max_new_tokens: 256}
+      - {name: otter-model-kv, backend: scripted, script: "reply: A second answer there.", max_new_tokens: 256}
       - {name: heron-model-jw, backend: scripted, script: "reply: Yet another answer.", max_new_tokens: 64}
 """
 NAMES = ("zebra-model-xq", "otter-model-kv", "heron-model-jw")
@@ -72,8 +73,11 @@ def test_no_endpoint_reveals_the_pair_before_the_vote(start_arena):
     assert "your vote is recorded" in json.dumps(receipt)
     # The operator's log (never a page's) says what happened, one line a vote, after the fact.
     model_a, model_b = sorted(names_in(receipt), key=json.dumps(receipt).index)
-    logged = [line for line in arena.output if " INFO vote (" in line]
-    assert len(logged) == 1 and logged[0].rstrip().endswith(f"vote (anonymous, turn 2): {model_a} vs {model_b} -> model_a")
+    deadline = time.monotonic() + 10  # the log is read from the server's output by another thread
+    while not (logged := [line for line in arena.output if " INFO vote (" in line]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    expected = f"vote (anonymous, turn 2): {model_a} vs {model_b} -> model_a"
+    assert len(logged) == 1 and logged[0].rstrip().endswith(expected)
 
 
 def test_votes_sent_without_the_page_follow_the_rules(start_arena):

@@ -13,9 +13,10 @@ from collections import Counter
 
 import pytest
 
-from arena.battle import BattleBook, FailureStreaks, Mode, RateLimiter, RuleViolation, Status, client_network, identity_leak
+from arena.battle import (BattleBook, FailureStreaks, Leaving, Mode, RateLimiter, RuleViolation, Status, client_network,
+                          identity_leak)
 from arena.config import Limits
-from arena.service import Leaving, VoteReceipt
+from arena.service import VoteReceipt
 from arena.ui.battle_text import FAILED_NOTE, STOPPED_NOTE, receipt_text, shown_conversations, status_line
 from tests.conftest import SCRIPTED_MODELS
 
@@ -726,3 +727,5 @@ def test_a_side_by_side_receipt_says_whether_the_vote_counts_instead_of_naming_t
     assert "not counted on the leaderboard" in kept and "echo-one" not in kept
     assert "are counted on the leaderboard" in receipt_text(receipt, Mode.NAMED, named_votes_counted=True)
     assert "Model A was **echo-one**" in receipt_text(receipt)  # anonymous: the reveal
+    flagged = VoteReceipt("echo-one", "echo-two", "model_a", flagged_term="EchoCorp")
+    assert "left out of the leaderboard" in receipt_text(flagged, Mode.NAMED, named_votes_counted=True)

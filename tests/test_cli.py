@@ -84,7 +84,7 @@ def test_import_export_round_trip_on_real_arena_votes(tmp_path):
                                                "export.json"}
     # export.json's command recomputes the same leaderboard from the exported votes alone
     recompute = shlex.split(json.loads((out / "export.json").read_text())["recompute"])
-    assert recompute[:4] == [".venv/bin/python", "-m", "arena", "ratings"] and "--anchor" in recompute
+    assert recompute[:4] == [".venv/bin/python", "-m", "arena", "ratings"] and "--anchor=vicuna-13b=1050.0" in recompute
     assert json.loads(arena(*recompute[3:]).stdout) == json.loads((out / "leaderboard.json").read_text())
 
     board = json.loads((out / "leaderboard.json").read_text())

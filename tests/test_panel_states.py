@@ -89,7 +89,8 @@ def test_side_by_side_panels_are_labelled_with_the_picked_models(start_arena, br
     page.goto(arena.url)
     page.get_by_role("tab", name="Side by side").click()
     picked = page.locator("#named-pick-a input").input_value(), page.locator("#named-pick-b input").input_value()
-    assert f"Model A: {picked[0]}" in page.locator("#named-chat-a").inner_text()  # from the start, not only once changed
+    # labelled from the start, not only once a pick changes
+    assert f"Model A: {picked[0]}" in page.locator("#named-chat-a").inner_text()
     assert f"Model B: {picked[1]}" in page.locator("#named-chat-b").inner_text()
     page.locator("#named-pick-b input").click()
     page.get_by_role("option", name="echo-three").click()

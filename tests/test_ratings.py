@@ -200,7 +200,35 @@ def test_a_newcomer_with_a_few_straight_wins_moves_no_other_rating():
     after = {row.model: row for row in compute_leaderboard(votes + unbeaten, bootstrap_rounds=100, seed=0).rows}
     assert after["newbie"].ci_lower is None and after["newbie"].rating > 2000
     assert max(abs(after[model].rating - row.rating) for model, row in before.items()) < 2
-    assert abs(np.average([r.rating for r in before.values()], weights=[r.votes for r in before.values()]) - 1000) < 1e-6
+    rows = list(before.values())
+    assert abs(np.average([r.rating for r in rows], weights=[r.votes for r in rows]) - 1000) < 1e-6
+
+
+def test_one_more_loss_for_a_nearly_unbeaten_model_does_not_shift_every_rating():
+    """A model is weighed on the mean as surely as the votes place it: all or nothing, its fourth loss
+    (which gives it an interval) moved every other rating ~50 points at once."""
+    rng = np.random.default_rng(1)
+    votes = simulated_votes(np.linspace(-150, 150, 5), 2000, rng)
+    others = [f"m{k}" for k in range(5)]
+    star_wins = [vote("star", others[k % 5]) for k in range(300)]
+
+    def ratings_with(losses: int) -> dict[str, float]:
+        lost = [vote(others[k % 5], "star") for k in range(losses)]
+        return {row.model: row.rating for row in compute_leaderboard(votes + star_wins + lost, bootstrap_rounds=0).rows}
+
+    three, four = ratings_with(3), ratings_with(4)
+    assert max(abs(four[m] - three[m]) for m in others) < 5
+
+
+def test_a_newcomer_moves_no_rating_of_a_group_it_never_met():
+    """Groups never compared are centred each on its own: no common level links them."""
+    votes = simulated_votes(np.linspace(-100, 100, 3), 600, np.random.default_rng(2))
+    votes += [vote("p", "q")] * 30 + [vote("q", "p")] * 20
+    before = {row.model: row.rating for row in compute_leaderboard(votes, bootstrap_rounds=0).rows}
+    after = {row.model: row.rating for row in
+             compute_leaderboard(votes + [vote("newbie", "m0")] * 8, bootstrap_rounds=0).rows}
+    assert max(abs(after[m] - before[m]) for m in before) < 2
+    assert abs(before["p"] + before["q"] - 2000) < 1e-6  # p and q meet 50 times each: their own mean is 1000
 
 
 @pytest.mark.parametrize("case", ["simulated", "unbeaten and disconnected"])
@@ -339,9 +367,9 @@ def test_a_newcomer_gets_an_interval_and_a_rank_only_once_its_votes_set_them(new
     newcomer = next(row for row in board.rows if row.model == "newcomer")
     assert (newcomer.ci_lower is not None) is measured and (newcomer.rank is not None) is measured
     assert all(row.rank is not None and row.ci_lower is not None for row in board.rows if row.model != "newcomer")
-    said = [note for note in board.notes if "too few votes for an interval" in note]  # a "–" is explained
-    assert said == ([] if measured else ["1 model with too few votes for an interval or a rank (more than 2.5% of the "
-                                         "resamples leave it no win or no loss): newcomer"])
+    said = [note for note in board.notes if "too few wins or losses" in note]  # a "–" is explained
+    assert said == ([] if measured else ["1 model with too few wins or losses for an interval or a rank (more than "
+                                         "2.5% of the resamples leave it no win or no loss): newcomer"])
 
 
 def test_a_model_with_only_wins_has_no_interval_and_outranks_nobody_but_the_rest_keep_theirs():
@@ -353,7 +381,7 @@ def test_a_model_with_only_wins_has_no_interval_and_outranks_nobody_but_the_rest
     assert {row.model: row.rank for row in board.rows} == {"unbeaten": None, "b": 1, "c": 1}
     notes = " ".join(board.notes)
     assert "unbeaten has only wins" in notes and "only losses" not in notes  # b and c hold the votes
-    assert "too few votes" not in notes  # one note for unbeaten, not two
+    assert "too few wins" not in notes  # one note for unbeaten, not two
 
 
 def test_zero_votes_give_an_empty_leaderboard():

@@ -2,12 +2,14 @@ import csv
 import io
 import json
 import os
+import shlex
 
+import numpy as np
 import pytest
 
 from arena.battle_files import read_battles
 from arena.ratings import compute_leaderboard
-from arena.reports import COLUMNS, render, write_exports
+from arena.reports import COLUMNS, recompute_command, render, write_exports
 
 
 def vote(a, b, winner="model_a", **extra):
@@ -113,15 +115,24 @@ def test_export_json_says_how_the_leaderboard_was_computed(tmp_path, records):
     about = json.loads((out / "export.json").read_text())
     assert about["options"] == {"bootstrap_rounds": 50, "seed": 7, "anchor": {"model": "mid", "rating": 1100.0},
                                 "min_votes": 20, "include_named": True}
-    assert (about["votes_exported"], about["votes_counted"], about["models_ranked"]) == (len(records), 67, 3)
+    assert (about["votes_exported"], about["votes_counted"], about["models"]) == (len(records), 67, 3)
     assert about["notes"] == board.notes and about["notes"]  # the flagged vote left out is said
-    assert about["recompute"] == (f".venv/bin/python -m arena ratings --battles {out / 'battles.jsonl'} --format json "
-                                  "--bootstrap 50 --seed 7 --anchor mid=1100.0 --min-votes 20 --include-named")
+    assert shlex.split(about["recompute"]) == [
+        ".venv/bin/python", "-m", "arena", "ratings", f"--battles={out / 'battles.jsonl'}", "--format", "json",
+        "--bootstrap=50", "--seed=7", "--anchor=mid=1100.0", "--min-votes=20", "--include-named"]
     plain = compute_leaderboard(records, bootstrap_rounds=0)
     write_exports(plain, records, out)
     about = json.loads((out / "export.json").read_text())
-    assert about["recompute"].endswith("--format json --bootstrap 0")  # no seed given: none to repeat
+    assert about["recompute"].endswith("--format json --bootstrap=0")  # no seed given: none to repeat
     assert about["options"]["anchor"] is None and about["options"]["seed"] is None
+
+
+def test_the_recompute_command_survives_names_that_look_like_options_and_numpy_numbers(tmp_path):
+    board = compute_leaderboard([vote("-dash", "b"), vote("b", "-dash")] * 5, bootstrap_rounds=0,
+                                anchor=("-dash", np.float64(1000)))
+    words = shlex.split(recompute_command(board.options, tmp_path / "-out" / "battles.jsonl", 600 * 2**20))
+    assert "--anchor=-dash=1000.0" in words and f"--battles={tmp_path / '-out' / 'battles.jsonl'}" in words
+    assert "--max-file-mb=600" in words  # bigger than `ratings` reads by default
 
 
 def test_an_export_that_fails_midway_leaves_the_previous_one_whole(tmp_path, board, records):

@@ -58,7 +58,7 @@ def shown_conversations(view: BattleView) -> dict[str, list[dict[str, str]]]:
 
 
 def receipt_text(receipt: VoteReceipt, mode: Mode = Mode.ANONYMOUS, named_votes_counted: bool = False) -> str:
-    if mode is Mode.NAMED:  # the volunteer picked the models: no reveal, but say whether the vote counts
+    if mode is Mode.NAMED and not receipt.flagged_term:  # the volunteer picked the models: say whether it counts
         counts = "counted" if named_votes_counted else "kept for research, not counted"
         return f"Thanks, your vote is recorded: side-by-side votes are {counts} on the leaderboard. {NEW_ROUND}"
     text = f"Thanks, your vote is recorded. Model A was **{receipt.model_a}**, Model B was **{receipt.model_b}**."

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import gradio as gr
 
-from arena.battle import SIDES, Mode, RuleViolation, client_network
-from arena.service import SAME_MODEL_TWICE, ArenaService, BattleView, Leaving
+from arena.battle import SIDES, Leaving, Mode, RuleViolation, client_network
+from arena.service import SAME_MODEL_TWICE, ArenaService, BattleView
 from arena.ui.battle_text import LEFT_UNVOTED, SIDE_LABELS, intro, receipt_text, shown_conversations, status_line
 
 log = logging.getLogger("arena")
@@ -85,7 +85,7 @@ class DuelPanel:
             concurrency_id="generation", concurrency_limit=self.generation_slots)
         regenerating = self.regenerate_button.click(_new_round_waits, None, [self.new_round], queue=False,
                                                     api_visibility="private").then(
-            self._regenerate, [self.battle_id], self._outputs, api_name=f"{self.key}_regenerate",
+            self._regenerate, [self.battle_id, *self.pickers], self._outputs, api_name=f"{self.key}_regenerate",
             api_visibility="undocumented", concurrency_id="generation", concurrency_limit=self.generation_slots)
         for (outcome, _, short), button in zip(VOTES, self.vote_buttons):
             # A vote is a quick write: it skips the queue that generations wait in (one plain request, no stream).
@@ -119,10 +119,11 @@ class DuelPanel:
         except RuleViolation as refusal:
             yield self._refusal(refusal)
 
-    def _regenerate(self, battle_id: str | None, request: gr.Request) -> Iterator[tuple]:
+    def _regenerate(self, battle_id: str | None, pick_a: str | None = None, pick_b: str | None = None,
+                    request: gr.Request = None) -> Iterator[tuple]:
         try:
             for view in self.service.regenerate(battle_id, _address(request)):
-                yield self._fresh(left=True) if view.left else self._render(view)
+                yield self._fresh(pick_a, pick_b, left=True) if view.left else self._render(view)
         except RuleViolation as refusal:
             yield self._refusal(refusal)
 
@@ -156,10 +157,9 @@ class DuelPanel:
         `left`: a battle was just ended unvoted, which the status says, as its answers vanish with it.
         """
         picked = {"a": pick_a, "b": pick_b} if self.mode is Mode.NAMED and pick_a and pick_b else None
+        status = LEFT_UNVOTED if left else self._intro()
         if picked is not None and pick_a == pick_b:  # said at once, not only after Send
-            status = f"⚠️ {SAME_MODEL_TWICE}"
-        else:
-            status = LEFT_UNVOTED if left else self._intro()
+            status = f"⚠️ {SAME_MODEL_TWICE}" + (f" {LEFT_UNVOTED}" if left else "")
         return self._render(BattleView(battle_id=None, names=picked), status=status)
 
     def _intro(self) -> str:

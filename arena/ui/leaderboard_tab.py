@@ -29,8 +29,8 @@ class LeaderboardTab:
         self.summary = gr.Markdown(elem_id="leaderboard-summary")
         self.ratings_plot = gr.Plot(label="Ratings with 95% confidence intervals", show_label=False, elem_id="leaderboard-ratings")
         # Tall enough for every row of a typical arena: a table scrolling inside the page hides its last models.
-        self.table = gr.Dataframe(headers=list(DISPLAY_HEADER), interactive=False, elem_id="leaderboard-table", wrap=True,
-                                  max_height=2400)
+        self.table = gr.Dataframe(headers=list(DISPLAY_HEADER), interactive=False, elem_id="leaderboard-table",
+                                  wrap=True, max_height=2400)
         with gr.Row():
             self.win_fraction = gr.Plot(label="Win fraction (row beat column)", show_label=False)
             self.predicted = gr.Plot(label="Predicted win probability", show_label=False)
@@ -64,9 +64,10 @@ class LeaderboardTab:
             f"**{counted(board.votes_used, kind + 'vote')}** on {counted(len(board.rows), 'model')}. "
             "**Rating**: the Bradley–Terry fit of all counted votes (400 points more = 10:1 odds of winning), "
             f"with its 95% interval from {board.bootstrap_rounds} bootstrap rounds. **Rank**: 1 + the number of "
-            "models whose whole interval lies above this one's, so close models share a rank and some numbers "
-            "are skipped. **Elo**: the online Elo replayed in vote order, as early arenas showed it; it depends on "
-            "that order, the Rating does not. " + left_out
+            "models (of the same group) whose whole interval lies above this one's, so close models share a rank "
+            "and some numbers are skipped; a model without an interval has no rank. **Elo**: the online Elo "
+            "replayed in vote order, as early arenas showed it; it depends on that order, the Rating does not. "
+            + left_out
         )
         unrated = [name for name in self.service.model_names() if name not in board.models]
         if unrated:
