@@ -85,16 +85,10 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
 
 
 def _log_to_stderr() -> None:
-    """The operator's log: votes and failures, one timed line each, on stderr beside the start-up lines.
-
-    Written to a file (not a terminal), the libraries' progress bars would fill it with carriage
-    returns; the loading lines already say what is loading and how long it took.
-    """
+    """The operator's log: votes and failures, one timed line each, on stderr beside the start-up lines."""
     if not any(getattr(handler, "arena_operator_log", False) for handler in log.handlers):  # once per process
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
         handler.arena_operator_log = True
         log.addHandler(handler)
     log.setLevel(logging.INFO)
-    if not sys.stderr.isatty():
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # huggingface_hub reads it when first imported

@@ -65,6 +65,8 @@ def greedy_reference(system_prompt: str, prompt: str, max_new_tokens: int) -> st
 
 def test_full_battle_in_chromium(start_arena, browser_page, tmp_path):
     arena = start_arena(BUNDLED_ARENA)
+    # Its output is a pipe, as a log file would be: the loading lines, no progress-bar redraws.
+    assert not [line for line in arena.output if "\r" in line or "it/s]" in line], arena.output
     page = browser_page
     payloads: list[str] = []
 
