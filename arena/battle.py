@@ -173,6 +173,11 @@ class RateLimited(RuleViolation):
         super().__init__(message)
         self.network, self.allowed = network, allowed
 
+    @staticmethod
+    def whose(network: str | None) -> str:
+        """Whose limit is full, for the refusal: the client's own network, or a wider one it belongs to."""
+        return f"the network your address belongs to ({network})" if network else "your network address"
+
 
 class RateLimiter:
     """Sliding one-hour window of what a client network used (battles, regenerations, sessions, tokens).
@@ -219,11 +224,12 @@ class RateLimiter:
         used = sum(spent for _, spent in starts)
         if used and used + amount > allowed:  # alone, one request may use a whole hour's allowance
             wait_min = max(1, int((starts[0][0] + self.WINDOW_S - now) / 60) + 1)
-            whose = f"The network your address belongs to ({key})" if shared else "Your network address"
+            network = key if shared else None
+            whose = RateLimited.whose(network)
             raise RateLimited(
-                f"{whose} reached the limit here: {counted(allowed, self.unit)} an hour, {self.what_counts}. "
-                f"Please come back in about {counted(wait_min, 'minute')}.",
-                network=key if shared else None, allowed=allowed,
+                f"{whose[0].upper()}{whose[1:]} reached the limit here: {counted(allowed, self.unit)} an hour, "
+                f"{self.what_counts}. Please come back in about {counted(wait_min, 'minute')}.",
+                network=network, allowed=allowed,
             )
 
 

@@ -309,7 +309,7 @@ class _Centring:
         votes = battles.sum(axis=1)
         weights = votes if placed is None else votes * placed
         groups = []
-        for members in _groups(_reachability(battles > 0), range(len(votes))):
+        for members in compared_components(battles):
             members = np.array(members)
             # a group whose every model floats, or that never played, still needs some centre
             for candidate in (weights[members], votes[members], np.ones(len(members))):
@@ -499,9 +499,9 @@ def _named(models: Sequence[str], group: Sequence[int], limit: int = 8) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def compared_components(counts: PairCounts) -> list[list[int]]:
-    """The connected groups of models linked by battles, in first-seen order."""
-    return _groups(_reachability(counts.battles > 0), range(len(counts.models)))
+def compared_components(battles: np.ndarray) -> list[list[int]]:
+    """The connected groups of models linked by battles (`battles[i, j]`: how often i met j), in first-seen order."""
+    return _groups(_reachability(np.asarray(battles) > 0), range(len(battles)))
 
 
 def _component_labels(components: list[list[int]], n: int) -> np.ndarray:
@@ -520,7 +520,7 @@ def comparison_notes(counts: PairCounts, components: list[list[int]],
     group of compared models, every model can be linked to every other by a
     chain of wins (ties link both ways). Otherwise the ridge decides how far
     apart the ratings go, and readers should know. `components` and `bound` are
-    `compared_components` and `ridge_bound_groups` of `counts`.
+    `compared_components(counts.battles)` and `ridge_bound_groups(counts, components)`.
     """
     models = counts.models
     notes = []
@@ -550,7 +550,7 @@ def ridge_bound_groups(counts: PairCounts, components: list[list[int]]) -> list[
     is not. Which side floats? The mean is weighted by votes, so the side holding most of the
     group's votes stays put and the smaller sides float: a newcomer with one win floats, not
     the twenty models it was compared with. Sides with no majority between them all float.
-    `components` is `compared_components(counts)`.
+    `components` is `compared_components(counts.battles)`.
     """
     linked = _reachability(counts.scores > 0)
     strongly = linked & linked.T
@@ -633,9 +633,12 @@ class Leaderboard:
     win_fraction: np.ndarray
     predicted_win_probability: np.ndarray
     notes: list[str]
-    bootstrap_rounds: int
     votes_used: int
     options: LeaderboardOptions = field(default_factory=LeaderboardOptions)
+
+    @property
+    def bootstrap_rounds(self) -> int:
+        return self.options.bootstrap_rounds
 
     def as_dicts(self) -> list[dict]:
         """Rows as plain dicts for JSON/CSV: ratings to 2 decimals (None stays None), win rate to 4."""
@@ -661,7 +664,7 @@ def _rounded(value: float | None, digits: int) -> float | None:
 
 def _empty_leaderboard(notes: list[str], options: LeaderboardOptions) -> Leaderboard:
     nothing = np.zeros((0, 0))
-    return Leaderboard([], [], nothing, nothing.copy(), nothing.copy(), notes, options.bootstrap_rounds, 0, options)
+    return Leaderboard([], [], nothing, nothing.copy(), nothing.copy(), notes, 0, options)
 
 
 def _exclusion_notes(total: int, used: int, include_named: bool, records: Sequence[Mapping]) -> list[str]:
@@ -734,7 +737,7 @@ def compute_leaderboard(
     if anchor is not None and anchor[0] not in counts.models:
         raise ValueError(f"anchor model {anchor[0]!r} has no usable votes (models: {', '.join(counts.models)})")
 
-    components = compared_components(counts)
+    components = compared_components(counts.battles)
     bound = ridge_bound_groups(counts, components)
     # Models the ridge places, not the votes: no interval, no rank, no weight on the mean rating.
     chance_ridge_placed = _chance_ridge_placed(counts)
@@ -797,6 +800,5 @@ def compute_leaderboard(
     ]
     return Leaderboard(
         rows=rows, models=list(counts.models), battle_counts=battles, win_fraction=win_fraction,
-        predicted_win_probability=predicted, notes=notes, bootstrap_rounds=bootstrap_rounds,
-        votes_used=counts.total_votes, options=options,
+        predicted_win_probability=predicted, notes=notes, votes_used=counts.total_votes, options=options,
     )

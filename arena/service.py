@@ -200,7 +200,7 @@ class ArenaService:
         else:
             names = self.roster.names if anonymous else [name for name in chosen if name in self.roster.contestants]
             readers = [(self.roster.contestants[name], []) for name in names]
-        common = min(map(self._allowed_tokens, self.roster.contestants.values()), default=None)
+        common = min(map(self._allowed_tokens, self.roster.contestants.values())) if anonymous else None
         longest, refused = 0, False
         for contestant, history in readers:
             tokens = self._prompt_tokens(contestant, [*history, {"role": "user", "content": prompt}])

@@ -68,8 +68,6 @@ _LOOK_ALIKES = str.maketrans({
 _EMPHASIS = str.maketrans({"*": None, "~": None, "`": None, "_": " "})
 _WORD = re.compile(r"\w+")
 _LATIN = re.compile("[a-z]")
-
-
 _TAG = re.compile(r"<[^<>]{0,300}>")  # HTML tags and comments render as nothing
 _LINK = re.compile(r"\[([^\[\]]{0,300})\]\([^()]{0,300}\)")  # a Markdown link shows its text only
 

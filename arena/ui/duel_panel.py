@@ -44,8 +44,7 @@ class DuelPanel:
                 for side, default in zip(SIDES, names[:2]):
                     self.pickers.append(gr.Dropdown(names, value=default, label=SIDE_LABELS[side], elem_id=f"{self.key}-pick-{side}"))
         # Side by side, each chat is labelled with its picked model from the start (a new pick relabels it).
-        labels = {side: SIDE_LABELS[side] + (f": {picker.value}" if picker.value else "")
-                  for side, picker in zip(SIDES, self.pickers)} if self.pickers else SIDE_LABELS
+        labels = _chat_labels({side: picker.value for side, picker in zip(SIDES, self.pickers)} or None)
         with gr.Row():
             self.chats = {
                 side: gr.Chatbot(label=labels[side], height=420, feedback_options=None, buttons=["copy"],
@@ -196,7 +195,7 @@ class DuelPanel:
 
     def _render(self, view: BattleView, *, clear_prompt: bool = False, voted: bool = False,
                 status: str | None = None) -> tuple:
-        labels = {side: SIDE_LABELS[side] + (f": {view.names[side]}" if view.names else "") for side in SIDES}
+        labels = _chat_labels(view.names)
         conversations = shown_conversations(view)
         finished = voted or view.failed
         if view.battle_id is None:
@@ -230,6 +229,11 @@ class DuelPanel:
 
 
 _FIRST_PROMPT = "Type a prompt and press Enter"
+
+
+def _chat_labels(names: dict[str, str | None] | None) -> dict[str, str]:
+    """"Model A", or "Model A: name" where the name may be shown (side by side, or after the vote)."""
+    return {side: SIDE_LABELS[side] + (f": {names[side]}" if names and names[side] else "") for side in SIDES}
 
 
 def _new_round_waits() -> dict:

@@ -64,9 +64,9 @@ class RequestGuard:
         if refusal is None:
             await self.app(scope, _replaying(body, receive), send)
         else:
-            whose = f"the network your address belongs to ({refusal.network})" if refusal.network else "your network address"
-            await _answer(send, 429, f"Too many new sessions from {whose} (the limit here is {refusal.allowed:,} an "
-                                     "hour). Keep using a page you have open, or come back later.")
+            await _answer(send, 429, f"Too many new sessions from {refusal.whose(refusal.network)} (the limit here "
+                                     f"is {refusal.allowed:,} an hour). Keep using a page you have open, or come back "
+                                     "later.")
 
     def _refusal(self, network: str, session: str | None) -> RateLimited | None:
         """A session its network used within the hour goes on; a new one counts against the network's cap."""
