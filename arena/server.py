@@ -25,8 +25,9 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
     _log_to_stderr()
     from starlette.middleware import Middleware
 
-    from arena.ui.app import PAGE_CSS, build_app, page_theme  # gradio is slow to import; commands that do not serve skip it
+    from arena.ui.app import app_script, build_app  # gradio is slow to import; commands that do not serve skip it
     from arena.ui.content_policy import MediaFromHereOnly
+    from arena.ui.look import PAGE_CSS, page_theme
     from arena.ui.request_guard import RequestGuard
 
     store = ArenaStore(db_path)
@@ -47,7 +48,7 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
     app.queue(default_concurrency_limit=8, api_open=False)
     try:
         app.launch(server_name=host, server_port=port, prevent_thread_lock=True, show_error=False, quiet=True,
-                   footer_links=["gradio", "settings"], css=PAGE_CSS, theme=page_theme(),
+                   footer_links=["gradio", "settings"], css=PAGE_CSS, theme=page_theme(), js=app_script(),
                    app_kwargs={"middleware": [Middleware(RequestGuard, sessions_per_hour=config.settings.limits.sessions_per_hour),
                                               Middleware(MediaFromHereOnly)]})
     except OSError:  # Gradio's own message suggests an environment variable that --port overrides anyway

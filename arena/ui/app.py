@@ -7,7 +7,11 @@ import gradio as gr
 from arena.battle import Mode
 from arena.service import ArenaService
 from arena.ui.duel_panel import DuelPanel
-from arena.ui.leaderboard_tab import LeaderboardTab
+from arena.ui.leaderboard_tab import PLOT_DESCRIPTIONS, LeaderboardTab
+from arena.ui.look import page_script
+
+# Each duel panel's key prefixes its elements' ids ("battle-status"); the page's script finds them by it.
+BATTLE_KEY, NAMED_KEY = "battle", "named"
 
 
 def build_app(service: ArenaService) -> gr.Blocks:
@@ -23,10 +27,10 @@ def build_app(service: ArenaService) -> gr.Blocks:
         panels = []
         with gr.Tabs():
             with gr.Tab("Battle", id="battle", elem_id="battle-tab"):
-                panels.append(DuelPanel(service, Mode.ANONYMOUS, "battle", settings.max_concurrent_battles))
+                panels.append(DuelPanel(service, Mode.ANONYMOUS, BATTLE_KEY, settings.max_concurrent_battles))
                 panels[-1].build()
             with gr.Tab("Side by side", id="side-by-side"):
-                panels.append(DuelPanel(service, Mode.NAMED, "named", settings.max_concurrent_battles))
+                panels.append(DuelPanel(service, Mode.NAMED, NAMED_KEY, settings.max_concurrent_battles))
                 panels[-1].build()
             with gr.Tab("Leaderboard", id="leaderboard") as leaderboard_tab:
                 leaderboard.build()
@@ -59,25 +63,6 @@ def build_app(service: ArenaService) -> gr.Blocks:
     return app
 
 
-def page_theme() -> gr.themes.Base:
-    """Gradio's default look in the system's fonts: its bundled bold face lacks letters (the "A" of
-    "A is better" fell back to another font), and a web font would make every volunteer's browser ask
-    a third party for it."""
-    return gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
-                             font_mono=["ui-monospace", "Consolas", "monospace"])
-
-
-# The panels' "clear" icon would blank one answer on the page only, with the vote still open for it.
-PAGE_CSS = """
-.arena-chat button[aria-label="Clear"] { display: none; }
-/* The scrolling answers start below the floating "Model A/B" label, which otherwise covers their top line. */
-.arena-chat .bubble-wrap { margin-top: 2.2rem; height: calc(100% - 2.2rem) !important; }
-#data-notice, #data-notice * { font-size: 0.85rem !important; opacity: 0.85; }
-@media (max-width: 640px) {
-  .arena-chat { height: 170px !important; }
-  #data-notice, #data-notice * { font-size: 0.75rem !important; }
-  .vote-button { font-size: 0.8rem !important; padding: 6px 2px !important; min-height: 44px; align-self: stretch; }
-  #leaderboard-table * { font-size: 0.7rem !important; }
-  #leaderboard-table th, #leaderboard-table td { padding: 3px 4px !important; min-width: 0 !important; }
-}
-"""
+def app_script() -> str:
+    """The script `launch` runs on the page: the panels' status lines are read out, the plots described."""
+    return page_script([f"{key}-status" for key in (BATTLE_KEY, NAMED_KEY)], PLOT_DESCRIPTIONS)

@@ -42,7 +42,8 @@ class DuelPanel:
         if self.mode is Mode.NAMED:
             with gr.Row():
                 for side, default in zip(SIDES, names[:2]):
-                    self.pickers.append(gr.Dropdown(names, value=default, label=SIDE_LABELS[side], elem_id=f"{self.key}-pick-{side}"))
+                    self.pickers.append(gr.Dropdown(names, value=default, label=SIDE_LABELS[side], elem_id=f"{self.key}-pick-{side}",
+                                                    elem_classes=["arena-picker"]))
         # Side by side, each chat is labelled with its picked model from the start (a new pick relabels it).
         labels = _chat_labels({side: picker.value for side, picker in zip(SIDES, self.pickers)} or None)
         with gr.Row():
@@ -59,8 +60,9 @@ class DuelPanel:
                                            elem_classes=["vote-button"])
                                  for _, label, short in VOTES]
         with gr.Row():
-            self.prompt = gr.Textbox(placeholder=_FIRST_PROMPT, show_label=False, scale=6,
-                                     elem_id=f"{self.key}-prompt", max_lines=8)
+            # The label is never shown but names the box for screen readers, which would otherwise say "Textbox".
+            self.prompt = gr.Textbox(placeholder=_FIRST_PROMPT, label="Prompt", show_label=False, scale=6,
+                                     elem_id=f"{self.key}-prompt", elem_classes=["arena-prompt"], max_lines=8)
             self.send = gr.Button("Send", variant="primary", scale=1, elem_id=f"{self.key}-send")
         with gr.Row():
             self.regenerate_button = gr.Button("Regenerate", interactive=False, elem_id=f"{self.key}-regenerate")

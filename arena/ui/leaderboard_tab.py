@@ -18,6 +18,19 @@ from arena.service import ArenaService
 from arena.wording import counted
 
 
+# Each plot's element id and what it shows, in words: its label, and its description for screen readers.
+PLOT_DESCRIPTIONS = {
+    "leaderboard-ratings": "Plot of each model's rating with its 95% confidence interval; the table below has the same numbers.",
+    "leaderboard-win-fraction": "Heatmap of the fraction of their battles each row's model won against each column's model.",
+    "leaderboard-predicted": "Heatmap of the chance the ratings give each row's model of beating each column's model.",
+    "leaderboard-battle-counts": "Heatmap of the number of battles between each two models.",
+}
+
+
+def _plot(elem_id: str) -> gr.Plot:
+    return gr.Plot(label=PLOT_DESCRIPTIONS[elem_id], show_label=False, elem_id=elem_id)
+
+
 class LeaderboardTab:
     def __init__(self, service: ArenaService):
         self.service = service
@@ -27,14 +40,14 @@ class LeaderboardTab:
     def build(self) -> None:
         # The figures carry their own titles: Gradio's label chips would cover them.
         self.summary = gr.Markdown(elem_id="leaderboard-summary")
-        self.ratings_plot = gr.Plot(label="Ratings with 95% confidence intervals", show_label=False, elem_id="leaderboard-ratings")
+        self.ratings_plot = _plot("leaderboard-ratings")
         # Tall enough for every row of a typical arena: a table scrolling inside the page hides its last models.
         self.table = gr.Dataframe(headers=list(DISPLAY_HEADER), interactive=False, elem_id="leaderboard-table",
                                   wrap=True, max_height=2400)
         with gr.Row():
-            self.win_fraction = gr.Plot(label="Win fraction (row beat column)", show_label=False)
-            self.predicted = gr.Plot(label="Predicted win probability", show_label=False)
-        self.battle_counts = gr.Plot(label="Battles per pair", show_label=False)
+            self.win_fraction = _plot("leaderboard-win-fraction")
+            self.predicted = _plot("leaderboard-predicted")
+        self.battle_counts = _plot("leaderboard-battle-counts")
         self.refresh_button = gr.Button("Refresh", elem_id="leaderboard-refresh")
         self.refresh_button.click(self.refresh, None, self.outputs, api_name="leaderboard", api_visibility="undocumented")
 

@@ -1,0 +1,121 @@
+"""What a volunteer using a screen reader, the keyboard or a phone gets, in Chromium against a real server."""
+
+from __future__ import annotations
+
+import pytest
+
+from arena.ui.leaderboard_tab import PLOT_DESCRIPTIONS
+
+pytestmark = pytest.mark.browser
+
+MODELS = """
+    settings: {sampling: uniform, limits: {battles_per_hour: 1000}}
+    models:
+      - {name: echo-one, backend: scripted, script: echo}
+      - {name: smollm2-storyteller-long-name, backend: scripted, script: "reply: A calm and steady answer."}
+"""
+NAMES = ("echo-one", "smollm2-storyteller-long-name")
+
+# WCAG contrast of an element's text (or of a pseudo-element, or its outline) against the first opaque
+# background behind it, with the opacity of every ancestor applied to the text.
+CONTRAST = """([selector, pseudo, property]) => {
+  const element = document.querySelector(selector);
+  const rgba = (text) => { const v = text.match(/[\\d.]+/g).map(Number); return v.length > 3 ? v : [...v, 1]; };
+  const luminance = (c) => 0.2126 * lin(c[0]) + 0.7152 * lin(c[1]) + 0.0722 * lin(c[2]);
+  const lin = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+  let background = [255, 255, 255, 1], opacity = 1;
+  for (let e = element; e; e = e.parentElement) {
+    const c = rgba(getComputedStyle(e).backgroundColor);
+    if (c[3] > 0.5) { background = c; break; }
+  }
+  for (let e = element; e; e = e.parentElement) opacity *= parseFloat(getComputedStyle(e).opacity);
+  const fg = rgba(getComputedStyle(element, pseudo)[property]);
+  const alpha = fg[3] * opacity;
+  const seen = [0, 1, 2].map(i => fg[i] * alpha + background[i] * (1 - alpha));
+  const [high, low] = [luminance(seen), luminance(background)].sort((x, y) => y - x);
+  return (high + 0.05) / (low + 0.05);
+}"""
+
+
+def announced(page) -> str:
+    return page.locator("#arena-announcer").inner_text()
+
+
+def chat_names(page) -> list[tuple[str | None, str | None]]:
+    return page.evaluate("""() => [...document.querySelectorAll('#battle-chat-a [role=log], #battle-chat-b [role=log]')]
+                             .map(log => [log.getAttribute('aria-live'), log.getAttribute('aria-label')])""")
+
+
+def test_a_screen_reader_hears_the_status_not_the_stream_and_no_name_before_the_vote(start_arena, browser_page):
+    arena = start_arena(MODELS)
+    page = browser_page
+    page.goto(arena.url)
+    prompt = page.get_by_role("textbox", name="Prompt")  # not just "Textbox"
+    prompt.wait_for()
+    prompt.press("Enter")  # empty: refused, and the refusal is read out
+    page.wait_for_function("document.querySelector('#arena-announcer').innerText.includes('type a prompt first')",
+                           timeout=10_000)
+    prompt.fill("Tell me about rivers")
+    prompt.press("Enter")
+    page.wait_for_function("!document.querySelector('#battle-vote-a').disabled", timeout=20_000)
+    page.wait_for_function("document.querySelector('#arena-announcer').innerText.startsWith('Both answers are in')",
+                           timeout=10_000)
+    # The answers are not live regions (each token would re-read them) and are named by their labels.
+    assert chat_names(page) == [["off", "Model A"], ["off", "Model B"]]
+    tree = page.locator("body").aria_snapshot()
+    assert not any(name in tree or name in announced(page) for name in NAMES)
+    page.locator("#battle-vote-a").click()
+    page.wait_for_function("document.querySelector('#arena-announcer').innerText.includes('vote is recorded')",
+                           timeout=10_000)
+    assert all(name in announced(page) for name in NAMES)  # the receipt, with the reveal
+    (live_a, label_a), (live_b, label_b) = chat_names(page)
+    assert live_a == live_b == "off"
+    assert label_a.startswith("Model A: ") and label_b.startswith("Model B: ")
+    assert {label_a.removeprefix("Model A: "), label_b.removeprefix("Model B: ")} == set(NAMES)
+
+
+def test_the_leaderboard_plots_are_described(start_arena, browser_page):
+    arena = start_arena(MODELS)
+    page = browser_page
+    page.goto(arena.url)
+    page.get_by_role("tab", name="Leaderboard").click()
+    for elem_id, description in PLOT_DESCRIPTIONS.items():
+        image = page.locator(f"#{elem_id} img")
+        image.wait_for(timeout=15_000)
+        page.wait_for_function(f"document.querySelector('#{elem_id} img').alt === {description!r}", timeout=5_000)
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_text_and_the_prompts_focus_are_readable(start_arena, browser_page, scheme):
+    arena = start_arena(MODELS)
+    page = browser_page
+    page.emulate_media(color_scheme=scheme)
+    page.goto(arena.url)
+    prompt = page.locator("#battle-prompt textarea")
+    prompt.wait_for()
+    text = {  # selector, pseudo-element, colour property
+        "Send": ("#battle-send", None, "color"),
+        "open tab": ('button[role="tab"][aria-selected="true"]', None, "color"),
+        "data notice": ("#data-notice p", None, "color"),
+        "placeholder": ("#battle-prompt textarea", "::placeholder", "color"),
+    }
+    for what, probe in text.items():
+        assert page.evaluate(CONTRAST, list(probe)) >= 4.5, what
+    prompt.focus()
+    assert page.evaluate(CONTRAST, ["#battle-prompt textarea", None, "outlineColor"]) >= 3.0  # a focus indicator
+
+
+def test_on_a_phone_the_pickers_show_whole_names_and_tabs_are_big_enough_to_tap(start_arena, browser_page):
+    arena = start_arena(MODELS)
+    phone = browser_page.context.browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
+                                                     has_touch=True)
+    page = phone.new_page()
+    page.goto(arena.url)
+    page.get_by_role("tab", name="Side by side").click()
+    picker = page.locator("#named-pick-b input")
+    picker.wait_for()
+    page.wait_for_function(f"document.querySelector('#named-pick-b input').value === {NAMES[1]!r}", timeout=10_000)
+    assert picker.evaluate("input => input.scrollWidth <= input.clientWidth")  # the whole name, not under the arrow
+    heights = page.evaluate("() => [...document.querySelectorAll('button[role=tab]')].map(t => t.getBoundingClientRect().height)")
+    assert heights and min(heights) >= 44
+    phone.close()
