@@ -112,6 +112,11 @@ def test_empty_and_oversized_prompts_are_refused(make_service, prompt, message):
     assert service.store.counts()["battles"] == 0
 
 
+def test_a_prompt_of_exactly_the_limit_is_taken(make_service):
+    service = make_service()  # max_prompt_chars: 200
+    assert finish(service.ask(None, "x" * 200, CLIENT, Mode.ANONYMOUS)).votable
+
+
 def test_follow_up_goes_to_both_models_with_their_own_history(make_service):
     service = make_service()
     first = finish(service.ask(None, "First question", CLIENT, Mode.ANONYMOUS))
@@ -172,6 +177,7 @@ def test_a_failing_model_ends_its_battle_cleanly(make_service, script, cause):
     status = status_line(view)
     assert "could not answer" in status and "not counted" in status
     assert "broken" not in status and "healthy" not in status  # anonymity holds in failure too
+    assert view.names is None and service.revealed_view(view.battle_id, CLIENT).names is None
     battle = service.book.get(view.battle_id, service.store.client_id(CLIENT))
     for side in "ab":  # each panel says what became of its own answer
         expected = FAILED_NOTE if battle.models[side] == "broken" else STOPPED_NOTE
@@ -208,6 +214,43 @@ def test_a_turn_that_cannot_be_stored_is_never_votable(make_service, monkeypatch
     with pytest.raises(RuleViolation, match="failed"):
         service.vote(view.battle_id, CLIENT, "model_a")
     assert service.store.db["votes"].count == 0
+
+
+def test_the_vote_opens_only_once_the_turn_is_stored(make_service, monkeypatch):
+    """Not merely in the end: at no moment may a vote be taken for answers not yet stored."""
+    service = make_service()
+    store_turn, early = service.store.record_turn, []
+
+    def vote_while_storing(battle_id, *args, **kwargs):
+        try:
+            service.vote(battle_id, CLIENT, "model_a")
+            early.append("taken")
+        except RuleViolation:
+            early.append("refused")
+        return store_turn(battle_id, *args, **kwargs)
+
+    monkeypatch.setattr(service.store, "record_turn", vote_while_storing)
+    view = finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS))
+    assert early == ["refused"] and view.votable
+
+
+def test_a_vote_whose_commit_failed_can_be_cast_again(make_service, monkeypatch):
+    """The volunteer saw an error, not a receipt: the battle must not count as voted."""
+    service = make_service()
+    view = finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS))
+    record_vote, calls = service.store.record_vote, []
+
+    def busy_once(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return record_vote(*args, **kwargs)
+
+    monkeypatch.setattr(service.store, "record_vote", busy_once)
+    with pytest.raises(sqlite3.OperationalError):
+        service.vote(view.battle_id, CLIENT, "model_b")
+    assert service.vote(view.battle_id, CLIENT, "model_b").outcome == "model_b"
+    assert [r["winner"] for r in service.store.vote_records()] == ["model_b"]
 
 
 def test_a_duel_that_never_ran_is_not_votable(make_service, monkeypatch):
@@ -262,6 +305,25 @@ def test_identity_leak_is_flagged_and_left_out_of_the_leaderboard(make_service):
     flags = [r["flagged"] for r in service.store.vote_records()]
     assert flags == [True, False]
     assert service.leaderboard(bootstrap_rounds=0).votes_used == 1
+
+
+def test_the_active_sampler_learns_only_from_counted_votes(make_service):
+    """A flagged vote is left out of the leaderboard, so it must not steer which pairs come next either."""
+    service = make_service("""
+        settings: {sampling: active}
+        models:
+          - {name: echo-one, backend: scripted, script: echo, family: [EchoCorp]}
+          - {name: echo-two, backend: scripted, script: echo}
+          - {name: echo-three, backend: scripted, script: echo}
+    """)
+    leaky = finish(service.ask(None, "I am made by echocorp labs", CLIENT, Mode.ANONYMOUS))
+    before = service.sampler.pair_probabilities()
+    assert service.vote(leaky.battle_id, CLIENT, "model_a").flagged_term == "EchoCorp"
+    assert service.sampler.pair_probabilities() == before
+    clean = finish(service.ask(None, "plain words", CLIENT, Mode.ANONYMOUS))
+    before = service.sampler.pair_probabilities()
+    service.vote(clean.battle_id, CLIENT, "model_a")
+    assert service.sampler.pair_probabilities() != before  # a counted vote does move it
 
 
 def test_a_name_shown_then_regenerated_away_still_flags_the_vote(make_service):
@@ -719,6 +781,20 @@ def test_each_network_has_an_hourly_budget_of_prompt_tokens(make_service):
         service.ask(None, "one more", CLIENT, Mode.ANONYMOUS)
     assert service.store.db["battles"].count == 1  # refused before it started
     finish(service.ask(None, "one more", "10.0.0.2", Mode.ANONYMOUS))  # another network has its own budget
+
+
+def test_a_refused_prompt_costs_no_prompt_tokens(make_service):
+    service = make_service("""
+        settings: {sampling: uniform, limits: {prompt_tokens_per_hour: 12}}
+        models:
+          - {name: echo-one, backend: scripted, script: echo}
+          - {name: echo-two, backend: scripted, script: echo}
+    """)
+    words = " ".join(["word"] * 6)
+    for _ in range(3):  # 18 tokens asked for in all, none read
+        with pytest.raises(RuleViolation, match="different models"):
+            service.ask(None, words, CLIENT, Mode.NAMED, ("echo-one", "echo-one"))
+    finish(service.ask(None, words, CLIENT, Mode.NAMED, ("echo-one", "echo-two")))
 
 
 def test_a_side_by_side_receipt_says_whether_the_vote_counts_instead_of_naming_the_picked_models():
