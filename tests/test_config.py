@@ -37,6 +37,7 @@ def problems_of(tmp_path, text):
         ("- {name: one, backend: tensorflow}", "model 'one'", "backend"),
         ("- {name: one, backend: scripted}", "model 'one'", "script"),
         ("- {name: one, backend: scripted, script: echo, temperature: -1}", "model 'one'", "temperature"),
+        ("- {name: one, backend: scripted, script: echo, top_p: 0}", "model 'one'", "top_p"),  # no token to sample
         ("- {name: one, backend: scripted, script: echo, weight: 0}", "model 'one'", "weight"),
         ("- {name: one, backend: scripted, script: echo, max_new_tokens: 1.5}", "model 'one'", "max_new_tokens"),
         ("- {name: one, backend: scripted, script: echo, enabled: 'yes'}", "model 'one'", "enabled"),
@@ -57,6 +58,20 @@ def test_each_bad_field_is_named_with_file_and_entry(tmp_path, models, entry, fi
     assert (entry, field) in [(e, f) for e, f, _ in error.problems], error
     message = str(error)
     assert str(tmp_path / "models.yaml") in message and entry in message and f"'{field}'" in message
+
+
+def test_family_words_of_three_characters_give_the_model_away(tmp_path):
+    """README: words under 3 characters are ignored as matching too much; 3 and more count."""
+    from arena.battle import identity_leak
+
+    config = load_config(write_config(tmp_path, f"""
+        models:
+          - {{name: mini-4k, backend: scripted, script: echo, family: [Phi, AI]}}
+          - {GOOD_ENTRY}
+    """))
+    terms = config.models[0].identity_terms
+    assert terms == ("Phi", "mini-4k")
+    assert identity_leak(["As Phi, I would say hello."], list(terms)) == "Phi"
 
 
 def test_one_name_typed_two_ways_is_a_duplicate(tmp_path):

@@ -163,6 +163,18 @@ def test_bootstrap_resamples_keep_the_full_data_vote_weighted_mean():
     assert samples.std(axis=0).min() > 1  # rounds really differ
 
 
+def test_intervals_are_the_central_95_percent_of_the_bootstrap_ratings():
+    votes = simulated_votes(np.array([0.0, 70, 140, 210]), 800, np.random.default_rng(12), tie_share=0.1)
+    board = compute_leaderboard(votes, bootstrap_rounds=200, seed=3)
+    counts = aggregate(votes)
+    # Every model has about 100 wins and 100 losses: none is placed by the ridge, so all weigh fully on the mean.
+    samples = bootstrap_ratings(counts, 200, seed=3, placed=np.ones(len(counts.models)))
+    lower, upper = np.percentile(samples, [2.5, 97.5], axis=0)
+    for row in board.rows:
+        i = counts.models.index(row.model)
+        assert (row.ci_lower, row.ci_upper) == pytest.approx((lower[i], upper[i]), abs=1e-6)
+
+
 def with_newcomer(votes: list[dict], opponent: str, winner: str) -> list[dict]:
     return votes + [vote("newbie", opponent, winner)]
 
@@ -202,6 +214,18 @@ def test_a_newcomer_with_a_few_straight_wins_moves_no_other_rating():
     assert max(abs(after[model].rating - row.rating) for model, row in before.items()) < 2
     rows = list(before.values())
     assert abs(np.average([r.rating for r in rows], weights=[r.votes for r in rows]) - 1000) < 1e-6
+
+
+def test_a_newcomer_with_straight_wins_shifts_no_other_models_interval():
+    """The resamples are centred like the ratings, without the ridge's models: counted in each resample's mean,
+    twenty straight wins dragged every other interval ~18 points below its rating."""
+    votes = simulated_votes(np.linspace(-200, 200, 6), 1000, np.random.default_rng(0))
+    unbeaten = [vote("newbie", f"m{k % 6}") for k in range(20)]
+    board = compute_leaderboard(votes + unbeaten, bootstrap_rounds=300, seed=0)
+    settled = [row for row in board.rows if row.model != "newbie"]
+    offsets = np.array([(row.ci_lower + row.ci_upper) / 2 - row.rating for row in settled])
+    assert np.abs(offsets).max() < 10  # bootstrap intervals are a little lopsided, never by this much
+    assert abs(np.average(offsets, weights=[row.votes for row in settled])) < 4
 
 
 def test_one_more_loss_for_a_nearly_unbeaten_model_does_not_shift_every_rating():
@@ -313,6 +337,16 @@ def test_min_votes_drops_rare_models_before_fitting():
         "3 models left out for fewer than 3 votes: r1, r2, rare",
         "1 model left out for no votes against the remaining models: lonely",
     ]
+
+
+def test_min_votes_keeps_a_model_with_exactly_that_many_votes():
+    votes = [vote("a", "b")] * 6 + [vote("b", "a")] * 4
+    votes += [vote("edge", "a"), vote("b", "edge"), vote("edge", "b", "tie")]  # exactly 3
+    votes += [vote("short", "a"), vote("b", "short")]  # one short
+    board = compute_leaderboard(votes, bootstrap_rounds=0, min_votes=3)
+    assert sorted(board.models) == ["a", "b", "edge"]
+    assert {row.model: row.votes for row in board.rows}["edge"] == 3
+    assert board.notes == ["1 model left out for fewer than 3 votes: short"]
 
 
 def test_flagged_votes_never_count_and_named_votes_only_on_request():

@@ -188,6 +188,25 @@ def test_active_new_model_gets_a_capped_boost_that_tapers_once_placed():
     assert share_with(sampler, "new") < 1.2 * fair_share
 
 
+def test_active_warm_up_boosts_an_unplaced_newcomer_against_the_whole_ladder():
+    """A newcomer that lost every battle is far below all, so no pair with it is confusable; yet its few
+    votes (little information each) leave it unplaced, and the warm-up, not the share cap, sends it traffic."""
+    established = [f"old-{i}" for i in range(11)]
+    history = decided_history(established, np.linspace(-1.5, 1.5, 11), 3)
+    history += [{"model_a": "new", "model_b": established[k % 11], "winner": "model_b"} for k in range(24)]
+    boosted = ActiveSampler(established + ["new"], history, warm_up_share=0.3)
+    plain = ActiveSampler(established + ["new"], history, warm_up_share=0.0)
+    with_warm_up, without = model_shares(boosted)["new"], model_shares(plain)["new"]
+    assert with_warm_up < 0.8 * boosted._max_model_share  # the cap does not bind here
+    assert with_warm_up > 3 * without
+
+    def against(sampler):
+        return np.array([sampler.pair_probabilities()[(old, "new")] for old in established])
+
+    extra = against(boosted) - against(plain)
+    assert (extra > 0).all() and extra.max() < 2 * extra.sum() / len(established)  # every opponent, none twice its part
+
+
 @pytest.mark.parametrize("count", [4, 9, 20, 40])
 def test_active_caps_any_model_share(count):
     # one model never played, the rest settled: the uncertain one would take nearly every draw uncapped
@@ -285,10 +304,11 @@ def test_unknown_winner_label_is_an_error(policy):
         sampler.observe("a", "b", "left")
 
 
+@pytest.mark.parametrize("names", [["heavy", "b", "c", "d"], ["b", "c", "d", "heavy"]], ids=["listed first", "listed last"])
 @pytest.mark.parametrize("policy", POLICIES)
-def test_excluded_models_are_never_drawn_while_a_pair_without_them_exists(policy):
-    """A resting model (see FailureStreaks) is left out, even when its weight would have it in most pairs."""
-    names = ["heavy", "b", "c", "d"]
+def test_excluded_models_are_never_drawn_while_a_pair_without_them_exists(policy, names):
+    """A resting model (see FailureStreaks) is left out, even when its weight would have it in most pairs,
+    wherever it is listed (first, it is only ever the first of a pair; last, only the second)."""
     sampler = make_sampler(policy, names, weights={"heavy": 50.0, "b": 1.0, "c": 1.0, "d": 1.0})
     rng = np.random.default_rng(0)
     pairs = [sampler.draw(rng, excluded={"heavy"}) for _ in range(300)]

@@ -10,7 +10,7 @@ import pytest
 
 from arena.battle_files import normalise_record, read_battles, unkeyed_vote_ids, vote_ids, write_battles
 from arena.config import ModelEntry
-from arena.ratings import online_elo
+from arena.ratings import compute_leaderboard, online_elo
 from arena.storage import ArenaStore, DatabaseFileError, DuplicateVote, KnownVotesError, ModelChange
 from tests.conftest import SHARED_DATA, shared_file
 
@@ -84,6 +84,30 @@ def test_import_is_all_or_nothing_and_idempotent(store):
     assert store.counts()["votes"] == 2
     imported = sorted((r["model_a"], r["winner"], r["anony"], r["turn"]) for r in store.vote_records())
     assert imported == [("alpha", "tie", True, 1), ("gamma", "model_b", False, 2)]
+
+
+def test_an_imported_flagged_vote_stays_flagged_and_is_never_counted(store):
+    records = [{"model_a": "alpha", "model_b": "beta", "winner": "model_a", "flagged": True},
+               {"model_a": "alpha", "model_b": "beta", "winner": "model_b"},
+               {"model_a": "beta", "model_b": "alpha", "winner": "tie"}]
+    assert store.import_votes(records).added == 3
+    stored = store.vote_records()
+    assert [(r["winner"], r["flagged"]) for r in stored] == [("model_a", True), ("model_b", False), ("tie", False)]
+    board = compute_leaderboard(stored, bootstrap_rounds=0)
+    assert board.votes_used == 2 and any("1 flagged" in note for note in board.notes)
+    assert {row.model: row.votes for row in board.rows} == {"alpha": 2, "beta": 2}
+
+
+def test_a_store_keeps_the_synchronous_level_it_is_opened_with(tmp_path):
+    """NORMAL by default (survives a killed process in WAL mode), FULL on request; never OFF."""
+    default = ArenaStore(tmp_path / "default.db")
+    full = ArenaStore(tmp_path / "full.db", synchronous="FULL")
+    try:
+        assert default.db.execute("pragma synchronous").fetchone()[0] == 1  # NORMAL
+        assert full.db.execute("pragma synchronous").fetchone()[0] == 2  # FULL
+    finally:
+        default.close()
+        full.close()
 
 
 def real_votes(tmp_path, count, name="votes.jsonl", newline="\n"):
