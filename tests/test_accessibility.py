@@ -119,3 +119,22 @@ def test_on_a_phone_the_pickers_show_whole_names_and_tabs_are_big_enough_to_tap(
     heights = page.evaluate("() => [...document.querySelectorAll('button[role=tab]')].map(t => t.getBoundingClientRect().height)")
     assert heights and min(heights) >= 44
     phone.close()
+
+
+def test_choosing_a_model_by_keyboard_shows_where_the_arrows_are_and_goes_on_to_the_prompt(start_arena, browser_page):
+    arena = start_arena(MODELS)
+    page = browser_page
+    page.goto(arena.url)
+    page.get_by_role("tab", name="Side by side").click()
+    picker = page.locator("#named-pick-a input")
+    picker.wait_for()
+    picker.focus()
+    page.keyboard.press("ArrowDown")
+    on = page.locator('[role="option"].active')
+    on.wait_for()
+    page.wait_for_timeout(500)  # the list fades in
+    assert on.evaluate("option => getComputedStyle(option).outlineStyle") != "none"
+    assert page.evaluate(CONTRAST, ['[role="option"].active', None, "outlineColor"]) >= 3.0
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.activeElement === document.querySelector('#named-prompt textarea')",
+                           timeout=5_000)

@@ -47,6 +47,9 @@ PAGE_CSS = """
 /* The prompt gets the keyboard back after every answer and vote: where it is must be plain to see. */
 .arena-prompt textarea:focus { outline: 3px solid #1d4ed8 !important; outline-offset: 1px; }
 .dark .arena-prompt textarea:focus { outline-color: #93c5fd !important; }
+/* The option the arrow keys are on: Gradio marks it with a grey barely different from white. */
+[role="listbox"] [role="option"].active { outline: 2px solid #1d4ed8; outline-offset: -2px; }
+.dark [role="listbox"] [role="option"].active { outline-color: #93c5fd; }
 /* The open tab's name is in the accent colour, orange-500 by default: 2.8:1 on white. */
 button[role="tab"][aria-selected="true"] { color: #c2410c; }
 .dark button[role="tab"][aria-selected="true"] { color: #fb923c; }
@@ -102,6 +105,16 @@ _SCRIPT = """
       for (const image of document.querySelectorAll(`#${id} img`)) setAttribute(image, "alt", description);
     }
   };
+  // Choosing a model with Enter closes the list and drops the keyboard focus on the page itself (Gradio
+  // blurs the box); it goes on to the prompt, the next step, instead of back to the top of the page.
+  document.addEventListener("keydown", (event) => {
+    const picker = event.key === "Enter" && event.target.closest && event.target.closest(".arena-picker");
+    if (!picker) return;
+    const panel = picker.id.split("-pick-")[0];
+    setTimeout(() => {
+      if (document.activeElement === document.body) document.querySelector(`#${panel}-prompt textarea`)?.focus();
+    }, 100);
+  }, true);
   new MutationObserver(mend).observe(document.body,
     {childList: true, subtree: true, characterData: true, attributes: true, attributeFilter: ["alt"]});
   mend();
