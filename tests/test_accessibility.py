@@ -138,3 +138,26 @@ def test_choosing_a_model_by_keyboard_shows_where_the_arrows_are_and_goes_on_to_
     page.keyboard.press("Enter")
     page.wait_for_function("document.activeElement === document.querySelector('#named-prompt textarea')",
                            timeout=5_000)
+
+
+def test_on_a_phone_a_long_answer_is_shown_whole_from_its_start(start_arena, browser_page):
+    """Read in a fixed window, a phone showed three lines of each answer, scrolled to its end."""
+    arena = start_arena(MODELS)
+    phone = browser_page.context.browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
+                                                     has_touch=True)
+    page = phone.new_page()
+    page.goto(arena.url)
+    prompt = page.locator("#battle-prompt textarea")
+    prompt.wait_for()
+    box = prompt.bounding_box()
+    assert box["y"] + box["height"] <= 844  # empty panels are short: the prompt is on the first screen
+    prompt.fill(" ".join(f"word{i} is here" for i in range(60)))  # echoed back: a long answer
+    prompt.press("Enter")
+    page.wait_for_function("!document.querySelector('#battle-vote-a').disabled", timeout=20_000)
+    for side in "ab":
+        shown = page.locator(f"#battle-chat-{side} .bubble-wrap").evaluate(
+            "wrap => [wrap.scrollHeight - wrap.clientHeight, wrap.scrollTop, wrap.getBoundingClientRect().height]")
+        hidden, scrolled, height = shown
+        assert hidden <= 1 and scrolled == 0 and height > 400, (side, shown)
+    assert page.evaluate("window.scrollY") == 0  # the page stays where the volunteer starts reading
+    phone.close()

@@ -56,7 +56,10 @@ button[role="tab"][aria-selected="true"] { color: #c2410c; }
 .arena-visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip-path: inset(50%);
                          white-space: nowrap; }
 @media (max-width: 640px) {
-  .arena-chat { height: 170px !important; }
+  /* Answers grow with their text and the page scrolls, read from the start; in a fixed window a phone
+     showed three lines of each, scrolled to its end. Empty, they are short: the prompt is on the first screen. */
+  .arena-chat { height: auto !important; min-height: 170px; }
+  .arena-chat .bubble-wrap { height: auto !important; max-height: none !important; overflow: visible !important; }
   #data-notice, #data-notice * { font-size: 0.75rem !important; }
   .vote-button { font-size: 0.8rem !important; padding: 6px 2px !important; min-height: 44px; align-self: stretch; }
   button[role="tab"] { min-height: 44px; }
