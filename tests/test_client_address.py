@@ -88,6 +88,7 @@ def test_one_network_cannot_flood_the_server_with_new_sessions(start_arena):
     assert httpx.post(f"{arena.url}/gradio_api/upload", files={"files": ("a.bin", b"x" * 10)}).status_code == 404
     assert httpx.post(f"{arena.url}/gradio_api/component_server", json={
         "session_hash": "made-up-6", "component_id": 1, "fn_name": "x", "data": None}).status_code == 404
+    assert httpx.get(f"{arena.url}/monitoring/summary").status_code == 404  # Gradio's usage figures stay private
     volunteer = Client(arena.url, verbose=False, headers={"X-Forwarded-For": "198.51.100.9"})
     answers = json.dumps(volunteer.submit("Hello", api_name="/battle_ask").result())
     assert "One answer." in answers and "Another answer." in answers

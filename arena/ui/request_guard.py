@@ -11,7 +11,8 @@ network, like every other limit, because the hash is the client's choice.
 Routes for features the arena does not use are turned away: uploads (the
 arena takes no files; they would fill the disk), deep links (one saves a
 session's prompts and answers for anyone who knows its hash), and the
-component server, recordings and the editor's routes.
+component server, recordings and the editor's routes, and Gradio's usage
+monitoring (every event's counts and timings, public by default).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from arena.battle import RateLimited, RateLimiter, client_network
 
 API = "/gradio_api/"
 TURNED_AWAY = tuple(API + route for route in (
-    "deep_link", "upload", "component_server", "process_recording", "vibe", "undo-vibe", "run-history"))
+    "deep_link", "upload", "component_server", "process_recording", "vibe", "undo-vibe", "run-history")) + (
+    "/monitoring",)  # Gradio's usage dashboard: every event's counts and timings, public unless turned away
 # Routes that run an event: without a hash, Gradio makes one up, so such a request is a new session.
 EVENT_ROUTES = tuple(API + route for route in ("queue/join", "run/", "api/", "call/"))
 MAX_BODY = 16 << 20  # far above any prompt the limits allow
@@ -40,11 +42,11 @@ class RequestGuard:
         self.known: OrderedDict[tuple[str, str], float] = OrderedDict()  # (network, session) -> last seen
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith(TURNED_AWAY):
+            await _answer(send, 404, "This arena does not serve this route.")
+            return
         if scope["type"] != "http" or not scope["path"].startswith(API):
             await self.app(scope, receive, send)
-            return
-        if scope["path"].startswith(TURNED_AWAY):
-            await _answer(send, 404, "This arena does not serve this route.")
             return
         if scope["method"] != "POST":
             await self.app(scope, receive, send)
