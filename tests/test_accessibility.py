@@ -62,6 +62,10 @@ def test_a_screen_reader_hears_the_status_not_the_stream_and_no_name_before_the_
                            timeout=10_000)
     # The answers are not live regions (each token would re-read them) and are named by their labels.
     assert chat_names(page) == [["off", "Model A"], ["off", "Model B"]]
+    # Gradio's own announcer, which reads untranslated keys such as "common.complete", is quiet.
+    assert page.evaluate("""() => [...document.querySelectorAll('[aria-live=polite], [aria-live=assertive]')]
+                             .every(region => region.id === 'arena-announcer' || region.dataset.testid === 'toast-body'
+                                              || !/common\\./.test(region.innerText))""")
     tree = page.locator("body").aria_snapshot()
     assert not any(name in tree or name in announced(page) for name in NAMES)
     page.locator("#battle-vote-a").click()

@@ -104,6 +104,9 @@ _SCRIPT = """
       const label = chat.querySelector('[data-testid="block-label"]');
       if (label && label.innerText.trim()) setAttribute(log, "aria-label", label.innerText.trim());
     }
+    // Gradio 6.31's own announcer reads untranslated keys ("common.loading", "common.complete") at every
+    // event; the status line above says what happened, in words.
+    for (const region of document.querySelectorAll('.sr-only[role="status"]')) setAttribute(region, "aria-live", "off");
     for (const [id, description] of Object.entries(plotDescriptions)) {
       for (const image of document.querySelectorAll(`#${id} img`)) setAttribute(image, "alt", description);
     }
