@@ -41,6 +41,15 @@ def announced(page) -> str:
     return page.locator("#arena-announcer").inner_text()
 
 
+def on_a_phone(browser_page, url: str):
+    """A page of the browser's, as a phone of 390 x 844 px with a touch screen shows it."""
+    phone = browser_page.context.browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
+                                                     has_touch=True)
+    page = phone.new_page()
+    page.goto(url)
+    return page
+
+
 def chat_names(page) -> list[tuple[str | None, str | None]]:
     return page.evaluate("""() => [...document.querySelectorAll('#battle-chat-a [role=log], #battle-chat-b [role=log]')]
                              .map(log => [log.getAttribute('aria-live'), log.getAttribute('aria-label')])""")
@@ -110,11 +119,7 @@ def test_text_and_the_prompts_focus_are_readable(start_arena, browser_page, sche
 
 
 def test_on_a_phone_the_pickers_show_whole_names_and_tabs_are_big_enough_to_tap(start_arena, browser_page):
-    arena = start_arena(MODELS)
-    phone = browser_page.context.browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
-                                                     has_touch=True)
-    page = phone.new_page()
-    page.goto(arena.url)
+    page = on_a_phone(browser_page, start_arena(MODELS).url)
     page.get_by_role("tab", name="Side by side").click()
     picker = page.locator("#named-pick-b input")
     picker.wait_for()
@@ -122,7 +127,6 @@ def test_on_a_phone_the_pickers_show_whole_names_and_tabs_are_big_enough_to_tap(
     assert picker.evaluate("input => input.scrollWidth <= input.clientWidth")  # the whole name, not under the arrow
     heights = page.evaluate("() => [...document.querySelectorAll('button[role=tab]')].map(t => t.getBoundingClientRect().height)")
     assert heights and min(heights) >= 44
-    phone.close()
 
 
 def test_choosing_a_model_by_keyboard_shows_where_the_arrows_are_and_goes_on_to_the_prompt(start_arena, browser_page):
@@ -146,11 +150,7 @@ def test_choosing_a_model_by_keyboard_shows_where_the_arrows_are_and_goes_on_to_
 
 def test_on_a_phone_a_long_answer_is_shown_whole_from_its_start(start_arena, browser_page):
     """Read in a fixed window, a phone showed three lines of each answer, scrolled to its end."""
-    arena = start_arena(MODELS)
-    phone = browser_page.context.browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
-                                                     has_touch=True)
-    page = phone.new_page()
-    page.goto(arena.url)
+    page = on_a_phone(browser_page, start_arena(MODELS).url)
     prompt = page.locator("#battle-prompt textarea")
     prompt.wait_for()
     box = prompt.bounding_box()
@@ -164,4 +164,3 @@ def test_on_a_phone_a_long_answer_is_shown_whole_from_its_start(start_arena, bro
         hidden, scrolled, height = shown
         assert hidden <= 1 and scrolled == 0 and height > 400, (side, shown)
     assert page.evaluate("window.scrollY") == 0  # the page stays where the volunteer starts reading
-    phone.close()

@@ -290,13 +290,17 @@ def test_a_model_that_failed_stays_failed_when_the_volunteer_leaves_too():
     assert book.closing_status(battle, failed=True, model_failed=False) is Status.ABANDONED
 
 
+LEAKY_MODELS = """
+    settings: {{sampling: {sampling}}}
+    models:
+      - {{name: echo-one, backend: scripted, script: echo, family: [EchoCorp]}}
+      - {{name: echo-two, backend: scripted, script: echo}}
+      - {{name: echo-three, backend: scripted, script: echo}}
+"""
+
+
 def test_identity_leak_is_flagged_and_left_out_of_the_leaderboard(make_service):
-    service = make_service("""
-        settings: {sampling: uniform}
-        models:
-          - {name: echo-one, backend: scripted, script: echo, family: [EchoCorp]}
-          - {name: echo-two, backend: scripted, script: echo}
-    """)
+    service = make_service(LEAKY_MODELS.format(sampling="uniform"))
     leaky = finish(service.ask(None, "I am made by echocorp labs", CLIENT, Mode.ANONYMOUS))
     receipt = service.vote(leaky.battle_id, CLIENT, "model_a")
     assert receipt.flagged_term == "EchoCorp" and "left out of the leaderboard" in receipt_text(receipt)
@@ -309,13 +313,7 @@ def test_identity_leak_is_flagged_and_left_out_of_the_leaderboard(make_service):
 
 def test_the_active_sampler_learns_only_from_counted_votes(make_service):
     """A flagged vote is left out of the leaderboard, so it must not steer which pairs come next either."""
-    service = make_service("""
-        settings: {sampling: active}
-        models:
-          - {name: echo-one, backend: scripted, script: echo, family: [EchoCorp]}
-          - {name: echo-two, backend: scripted, script: echo}
-          - {name: echo-three, backend: scripted, script: echo}
-    """)
+    service = make_service(LEAKY_MODELS.format(sampling="active"))
     leaky = finish(service.ask(None, "I am made by echocorp labs", CLIENT, Mode.ANONYMOUS))
     before = service.sampler.pair_probabilities()
     assert service.vote(leaky.battle_id, CLIENT, "model_a").flagged_term == "EchoCorp"
