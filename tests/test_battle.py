@@ -764,14 +764,17 @@ def test_a_model_failing_battle_after_battle_rests_from_anonymous_draws(make_ser
     assert not view.failed and service.streaks.resting() == set()
 
 
+TOKEN_BUDGET = """
+    settings: {{sampling: uniform, limits: {{prompt_tokens_per_hour: {budget}}}}}
+    models:
+      - {{name: echo-one, backend: scripted, script: echo}}
+      - {{name: echo-two, backend: scripted, script: echo}}
+"""
+
+
 def test_each_network_has_an_hourly_budget_of_prompt_tokens(make_service):
     """Reading prompts is the CPU work others wait for: one network may not have it read without end."""
-    service = make_service("""
-        settings: {sampling: uniform, limits: {prompt_tokens_per_hour: 20}}
-        models:
-          - {name: echo-one, backend: scripted, script: echo}
-          - {name: echo-two, backend: scripted, script: echo}
-    """)
+    service = make_service(TOKEN_BUDGET.format(budget=20))
     view = finish(service.ask(None, " ".join(["word"] * 6), CLIENT, Mode.ANONYMOUS))  # 6
     finish(service.ask(view.battle_id, "two more", CLIENT, Mode.ANONYMOUS))  # 6 + 6 answered + 2 = 14: 20 in all
     with pytest.raises(RuleViolation, match=r"reached the limit here: 20 prompt tokens an hour, each prompt with the "
@@ -782,12 +785,7 @@ def test_each_network_has_an_hourly_budget_of_prompt_tokens(make_service):
 
 
 def test_a_refused_prompt_costs_no_prompt_tokens(make_service):
-    service = make_service("""
-        settings: {sampling: uniform, limits: {prompt_tokens_per_hour: 12}}
-        models:
-          - {name: echo-one, backend: scripted, script: echo}
-          - {name: echo-two, backend: scripted, script: echo}
-    """)
+    service = make_service(TOKEN_BUDGET.format(budget=12))
     words = " ".join(["word"] * 6)
     for _ in range(3):  # 18 tokens asked for in all, none read
         with pytest.raises(RuleViolation, match="different models"):
