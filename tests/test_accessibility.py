@@ -111,6 +111,7 @@ def test_text_and_the_prompts_focus_are_readable(start_arena, browser_page, sche
         "open tab": ('button[role="tab"][aria-selected="true"]', None, "color"),
         "data notice": ("#data-notice p", None, "color"),
         "placeholder": ("#battle-prompt textarea", "::placeholder", "color"),
+        "footer link": ("footer .settings", None, "color"),
     }
     for what, probe in text.items():
         assert page.evaluate(CONTRAST, list(probe)) >= 4.5, what

@@ -53,6 +53,9 @@ PAGE_CSS = """
 /* The open tab's name is in the accent colour, orange-500 by default: 2.8:1 on white. */
 button[role="tab"][aria-selected="true"] { color: #c2410c; }
 .dark button[role="tab"][aria-selected="true"] { color: #fb923c; }
+/* Gradio's footer links are pale grey (1.9:1); they lead to its settings (language, theme). */
+footer .built-with, footer .settings { color: #52525b !important; opacity: 1 !important; }
+.dark footer .built-with, .dark footer .settings { color: #d4d4d8 !important; }
 .arena-visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip-path: inset(50%);
                          white-space: nowrap; }
 @media (max-width: 640px) {
