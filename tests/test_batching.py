@@ -86,6 +86,48 @@ def test_a_greedy_answer_is_the_one_transformers_generate_writes(backend, alone)
     assert alone["planets"][0] == reference
 
 
+def test_a_penalised_greedy_answer_is_the_one_transformers_generate_writes(backend):
+    """The repetition penalty as transformers applies it: over the prompt and every token of the answer so far."""
+    import torch
+
+    penalised = GenerationSettings(max_new_tokens=24, temperature=0, repetition_penalty=1.5)
+    prompt = backend.tokenizer.apply_chat_template(chat(PROMPTS["planets"]), add_generation_prompt=True,
+                                                   return_tensors="pt", return_dict=True)
+    with torch.inference_mode():
+        written = backend.model.generate(**prompt, max_new_tokens=penalised.max_new_tokens, do_sample=False,
+                                         temperature=None, top_p=None, top_k=None, repetition_penalty=1.5,
+                                         pad_token_id=backend.tokenizer.eos_token_id)
+    reference = backend.tokenizer.decode(written[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert answer(backend, PROMPTS["planets"], penalised)[0] == reference
+
+
+def row(**settings) -> next_token.RowState:
+    import torch
+
+    return next_token.RowState(GenerationSettings(**settings), seen=torch.tensor([0], dtype=torch.long))
+
+
+def test_each_sampled_row_draws_at_its_own_temperature():
+    import torch
+
+    torch.manual_seed(0)
+    scores = torch.tensor([[5.0, 4.0, 3.0, 2.0]] * 2)
+    hot, cold = row(temperature=50.0), row(temperature=0.01)
+    draws = [next_token.choose_next_tokens(scores, [hot, cold]) for _ in range(200)]
+    assert {cold_choice for _, cold_choice in draws} == {0}  # nearly greedy: always the top token
+    assert len({hot_choice for hot_choice, _ in draws}) == 4  # nearly flat: every token now and then
+
+
+def test_the_repetition_penalty_makes_a_seen_token_less_likely_whatever_its_sign():
+    import torch
+
+    positive = torch.tensor([[3.0, 2.0, -1.0]])  # token 0 was seen: 3 / 2 = 1.5 falls below token 1
+    assert next_token.choose_next_tokens(positive, [row(temperature=0, repetition_penalty=2.0)]) == [1]
+    negative = torch.tensor([[-1.0, -1.5, -9.0]])  # token 0 was seen: -1 * 2 = -2 falls below token 1
+    assert next_token.choose_next_tokens(negative, [row(temperature=0, repetition_penalty=2.0)]) == [1]
+    assert next_token.choose_next_tokens(positive, [row(temperature=0)]) == [0]  # no penalty, no change
+
+
 def test_concurrent_requests_keep_their_own_settings(backend, alone):
     backend.decoder.widest_batch = 0
     penalised = GenerationSettings(max_new_tokens=24, temperature=0, repetition_penalty=1.5)
@@ -222,6 +264,7 @@ def test_a_failing_request_fails_alone(backend, alone, monkeypatch):
     assert isinstance(together["fails mid-answer"], GenerationError) and "injected fault" in str(together["fails mid-answer"])
     assert max(shared_steps) > 1  # the fault struck while other rows were in the same step
     assert together["capital"] == alone["capital"] and together["planets"] == alone["planets"]
+    assert wait_until_idle(backend)  # failed rows left the batch instead of failing again at every step
     monkeypatch.undo()
     assert answer(backend, PROMPTS["bread"], GREEDY) == alone["bread"]  # and the model keeps serving
 

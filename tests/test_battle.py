@@ -192,6 +192,27 @@ def test_a_failing_model_ends_its_battle_cleanly(make_service, script, cause):
     assert fresh.battle_id != view.battle_id
 
 
+STEADY = """
+    settings: {sampling: uniform, generation_timeout_s: 1}
+    models:
+      - {name: steady-one, backend: scripted, script: "reply: one two three four five six seven"}
+      - {name: steady-two, backend: scripted, script: "reply: uno dos tres cuatro cinco seis siete"}
+"""
+
+
+def test_a_slow_but_steady_answer_outlasting_the_timeout_is_not_a_stall(make_service, monkeypatch):
+    """The timeout is for silence: a model writing a word every 0.3 s for 2 s keeps its battle alive."""
+    monkeypatch.setattr("arena.backends.scripted.STEP_SECONDS", 0.3)
+    service = make_service(STEADY)
+    started = time.monotonic()
+    view = finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS))
+    assert time.monotonic() - started > 1.5  # longer than the timeout, as a whole
+    assert view.votable and not view.failed, status_line(view)
+    stored = service.store.battle(view.battle_id)
+    assert stored["status"] == "ready" and not stored["failure"], stored
+    service.vote(view.battle_id, CLIENT, "tie")
+
+
 def test_a_prompt_with_half_a_character_is_refused_before_anything_starts(make_service):
     service = make_service()
     with pytest.raises(RuleViolation, match="broken character"):
@@ -609,6 +630,17 @@ def test_identity_leak_matching():
     assert identity_leak(["I'm SmolLM2, made by you"], ["SmolLM"]) == "SmolLM"
     assert identity_leak(["i am gpt-4"], ["GPT-4", "gpt"]) == "GPT-4"
     assert identity_leak(["a resmolled answer"], ["smol"]) is None
+
+
+def test_a_name_with_emphasis_marks_inside_a_word_is_found():
+    """Markdown shows "Sm*ol*LM" as "SmolLM" with "ol" in italics: the stars hide nothing."""
+    assert identity_leak(["Sm*ol*LM"], ["SmolLM"]) == "SmolLM"
+
+
+def test_a_name_with_a_precomposed_accent_is_found():
+    """An accent written as one character ("\u015a" is U+015A) reads as the bare letter, like a combining mark."""
+    assert identity_leak(["I am \u015amol LM"], ["SmolLM"]) == "SmolLM"
+    assert identity_leak(["I am Sm\u00f6l LM"], ["SmolLM"]) == "SmolLM"
 
 
 @pytest.mark.parametrize("answer", [

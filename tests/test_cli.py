@@ -191,6 +191,7 @@ def test_a_file_that_gives_a_stored_battle_another_winner_is_refused(tmp_path):
     assert "1 record differs from votes already stored" in done.stderr
     assert "record 2: battle_id 'b-1' is already a vote of x vs y (model_a, anonymous), not a vote of x vs y (model_b" in done.stderr
     assert "nothing imported" in done.stderr and votes_in(db) == 1
+    assert f"error: {second}: " in done.stderr  # which file to fix, when many are imported in turn
 
 
 def test_export_files_are_readable_as_open_would_make_them(tmp_path):
@@ -223,6 +224,18 @@ def test_export_into_a_regular_file_is_refused(tmp_path):
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert done.stderr.strip() == f"error: --out {target} is a file, not a folder; nothing written"
     assert target.read_text() == "keep me"
+
+
+def test_an_export_that_cannot_be_written_names_the_file_and_leaves_no_part_written(tmp_path):
+    db = tmp_path / "arena.db"
+    (tmp_path / "votes.jsonl").write_text('{"model_a": "x", "model_b": "y", "winner": "model_a"}\n')
+    arena("import", tmp_path / "votes.jsonl", "--db", db)
+    out = tmp_path / "out"
+    (out / "battles.jsonl").mkdir(parents=True)  # in the way: a folder where the votes go
+    done = arena("export", "--db", db, "--out", out, "--bootstrap", 0, check=False)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"error: cannot write the export into {out}: ") and "(battles.jsonl)" in done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["battles.jsonl"]  # nothing half-written beside it
 
 
 @pytest.mark.parametrize("command", [

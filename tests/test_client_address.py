@@ -92,3 +92,14 @@ def test_one_network_cannot_flood_the_server_with_new_sessions(start_arena):
     volunteer = Client(arena.url, verbose=False, headers={"X-Forwarded-For": "198.51.100.9"})
     answers = json.dumps(volunteer.submit("Hello", api_name="/battle_ask").result())
     assert "One answer." in answers and "Another answer." in answers
+
+
+def test_a_request_body_over_16_mb_is_refused(start_arena):
+    """A page's requests are a few kilobytes; a huge one would be held in memory for Gradio to parse."""
+    import httpx
+
+    arena = start_arena(ONE_BATTLE_AN_HOUR)
+    huge = b'{"session_hash": "' + b"x" * (17 << 20) + b'"}'
+    refused = httpx.post(f"{arena.url}/gradio_api/queue/join", content=huge,
+                         headers={"Content-Type": "application/json"}, timeout=60)
+    assert refused.status_code == 413 and "too large" in refused.text

@@ -13,7 +13,8 @@ import threading
 import pytest
 
 from arena.backends.transformers_local import TransformersBackend
-from arena.config import GenerationSettings, load_config
+from arena.backends.base import GenerationError
+from arena.config import GenerationSettings, ModelEntry, load_config
 from arena.roster import Roster
 from tests.conftest import write_config
 
@@ -71,6 +72,9 @@ def test_an_answer_is_cut_only_when_it_hits_max_new_tokens(loaded):
     assert spent < 40 and not any(d.cut for d in whole)  # it ended with its own stop token
     cut = list(backend.stream(chat, GenerationSettings(max_new_tokens=spent - 1, temperature=0), threading.Event()))
     assert sum(d.tokens for d in cut) == spent - 1 and cut[-1].cut
+    # Ending with its own stop token exactly at the limit is a whole answer, not a cut one.
+    exact = list(backend.stream(chat, GenerationSettings(max_new_tokens=spent, temperature=0), threading.Event()))
+    assert sum(d.tokens for d in exact) == spent and not any(d.cut for d in exact)
 
 
 def test_cancel_stops_generation_early(loaded):
@@ -106,6 +110,24 @@ def test_more_new_tokens_than_the_model_can_read_is_caught_once_loaded(loaded):
     assert backend.settings_problem(GenerationSettings(max_new_tokens=12)) is None
     problem = backend.settings_problem(GenerationSettings(max_new_tokens=10000))
     assert problem and "max_new_tokens is 10000" in problem and "8192" in problem
+
+
+def test_a_conversation_leaving_no_room_for_the_answer_is_refused_before_decoding(loaded):
+    """The prompt and the answer it may grow into must both fit the model's context, not the prompt alone."""
+    backend = loaded[0].contestants["terse"].backend
+    chat = [{"role": "user", "content": "word " * 4000}]
+    room = backend.context_length() - backend.prompt_tokens(chat)
+    assert 10 < room < 8192  # the prompt fits, with room to spare
+    with pytest.raises(GenerationError, match="too long for this model"):
+        next(backend.stream(chat, GenerationSettings(max_new_tokens=room + 1, temperature=0), threading.Event()))
+
+
+def test_entries_differing_only_in_dtype_load_separate_weights():
+    same = dict(name="x", backend="transformers", source="HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert (TransformersBackend.sharing_key(ModelEntry(**same, dtype="float32"))
+            != TransformersBackend.sharing_key(ModelEntry(**same, dtype="bfloat16")))
+    assert (TransformersBackend.sharing_key(ModelEntry(**same, dtype="float32"))
+            == TransformersBackend.sharing_key(ModelEntry(**{**same, "name": "y"}, dtype="float32")))
 
 
 HUB_LOADER = textwrap.dedent("""

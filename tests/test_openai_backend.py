@@ -545,3 +545,28 @@ def test_a_model_the_listing_leaves_out_is_asked_for_one_token_at_load(listen, o
     else:
         with pytest.raises(GenerationError, match=r"does not serve 'fake-modle' \(its /models lists fake-model.*HTTP 404"):
             loaded(entry)
+
+
+def test_a_server_error_names_the_status_and_the_model(listen):
+    """With several remote models on one server, the log must say which one failed."""
+    listener = listen(no_model_listing_then(lambda request: (500, '{"error": {"message": "CUDA out of memory"}}')))
+    with pytest.raises(GenerationError) as failed:
+        answer(loaded(remote_entry(listener.url, model="fake-model")))
+    assert f"{listener.url} answered: HTTP 500 for model 'fake-model'" in str(failed.value)
+    assert "CUDA out of memory" in str(failed.value)
+
+
+def test_the_request_asks_for_the_model_s_sampling_settings(listen):
+    bodies: list[dict] = []
+
+    def record(request):
+        bodies.append(request.json)
+        return 200, events(content("Hi"), "data: [DONE]\n\n")
+
+    listener = listen(no_model_listing_then(record))
+    answer(loaded(remote_entry(listener.url, model="fake-model")),
+           GenerationSettings(max_new_tokens=16, temperature=0.7, top_p=0.9))
+    body = bodies[-1]
+    assert body["model"] == "fake-model" and body["messages"] == CAPITAL and body["stream"] is True
+    assert (body["temperature"], body["top_p"], body["max_tokens"]) == (0.7, 0.9, 16)
+    assert "repetition_penalty" not in body  # 1.0 is no penalty; strict servers refuse the field
