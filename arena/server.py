@@ -25,7 +25,7 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
     _log_to_stderr()
     from starlette.middleware import Middleware
 
-    from arena.ui.app import app_script, build_app  # gradio is slow to import; commands that do not serve skip it
+    from arena.ui.app import build_app  # gradio is slow to import; commands that do not serve skip it
     from arena.ui.content_policy import MediaFromHereOnly
     from arena.ui.look import PAGE_CSS, page_theme
     from arena.ui.request_guard import RequestGuard
@@ -42,13 +42,14 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
               "a new name (the earlier settings are kept in the model_history table)", flush=True)
     roster = Roster(config, cache_dir=cache_dir)
     service = ArenaService(config, roster, store)
-    app = build_app(service)
+    page = build_app(service)
+    app = page.blocks
     # api_open=False: a generation must wait its turn in the queue; a raw POST to /run/predict would
     # start it beside the queue and past max_concurrent_battles. Quick events (votes) are unaffected.
     app.queue(default_concurrency_limit=8, api_open=False)
     try:
         app.launch(server_name=host, server_port=port, prevent_thread_lock=True, show_error=False, quiet=True,
-                   footer_links=["gradio", "settings"], css=PAGE_CSS, theme=page_theme(), js=app_script(),
+                   footer_links=["gradio", "settings"], css=PAGE_CSS, theme=page_theme(), js=page.script, enable_monitoring=False,
                    app_kwargs={"middleware": [Middleware(RequestGuard, sessions_per_hour=config.settings.limits.sessions_per_hour),
                                               Middleware(MediaFromHereOnly)]})
     except OSError:  # Gradio's own message suggests an environment variable that --port overrides anyway

@@ -193,20 +193,20 @@ def test_a_failing_model_ends_its_battle_cleanly(make_service, script, cause):
 
 
 STEADY = """
-    settings: {sampling: uniform, generation_timeout_s: 1}
+    settings: {sampling: uniform, generation_timeout_s: 1.5}
     models:
-      - {name: steady-one, backend: scripted, script: "reply: one two three four five six seven"}
-      - {name: steady-two, backend: scripted, script: "reply: uno dos tres cuatro cinco seis siete"}
+      - {name: steady-one, backend: scripted, script: "reply: one two three four five six seven eight nine ten"}
+      - {name: steady-two, backend: scripted, script: "reply: uno dos tres cuatro cinco seis siete ocho nueve diez"}
 """
 
 
 def test_a_slow_but_steady_answer_outlasting_the_timeout_is_not_a_stall(make_service, monkeypatch):
-    """The timeout is for silence: a model writing a word every 0.3 s for 2 s keeps its battle alive."""
+    """The timeout is for silence: a model writing a word every 0.3 s for 3 s keeps its battle alive."""
     monkeypatch.setattr("arena.backends.scripted.STEP_SECONDS", 0.3)
     service = make_service(STEADY)
     started = time.monotonic()
     view = finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS))
-    assert time.monotonic() - started > 1.5  # longer than the timeout, as a whole
+    assert time.monotonic() - started > 2.5  # longer than the timeout, as a whole
     assert view.votable and not view.failed, status_line(view)
     stored = service.store.battle(view.battle_id)
     assert stored["status"] == "ready" and not stored["failure"], stored

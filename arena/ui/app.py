@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import gradio as gr
 
 from arena.battle import Mode
@@ -10,11 +12,14 @@ from arena.ui.duel_panel import DuelPanel
 from arena.ui.leaderboard_tab import PLOT_DESCRIPTIONS, LeaderboardTab
 from arena.ui.look import page_script
 
-# Each duel panel's key prefixes its elements' ids ("battle-status"); the page's script finds them by it.
-BATTLE_KEY, NAMED_KEY = "battle", "named"
+
+@dataclass(frozen=True)
+class Page:
+    blocks: gr.Blocks
+    script: str  # for `launch(js=...)`: Gradio 6 takes a page's script at launch, not with its blocks
 
 
-def build_app(service: ArenaService) -> gr.Blocks:
+def build_app(service: ArenaService) -> Page:
     settings = service.config.settings
     with gr.Blocks(title=settings.title, analytics_enabled=False) as app:
         gr.Markdown(f"# {settings.title}")
@@ -27,10 +32,10 @@ def build_app(service: ArenaService) -> gr.Blocks:
         panels = []
         with gr.Tabs():
             with gr.Tab("Battle", id="battle", elem_id="battle-tab"):
-                panels.append(DuelPanel(service, Mode.ANONYMOUS, BATTLE_KEY, settings.max_concurrent_battles))
+                panels.append(DuelPanel(service, Mode.ANONYMOUS, "battle", settings.max_concurrent_battles))
                 panels[-1].build()
             with gr.Tab("Side by side", id="side-by-side"):
-                panels.append(DuelPanel(service, Mode.NAMED, NAMED_KEY, settings.max_concurrent_battles))
+                panels.append(DuelPanel(service, Mode.NAMED, "named", settings.max_concurrent_battles))
                 panels[-1].build()
             with gr.Tab("Leaderboard", id="leaderboard") as leaderboard_tab:
                 leaderboard.build()
@@ -60,9 +65,4 @@ def build_app(service: ArenaService) -> gr.Blocks:
         for trigger in (app.load, timer.tick):  # quietly: no progress timer over the status line
             trigger(poll_loading, [*battles, *pickers], [loading, timer, *idle_outputs], api_visibility="private",
                     show_progress="hidden")
-    return app
-
-
-def app_script() -> str:
-    """The script `launch` runs on the page: the panels' status lines are read out, the plots described."""
-    return page_script([f"{key}-status" for key in (BATTLE_KEY, NAMED_KEY)], PLOT_DESCRIPTIONS)
+    return Page(app, page_script([panel.page_parts for panel in panels], PLOT_DESCRIPTIONS))

@@ -95,16 +95,21 @@ class DuelPanel:
             self.vote_events.append(event)
         # New round also stops a battle mid-answer (a stalled model need not hold the page until its
         # timeout): the service stops the stream, which ends the battle and clears the panel.
-        self.new_round.click(self._leave, [self.battle_id, *self.pickers], self._outputs, api_name=f"{self.key}_new_round", api_visibility="undocumented",
+        leaving = self.new_round.click(self._leave, [self.battle_id, *self.pickers], self._outputs, api_name=f"{self.key}_new_round", api_visibility="undocumented",
                              queue=False)
         for picker in self.pickers:  # another pair means another battle
             picker.change(self._leave, [self.battle_id, *self.pickers], self._outputs, api_visibility="private")
-        # The prompt box is disabled while answers stream, which drops the keyboard focus: give it back,
-        # except on touch screens, where focusing a text box pops up the keyboard over the answers.
-        refocus = (f"() => {{ if (!matchMedia('(pointer: coarse)').matches) "
-                   f"document.querySelector('#{self.key}-prompt textarea')?.focus(); }}")
+        # The page's script (arena/ui/look.py) then reads out a status the event left as it was (the same
+        # refusal twice), and gives the prompt box back the keyboard focus it lost while disabled.
         for event in (asking, regenerating, *self.vote_events):
-            event.then(None, js=refocus, queue=False, api_visibility="private")
+            event.then(None, js=f"() => window.arenaEventDone?.('{self.key}', true)", queue=False, api_visibility="private")
+        leaving.then(None, js=f"() => window.arenaEventDone?.('{self.key}', false)", queue=False, api_visibility="private")
+
+    @property
+    def page_parts(self) -> dict:
+        """The element ids the page's script works with (see `arena.ui.look.page_script`)."""
+        return {"key": self.key, "status": self.status.elem_id, "prompt": self.prompt.elem_id,
+                "chat": self.chats["a"].elem_id, "pickers": [picker.elem_id for picker in self.pickers]}
 
     # --- handlers -------------------------------------------------------------
 

@@ -38,8 +38,8 @@ def page_theme() -> gr.themes.Base:
     )
 
 
-# The panels' "clear" icon would blank one answer on the page only, with the vote still open for it.
 PAGE_CSS = """
+/* The panels' "clear" icon would blank one answer on the page only, with the vote still open for it. */
 .arena-chat button[aria-label="Clear"] { display: none; }
 /* The scrolling answers start below the floating "Model A/B" label, which otherwise covers their top line. */
 .arena-chat .bubble-wrap { margin-top: 2.2rem; height: calc(100% - 2.2rem) !important; }
@@ -52,7 +52,9 @@ PAGE_CSS = """
 .dark [role="listbox"] [role="option"].active { outline-color: #93c5fd; }
 /* The open tab's name is in the accent colour, orange-500 by default: 2.8:1 on white. */
 button[role="tab"][aria-selected="true"] { color: #c2410c; }
+button[role="tab"][aria-selected="true"]::after { background-color: #c2410c !important; }
 .dark button[role="tab"][aria-selected="true"] { color: #fb923c; }
+.dark button[role="tab"][aria-selected="true"]::after { background-color: #fb923c !important; }
 /* Gradio's footer links are pale grey (1.9:1); they lead to its settings (language, theme). */
 footer .built-with, footer .settings { color: #52525b !important; opacity: 1 !important; }
 .dark footer .built-with, .dark footer .settings { color: #d4d4d8 !important; }
@@ -76,62 +78,101 @@ footer .built-with, footer .settings { color: #52525b !important; opacity: 1 !im
 
 _SCRIPT = """
 () => {
-  const statusIds = __STATUS_IDS__;
+  const panels = __PANELS__;
   const plotDescriptions = __PLOT_DESCRIPTIONS__;
+  const touch = matchMedia("(pointer: coarse)").matches;
   const announcer = document.createElement("div");
   announcer.id = "arena-announcer";
   announcer.className = "arena-visually-hidden";
   announcer.setAttribute("role", "status");
   announcer.setAttribute("aria-live", "polite");
   document.body.appendChild(announcer);
-  const shown = {};
-  const setAttribute = (element, name, value) => {
+  let announced = {text: "", at: 0};
+  const announce = (text) => {
+    // Emptied first, so that the same words said again (a second refusal) are read again; emptied after,
+    // so that the last receipt is not left lying in the page.
+    announcer.textContent = "";
+    announced = {text, at: Date.now()};
+    requestAnimationFrame(() => { announcer.textContent = text; });
+    setTimeout(() => { if (announced.text === text) announcer.textContent = ""; }, 5000);
+  };
+  const setIfChanged = (element, name, value) => {
     if (element.getAttribute(name) !== value) element.setAttribute(name, value);
   };
+  const statusText = (panel) => {
+    const status = document.getElementById(panel.status);
+    const prose = status && status.querySelector(".prose");
+    return prose && status.offsetParent !== null ? prose.textContent.trim() : null;  // null: not on screen
+  };
+  const shown = {}, turns = {};
   const mend = () => {
-    // A status line that changes in the tab on screen is read out (a refusal, answers in, the receipt).
-    for (const id of statusIds) {
-      const status = document.getElementById(id);
-      const prose = status && status.querySelector(".prose");
-      if (!prose) continue;
-      const text = prose.innerText.trim();
-      if (id in shown && shown[id] !== text && text && status.offsetParent !== null) announcer.textContent = text;
-      shown[id] = text;
+    for (const panel of panels) {
+      // A status line that changes in the tab on screen is read out (answering, answers in, the receipt).
+      const status = document.querySelector(`#${panel.status} .prose`);
+      const text = status ? status.textContent.trim() : "";
+      if (panel.status in shown && shown[panel.status] !== text && text && statusText(panel) !== null) announce(text);
+      shown[panel.status] = text;
+      // On a phone the answers are as long as their text: a follow-up starts where its prompt is, not
+      // wherever the earlier turns left the page.
+      const prompts = document.querySelectorAll(`#${panel.chat} .user-row`);
+      if (touch && prompts.length > (turns[panel.chat] || 0) && prompts.length > 1) {
+        prompts[prompts.length - 1].scrollIntoView({block: "start"});
+      }
+      turns[panel.chat] = prompts.length;
     }
     // Answers stream a token at a time: read live, each would be re-read from its start on every token.
     // They are read when the status says they are in; each panel is named by its label ("Model A").
     for (const chat of document.querySelectorAll(".arena-chat")) {
       const log = chat.querySelector('[role="log"]');
       if (!log) continue;
-      setAttribute(log, "aria-live", "off");
+      setIfChanged(log, "aria-live", "off");
       const label = chat.querySelector('[data-testid="block-label"]');
-      if (label && label.innerText.trim()) setAttribute(log, "aria-label", label.innerText.trim());
+      if (label && label.textContent.trim()) setIfChanged(log, "aria-label", label.textContent.trim());
     }
     // Gradio 6.31's own announcer reads untranslated keys ("common.loading", "common.complete") at every
-    // event; the status line above says what happened, in words.
-    for (const region of document.querySelectorAll('.sr-only[role="status"]')) setAttribute(region, "aria-live", "off");
+    // event; the status line says what happened, in words.
+    for (const region of document.querySelectorAll('.sr-only[role="status"]')) setIfChanged(region, "aria-live", "off");
     for (const [id, description] of Object.entries(plotDescriptions)) {
-      for (const image of document.querySelectorAll(`#${id} img`)) setAttribute(image, "alt", description);
+      for (const image of document.querySelectorAll(`#${id} img`)) setIfChanged(image, "alt", description);
     }
+  };
+  let pending = false;  // streamed tokens change the page many times a frame: mend once per frame
+  new MutationObserver(() => {
+    if (!pending) { pending = true; requestAnimationFrame(() => { pending = false; mend(); }); }
+  }).observe(document.body, {childList: true, subtree: true, characterData: true, attributes: true,
+                             attributeFilter: ["alt"]});
+  mend();
+  // After each of a panel's events: a status the event left unchanged (the same refusal again) is read
+  // out too, and the prompt gets the keyboard back, except on touch screens, where it would pop up the
+  // keyboard over the answers.
+  let lastEventDone = 0;
+  window.arenaEventDone = (key, refocus) => {
+    const panel = panels.find((candidate) => candidate.key === key);
+    setTimeout(() => {
+      const text = statusText(panel);
+      if (text && announced.at <= lastEventDone) announce(text);  // nothing was read out since the last event
+      lastEventDone = Date.now();
+      if (refocus && !touch) document.querySelector(`#${panel.prompt} textarea`)?.focus();
+    }, 100);
   };
   // Choosing a model with Enter closes the list and drops the keyboard focus on the page itself (Gradio
   // blurs the box); it goes on to the prompt, the next step, instead of back to the top of the page.
   document.addEventListener("keydown", (event) => {
     const picker = event.key === "Enter" && event.target.closest && event.target.closest(".arena-picker");
-    if (!picker) return;
-    const panel = picker.id.split("-pick-")[0];
+    const panel = picker && panels.find((candidate) => candidate.pickers.includes(picker.id));
+    if (!panel) return;
     setTimeout(() => {
-      if (document.activeElement === document.body) document.querySelector(`#${panel}-prompt textarea`)?.focus();
+      if (document.activeElement === document.body) document.querySelector(`#${panel.prompt} textarea`)?.focus();
     }, 100);
   }, true);
-  new MutationObserver(mend).observe(document.body,
-    {childList: true, subtree: true, characterData: true, attributes: true, attributeFilter: ["alt"]});
-  mend();
 }
 """
 
 
-def page_script(status_ids: list[str], plot_descriptions: Mapping[str, str]) -> str:
-    """The page's script (Gradio runs it once the page is drawn): live status lines, quiet streams, plot descriptions."""
-    return (_SCRIPT.replace("__STATUS_IDS__", json.dumps(status_ids))
+def page_script(panels: list[Mapping], plot_descriptions: Mapping[str, str]) -> str:
+    """The page's script (Gradio runs it once the page is drawn): announcements, quiet streams, plot descriptions.
+
+    `panels`: each duel panel's key and the element ids of its status line, prompt, first chat and pickers.
+    """
+    return (_SCRIPT.replace("__PANELS__", json.dumps(list(panels)))
             .replace("__PLOT_DESCRIPTIONS__", json.dumps(dict(plot_descriptions))))

@@ -25,8 +25,8 @@ from arena.battle import RateLimited, RateLimiter, client_network
 
 API = "/gradio_api/"
 TURNED_AWAY = tuple(API + route for route in (
-    "deep_link", "upload", "component_server", "process_recording", "vibe", "undo-vibe", "run-history")) + (
-    "/monitoring",)  # Gradio's usage dashboard: every event's counts and timings, public unless turned away
+    "deep_link", "upload", "component_server", "process_recording", "vibe", "undo-vibe", "run-history"))
+MONITORING = "/monitoring"  # Gradio's usage dashboard: every event's counts and timings, public unless turned away
 # Routes that run an event: without a hash, Gradio makes one up, so such a request is a new session.
 EVENT_ROUTES = tuple(API + route for route in ("queue/join", "run/", "api/", "call/"))
 MAX_BODY = 16 << 20  # far above any prompt the limits allow
@@ -42,7 +42,9 @@ class RequestGuard:
         self.known: OrderedDict[tuple[str, str], float] = OrderedDict()  # (network, session) -> last seen
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"].startswith(TURNED_AWAY):
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path.startswith(TURNED_AWAY) or path == MONITORING
+                                        or path.startswith(MONITORING + "/")):
             await _answer(send, 404, "This arena does not serve this route.")
             return
         if scope["type"] != "http" or not scope["path"].startswith(API):
