@@ -14,7 +14,6 @@ import time
 import pytest
 from gradio_client import Client
 
-from tests.conftest import open_and_ask
 
 pytestmark = pytest.mark.browser
 
@@ -40,13 +39,23 @@ def test_a_waiting_volunteer_sees_their_place_then_gets_served(start_arena, brow
     assert holding.outputs() and not holding.done(), "the first battle never started"
 
     page = browser_page
-    open_and_ask(page, arena.url, "Am I in a queue?")
+    page.goto(arena.url)
+    prompt = page.locator("#battle-prompt textarea")
+    prompt.wait_for()
+    # A screen reader hears the place too (the page's announcer keeps nothing for long, so its words are caught).
+    page.evaluate("""() => { window.said = []; new MutationObserver(() => { const text = document.querySelector(
+        '#arena-announcer').textContent; if (text) window.said.push(text); }).observe(
+        document.querySelector('#arena-announcer'), {childList: true, characterData: true, subtree: true}); }""")
+    prompt.fill("Am I in a queue?")
+    prompt.press("Enter")
     battle_tab = page.locator("#battle-tab")
     page.wait_for_function(
         "() => /queue:\\s*\\d+\\s*\\/\\s*\\d+/.test(document.querySelector('#battle-tab').innerText)", timeout=20_000)
     place = re.search(r"queue:\s*(\d+)\s*/\s*(\d+)", battle_tab.inner_text())
     assert place and int(place.group(1)) == 1 and int(place.group(2)) >= 1
     assert not holding.done()  # the place was shown while the slot was still held
+    page.wait_for_function("window.said.some(text => /Waiting for a free answering slot: you are 1 of \\d+ in line/.test(text))",
+                           timeout=10_000)
 
     holding.result(timeout=60)  # the holder's battle ends (failed by the stall timeout) and frees the slot
     # Served: the queue notice goes away and the battle runs (these models hang too, so it ends with the timeout).

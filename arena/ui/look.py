@@ -104,7 +104,7 @@ _SCRIPT = """
     const prose = status && status.querySelector(".prose");
     return prose && status.offsetParent !== null ? prose.textContent.trim() : null;  // null: not on screen
   };
-  const shown = {}, turns = {};
+  const shown = {}, queued = {}, turns = {};
   const mend = () => {
     for (const panel of panels) {
       // A status line that changes in the tab on screen is read out (answering, answers in, the receipt).
@@ -112,6 +112,12 @@ _SCRIPT = """
       const text = status ? status.textContent.trim() : "";
       if (panel.status in shown && shown[panel.status] !== text && text && statusText(panel) !== null) announce(text);
       shown[panel.status] = text;
+      // Waiting for a free answering slot, Gradio shows the place in line over the status ("queue: 2/5").
+      const tracker = document.querySelector(`#${panel.status} [data-testid="status-tracker"]`);
+      const place = tracker && tracker.textContent.match(/queue:\s*(\d+)\s*\/\s*(\d+)/);
+      const line = place ? `Waiting for a free answering slot: you are ${place[1]} of ${place[2]} in line.` : "";
+      if (line && line !== queued[panel.status] && statusText(panel) !== null) announce(line);
+      queued[panel.status] = line;
       // On a phone the answers are as long as their text: a follow-up starts where its prompt is, not
       // wherever the earlier turns left the page.
       const prompts = document.querySelectorAll(`#${panel.chat} .user-row`);
