@@ -113,10 +113,13 @@ _SCRIPT = """
       if (panel.status in shown && shown[panel.status] !== text && text && statusText(panel) !== null) announce(text);
       shown[panel.status] = text;
       // Waiting for a free answering slot, Gradio shows the place in line over the status ("queue: 2/5").
+      // Every event passes through the queue for a moment: only a wait of over a second is said.
       const tracker = document.querySelector(`#${panel.status} [data-testid="status-tracker"]`);
       const place = tracker && tracker.textContent.match(/queue:\s*(\d+)\s*\/\s*(\d+)/);
       const line = place ? `Waiting for a free answering slot: you are ${place[1]} of ${place[2]} in line.` : "";
-      if (line && line !== queued[panel.status] && statusText(panel) !== null) announce(line);
+      if (line && line !== queued[panel.status]) {
+        setTimeout(() => { if (queued[panel.status] === line && statusText(panel) !== null) announce(line); }, 1200);
+      }
       queued[panel.status] = line;
       // On a phone the answers are as long as their text: a follow-up starts where its prompt is, not
       // wherever the earlier turns left the page.
