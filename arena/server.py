@@ -49,7 +49,8 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
     app.queue(default_concurrency_limit=8, api_open=False)
     try:
         app.launch(server_name=host, server_port=port, prevent_thread_lock=True, show_error=False, quiet=True,
-                   footer_links=["gradio", "settings"], css=PAGE_CSS, theme=page_theme(), js=page.script, enable_monitoring=False,
+                   footer_links=["gradio", "settings"], css=PAGE_CSS, theme=page_theme(), js=page.script,
+                   enable_monitoring=False,  # the request guard turns /monitoring away too
                    app_kwargs={"middleware": [Middleware(RequestGuard, sessions_per_hour=config.settings.limits.sessions_per_hour),
                                               Middleware(MediaFromHereOnly)]})
     except OSError:  # Gradio's own message suggests an environment variable that --port overrides anyway

@@ -95,8 +95,8 @@ class DuelPanel:
             self.vote_events.append(event)
         # New round also stops a battle mid-answer (a stalled model need not hold the page until its
         # timeout): the service stops the stream, which ends the battle and clears the panel.
-        leaving = self.new_round.click(self._leave, [self.battle_id, *self.pickers], self._outputs, api_name=f"{self.key}_new_round", api_visibility="undocumented",
-                             queue=False)
+        leaving = self.new_round.click(self._leave, [self.battle_id, *self.pickers], self._outputs,
+                                       api_name=f"{self.key}_new_round", api_visibility="undocumented", queue=False)
         for picker in self.pickers:  # another pair means another battle
             picker.change(self._leave, [self.battle_id, *self.pickers], self._outputs, api_visibility="private")
         # The page's script (arena/ui/look.py) then reads out a status the event left as it was (the same
