@@ -153,6 +153,17 @@ def test_choosing_a_model_by_keyboard_shows_where_the_arrows_are_and_goes_on_to_
                            timeout=5_000)
 
 
+def test_on_a_phone_the_leaderboard_says_its_table_scrolls_sideways(start_arena, browser_page):
+    arena = start_arena(MODELS)
+    for page, phone in ((browser_page, False), (on_a_phone(browser_page, arena.url), True)):
+        page.goto(arena.url)
+        page.get_by_role("tab", name="Leaderboard").click()
+        table = page.locator("#leaderboard-table table")
+        table.wait_for()
+        wider = table.evaluate("table => table.scrollWidth > table.parentElement.clientWidth + 1")
+        assert page.locator("#leaderboard-swipe").is_visible() == phone == wider
+
+
 def test_on_a_phone_a_long_answer_is_shown_whole_from_its_start(start_arena, browser_page):
     """Read in a fixed window, a phone showed three lines of each answer, scrolled to its end."""
     page = on_a_phone(browser_page, start_arena(MODELS).url)

@@ -41,6 +41,8 @@ class LeaderboardTab:
         # The figures carry their own titles: Gradio's label chips would cover them.
         self.summary = gr.Markdown(elem_id="leaderboard-summary")
         self.ratings_plot = _plot("leaderboard-ratings")
+        # Shown on phones only (see arena/ui/look.py), where the table is wider than the screen.
+        gr.Markdown("Swipe the table sideways for its other columns.", elem_id="leaderboard-swipe")
         # Tall enough for every row of a typical arena: a table scrolling inside the page hides its last models.
         self.table = gr.Dataframe(headers=list(DISPLAY_HEADER), interactive=False, elem_id="leaderboard-table",
                                   wrap=True, max_height=2400)

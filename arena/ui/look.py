@@ -58,6 +58,7 @@ button[role="tab"][aria-selected="true"]::after { background-color: #c2410c !imp
 /* Gradio's footer links are pale grey (1.9:1); they lead to its settings (language, theme). */
 footer .built-with, footer .settings { color: #52525b !important; opacity: 1 !important; }
 .dark footer .built-with, .dark footer .settings { color: #d4d4d8 !important; }
+#leaderboard-swipe { display: none !important; }
 .arena-visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip-path: inset(50%);
                          white-space: nowrap; }
 @media (max-width: 640px) {
@@ -70,6 +71,7 @@ footer .built-with, footer .settings { color: #52525b !important; opacity: 1 !im
   button[role="tab"] { min-height: 44px; }
   /* Side by side, each picker takes the whole width: half of it cut model names short under the arrow. */
   .arena-picker { min-width: 100% !important; }
+  #leaderboard-swipe { display: block !important; }
   #leaderboard-table * { font-size: 0.7rem !important; }
   #leaderboard-table th, #leaderboard-table td { padding: 3px 4px !important; min-width: 0 !important; }
   #leaderboard-table th * { white-space: nowrap; }  /* not "R/a/n/k" down a narrow column */
