@@ -101,18 +101,17 @@ _SCRIPT = """
   const setIfChanged = (element, name, value) => {
     if (element.getAttribute(name) !== value) element.setAttribute(name, value);
   };
-  const statusText = (panel) => {
+  const statusOf = (panel) => {  // its text, and whether its tab is on screen (asked only when needed: layout)
     const status = document.getElementById(panel.status);
     const prose = status && status.querySelector(".prose");
-    return prose && status.offsetParent !== null ? prose.textContent.trim() : null;  // null: not on screen
+    return {text: prose ? prose.textContent.trim() : "", onScreen: () => status !== null && status.offsetParent !== null};
   };
   const shown = {}, queued = {}, turns = {};
   const mend = () => {
     for (const panel of panels) {
       // A status line that changes in the tab on screen is read out (answering, answers in, the receipt).
-      const status = document.querySelector(`#${panel.status} .prose`);
-      const text = status ? status.textContent.trim() : "";
-      if (panel.status in shown && shown[panel.status] !== text && text && statusText(panel) !== null) announce(text);
+      const {text, onScreen} = statusOf(panel);
+      if (panel.status in shown && shown[panel.status] !== text && text && onScreen()) announce(text);
       shown[panel.status] = text;
       // Waiting for a free answering slot, Gradio shows the place in line over the status ("queue: 2/5").
       // Every event passes through the queue for a moment: only a wait of over a second is said.
@@ -120,7 +119,7 @@ _SCRIPT = """
       const place = tracker && tracker.textContent.match(/queue:\s*(\d+)\s*\/\s*(\d+)/);
       const line = place ? `Waiting for a free answering slot: you are ${place[1]} of ${place[2]} in line.` : "";
       if (line && line !== queued[panel.status]) {
-        setTimeout(() => { if (queued[panel.status] === line && statusText(panel) !== null) announce(line); }, 1200);
+        setTimeout(() => { if (queued[panel.status] === line && statusOf(panel).onScreen()) announce(line); }, 1200);
       }
       queued[panel.status] = line;
       // On a phone the answers are as long as their text: a follow-up starts where its prompt is, not
@@ -160,8 +159,8 @@ _SCRIPT = """
   window.arenaEventDone = (key, refocus) => {
     const panel = panels.find((candidate) => candidate.key === key);
     setTimeout(() => {
-      const text = statusText(panel);
-      if (text && announced.at <= lastEventDone) announce(text);  // nothing was read out since the last event
+      const {text, onScreen} = statusOf(panel);
+      if (text && onScreen() && announced.at <= lastEventDone) announce(text);  // nothing read out since the last event
       lastEventDone = Date.now();
       if (refocus && !touch) document.querySelector(`#${panel.prompt} textarea`)?.focus();
     }, 100);
