@@ -104,7 +104,8 @@ _SCRIPT = """
   const statusOf = (panel) => {  // its text, and whether its tab is on screen (asked only when needed: layout)
     const status = document.getElementById(panel.status);
     const prose = status && status.querySelector(".prose");
-    return {text: prose ? prose.textContent.trim() : "", onScreen: () => status !== null && status.offsetParent !== null};
+    return {text: prose ? prose.textContent.trim() : "",
+            onScreen: () => status !== null && status.offsetParent !== null};
   };
   const shown = {}, queued = {}, turns = {};
   const mend = () => {
