@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import re
@@ -19,6 +20,7 @@ from arena.wording import counted
 FORMATS = ("table", "json", "csv", "md")
 COLUMNS = ("rank", "model", "rating", "ci_lower", "ci_upper", "elo", "votes", "win_rate", "group")
 DISPLAY_HEADER = ("Rank", "Model", "Rating", "95% CI", "Elo", "Votes", "Win rate")
+HEAD_TO_HEAD_HEADER = ("Model", "Opponent", "Battles", "Won % (ties half)", "Predicted %")
 _EMPTY = "No votes yet."
 # Characters a model name may hold that Markdown would read as a table cell's end or as emphasis.
 _MARKDOWN_SPECIAL = re.compile(r"[\\|*_`]")
@@ -53,6 +55,25 @@ def display_rows(leaderboard: Leaderboard) -> tuple[list[str], list[list]]:
         for row, line in zip(rows, cells):
             line.append(row["group"])
     return header, cells
+
+
+def head_to_head_rows(leaderboard: Leaderboard) -> list[list]:
+    """Every pair of rated models once, the better-rated first: the heatmaps' numbers as rows.
+
+    Beyond a handful of models the heatmaps' cells carry no numbers, and a screen reader gets none from
+    an image; a table gives both, and sorts (numbers stay numbers). "–" where a pair never met, and as
+    the prediction between models of different compared groups, whose ratings say nothing of each other.
+    """
+    groups = {row.model: row.group for row in leaderboard.rows}
+    models = leaderboard.models
+    rows = []
+    for i, j in itertools.combinations(range(len(models)), 2):
+        battles = int(leaderboard.battle_counts[i, j])
+        won = round(100 * float(leaderboard.win_fraction[i, j]), 1) if battles else "–"
+        comparable = groups[models[i]] == groups[models[j]]
+        predicted = round(100 * float(leaderboard.predicted_win_probability[i, j]), 1) if comparable else "–"
+        rows.append([models[i], models[j], battles, won, predicted])
+    return rows
 
 
 def _text_rows(leaderboard: Leaderboard) -> tuple[list[str], list[list[str]]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import subprocess
 import sys
 
@@ -31,14 +32,23 @@ def image_of(plot: dict) -> Image.Image:
 
 
 def table_of(outputs) -> list[list]:
-    summary, ratings_plot, table, *heatmaps = outputs
+    summary, ratings_plot, table, *heatmaps, head_to_head = outputs
     rows = table["value"]["data"]
     # Plots are rendered, not just the table: decodable figures about 900 px wide (plots.WIDTH_INCHES at 100 dpi),
     # the ratings plot one line (0.22 in) per model listed in the table, not a "No votes yet" placeholder.
     ratings, *maps = [image_of(plot) for plot in (ratings_plot, *heatmaps)]
     assert len(maps) == 3 and all(850 <= image.width <= 950 for image in (ratings, *maps))
     assert ratings.height == pytest.approx(100 * (1.5 + 0.22 * len(rows)), abs=2)
+    # The heatmaps' numbers as a table: every pair once, the better-rated model first.
+    pairs = head_to_head["value"]["data"]
+    assert len(pairs) == len(rows) * (len(rows) - 1) // 2
+    rank_of = {row[1]: place for place, row in enumerate(rows)}
+    assert all(rank_of[model] < rank_of[opponent] for model, opponent, *_ in pairs)
     return rows
+
+
+def pairs_of(outputs) -> dict[tuple[str, str], list]:
+    return {(model, opponent): numbers for model, opponent, *numbers in outputs[-1]["value"]["data"]}
 
 
 def test_leaderboard_shows_imported_votes_and_moves_after_a_vote(start_arena, tmp_path):
@@ -62,6 +72,17 @@ def test_leaderboard_shows_imported_votes_and_moves_after_a_vote(start_arena, tm
     assert len(after) == 22
     rows = {row[1]: row for row in after}
     assert rows["lark-model"][5] == 1 and rows["wren-model"][5] == 1  # one vote each
+    winner, loser = (("lark-model", "wren-model") if rows["lark-model"][2] > rows["wren-model"][2]
+                     else ("wren-model", "lark-model"))
+    pairs = pairs_of(client.predict(api_name="/leaderboard"))
+    assert pairs[(winner, loser)][:2] == [1, 100.0]
+    # Never compared: no prediction across groups, whichever group is listed first.
+    assert pairs.get(("gpt-4", winner), pairs.get((winner, "gpt-4"))) == [0, "–", "–"]
+    met = [r for r in map(json.loads, ARENA_2023.open()) if {r["model_a"], r["model_b"]} == {"gpt-4", "claude-v1"}]
+    counted = [r for r in met if r.get("anony", True) and not r.get("flagged", False)]
+    gpt_4_won = sum(r["winner"] == ("model_a" if r["model_a"] == "gpt-4" else "model_b") for r in counted)
+    ties = sum(r["winner"].startswith("tie") for r in counted)
+    assert pairs[("gpt-4", "claude-v1")][:2] == [len(counted), round(100 * (gpt_4_won + ties / 2) / len(counted), 1)]
 
 
 def test_plots_are_drawn_once_per_leaderboard_not_per_visitor(make_service):

@@ -9,7 +9,7 @@ import pytest
 
 from arena.battle_files import read_battles
 from arena.ratings import compute_leaderboard
-from arena.reports import COLUMNS, recompute_command, render, write_exports
+from arena.reports import COLUMNS, head_to_head_rows, recompute_command, render, write_exports
 
 
 def vote(a, b, winner="model_a", **extra):
@@ -222,3 +222,34 @@ def test_markdown_shows_model_names_as_written():
     board = compute_leaderboard([vote("a*b*", "c_d_"), vote("c_d_", "a*b*")] * 10, bootstrap_rounds=0)
     text = render(board, "md")
     assert "a\\*b\\*" in text and "c\\_d\\_" in text
+
+
+def test_head_to_head_lists_every_pair_once_better_rated_first(board):
+    """Counted from `records` (flagged and named votes left out, a tie half a win)."""
+    rows = head_to_head_rows(board)
+    ratings = {row.model: row.rating for row in board.rows}
+
+    def predicted(model, opponent):
+        return round(100 / (1 + 10 ** ((ratings[opponent] - ratings[model]) / 400)), 1)
+
+    assert rows == [
+        ["gpt|pipe", "mid", 18, 66.7, predicted("gpt|pipe", "mid")],
+        ["gpt|pipe", "small", 40, 75.0, predicted("gpt|pipe", "small")],
+        ["mid", "small", 8, 50.0, predicted("mid", "small")],
+    ]
+    assert all(50 < row[4] < 100 for row in rows)
+
+
+def test_head_to_head_leaves_out_what_the_votes_cannot_say():
+    """A pair that never met has no win share; models of different groups have no prediction."""
+    votes = [vote("x", "y")] * 30 + [vote("y", "x")] * 20 + [vote("p", "q")] * 25 + [vote("q", "p")] * 15
+    votes += [vote("z", "x")] * 5 + [vote("y", "z")] * 5
+    board = compute_leaderboard(votes, bootstrap_rounds=0)
+    rows = {frozenset(row[:2]): row for row in head_to_head_rows(board)}
+    assert len(rows) == 10  # 5 models
+    assert rows[frozenset("xy")][2:4] == [50, 60.0] and rows[frozenset("xy")][:2] == ["x", "y"]
+    assert rows[frozenset("xq")][2:] == [0, "–", "–"]
+    z_and_x = rows[frozenset("xz")]
+    assert z_and_x[2] == 5 and isinstance(z_and_x[4], float)  # same group: predicted
+    assert rows[frozenset("pz")][2:] == [0, "–", "–"]
+    assert head_to_head_rows(compute_leaderboard([], bootstrap_rounds=0)) == []

@@ -13,7 +13,7 @@ import time
 import gradio as gr
 
 from arena import plots
-from arena.reports import DISPLAY_HEADER, display_rows
+from arena.reports import DISPLAY_HEADER, HEAD_TO_HEAD_HEADER, display_rows, head_to_head_rows
 from arena.service import ArenaService
 from arena.wording import counted
 
@@ -21,9 +21,12 @@ from arena.wording import counted
 # Each plot's element id and what it shows, in words: its label, and its description for screen readers.
 PLOT_DESCRIPTIONS = {
     "leaderboard-ratings": "Plot of each model's rating with its 95% confidence interval; the table below has the same numbers.",
-    "leaderboard-win-fraction": "Heatmap of the fraction of their battles each row's model won against each column's model.",
-    "leaderboard-predicted": "Heatmap of the chance the ratings give each row's model of beating each column's model.",
-    "leaderboard-battle-counts": "Heatmap of the number of battles between each two models.",
+    "leaderboard-win-fraction": "Heatmap of the fraction of their battles each row's model won against each column's "
+                                "model; the head-to-head table below has the numbers.",
+    "leaderboard-predicted": "Heatmap of the chance the ratings give each row's model of beating each column's model; "
+                             "the head-to-head table below has the numbers.",
+    "leaderboard-battle-counts": "Heatmap of the number of battles between each two models; the head-to-head table "
+                                 "below has the numbers.",
 }
 
 
@@ -50,22 +53,27 @@ class LeaderboardTab:
             self.win_fraction = _plot("leaderboard-win-fraction")
             self.predicted = _plot("leaderboard-predicted")
         self.battle_counts = _plot("leaderboard-battle-counts")
+        with gr.Accordion("Head to head: the heatmaps' numbers", open=False, elem_id="leaderboard-head-to-head-box"):
+            self.head_to_head = gr.Dataframe(headers=list(HEAD_TO_HEAD_HEADER), interactive=False,
+                                             elem_id="leaderboard-head-to-head", wrap=True, max_height=600)
         self.refresh_button = gr.Button("Refresh", elem_id="leaderboard-refresh")
         self.refresh_button.click(self.refresh, None, self.outputs, api_name="leaderboard", api_visibility="undocumented")
 
     @property
     def outputs(self) -> list:
-        return [self.summary, self.ratings_plot, self.table, self.win_fraction, self.predicted, self.battle_counts]
+        return [self.summary, self.ratings_plot, self.table, self.win_fraction, self.predicted, self.battle_counts,
+                self.head_to_head]
 
     def refresh(self) -> tuple:
         board = self.service.leaderboard()
         with self._render_lock:
             if self._rendered is None or self._rendered[0] is not board:
                 self._rendered = (board, self._render(board))
-            summary, ratings_plot, (header, rows), *heatmaps = self._rendered[1]
-        # A fresh update each time: Gradio takes the value out of an update dict it is given, so a cached
+            summary, ratings_plot, (header, rows), *heatmaps, pairs = self._rendered[1]
+        # Fresh updates each time: Gradio takes the value out of an update dict it is given, so a cached
         # one would reach the next visitor without its rows.
-        return (summary, ratings_plot, gr.update(value=rows, headers=header), *heatmaps)
+        return (summary, ratings_plot, gr.update(value=rows, headers=header), *heatmaps,
+                gr.update(value=pairs, headers=list(HEAD_TO_HEAD_HEADER)))
 
     def _render(self, board) -> tuple:
         named_counted = self.service.config.settings.count_named_votes
@@ -102,4 +110,5 @@ class LeaderboardTab:
             self.win_fraction.postprocess(plots.win_fraction_heatmap(board)),
             self.predicted.postprocess(plots.predicted_win_probability_heatmap(board)),
             self.battle_counts.postprocess(plots.battle_count_heatmap(board)),
+            head_to_head_rows(board),
         )
