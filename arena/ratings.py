@@ -693,6 +693,94 @@ def _without_rare_models(counts: PairCounts, min_votes: int) -> tuple[PairCounts
     return counts, notes
 
 
+@dataclass(frozen=True)
+class _Placement:
+    """Ratings, 95% interval ends and ranks, in `counts.models` order; `measured` where an interval was."""
+
+    ratings: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    ranks: np.ndarray
+    measured: np.ndarray
+    # No interval for too few wins or losses (none without a bootstrap; a ridge-bound group has its own note).
+    too_few: np.ndarray
+
+    def shifted(self, shift: float) -> _Placement:
+        return _Placement(self.ratings + shift, self.lower + shift, self.upper + shift, self.ranks, self.measured,
+                          self.too_few)
+
+    def reordered(self, order: list[int]) -> _Placement:
+        return _Placement(self.ratings[order], self.lower[order], self.upper[order], self.ranks[order],
+                          self.measured[order], self.too_few[order])
+
+
+def _counted_votes(records: list[Mapping], include_named: bool,
+                   min_votes: int) -> tuple[list[Mapping], PairCounts, list[str]]:
+    """The votes a leaderboard counts, their pair counts, and notes on what was left out and why
+    (including why nothing is left, when nothing is)."""
+    votes = select_votes(records, include_named=include_named)
+    notes = _exclusion_notes(len(records), len(votes), include_named, records)
+    counts = aggregate(votes)
+    if counts.total_votes == 0:
+        return votes, counts, notes + ["no votes to rank yet"]
+    if min_votes > 0:
+        counts, dropped_notes = _without_rare_models(counts, min_votes)
+        if dropped_notes:
+            notes += dropped_notes
+            kept = set(counts.models)
+            votes = [r for r in votes if r["model_a"] in kept and r["model_b"] in kept]
+        if counts.total_votes == 0:
+            notes.append(f"no model has {min_votes:,} counted votes or more")
+    return votes, counts, notes
+
+
+def _place(counts: PairCounts, labels: np.ndarray, bound: list[tuple[list[int], str]], bootstrap_rounds: int,
+           seed: int | None, progress: _ProgressCallback | None) -> _Placement:
+    """Fit, bootstrap and rank, leaving out of the mean, the intervals and the ranks the models the ridge places."""
+    # Models the ridge places, not the votes: no interval, no rank, no weight on the mean rating.
+    chance_ridge_placed = _chance_ridge_placed(counts)
+    too_few = chance_ridge_placed > _TAIL_PERCENT / 100  # wins or losses: a resample may have none
+    placed = 1.0 - chance_ridge_placed
+    floating = too_few.copy()
+    for group, _ in bound:  # the bootstrap varies there only as the ridge lets it
+        floating[group] = True
+        placed[group] = 0.0
+        too_few[group] = False  # said by its own note
+    ratings = fit_bradley_terry(counts.scores, placed=placed)
+    samples = bootstrap_ratings(counts, bootstrap_rounds, seed=seed, progress=progress, placed=placed)
+    if bootstrap_rounds > 0:
+        lower, upper = np.percentile(samples, [_TAIL_PERCENT, 100 - _TAIL_PERCENT], axis=0)
+    else:
+        lower = upper = np.round(ratings, 6)  # equal records fit equal up to rounding noise: one rank, not two
+    measured = (upper > lower) & ~floating
+    # Only models with a measured interval can be surely better than another, or a model with one
+    # win would outrank everyone below where the ridge leaves it in the resamples missing that win;
+    # and only they get a rank, which would otherwise come from the ridge's end of their interval.
+    ranks = ranks_from_intervals(lower, upper, can_outrank=measured if bootstrap_rounds > 0 else None, groups=labels)
+    unmeasured_for_few_votes = too_few if bootstrap_rounds > 0 else np.zeros_like(too_few)
+    return _Placement(ratings, lower, upper, ranks, measured, unmeasured_for_few_votes)
+
+
+def _too_few_note(models: Sequence[str], too_few: np.ndarray) -> list[str]:
+    if not too_few.any():
+        return []
+    few = np.flatnonzero(too_few)
+    them = "it" if len(few) == 1 else "them"
+    return [f"{counted(len(few), 'model')} with too few wins or losses for an interval or a rank (more "
+            f"than {_TAIL_PERCENT:g}% of the resamples leave {them} no win or no loss): {_named(models, few)}"]
+
+
+def _listing_order(models: Sequence[str], ratings: np.ndarray, labels: np.ndarray) -> tuple[list[int], dict[int, int]]:
+    """Model indices best first within each compared group, and each group's number (1: the best-rated model's).
+
+    Groups never compared with each other are listed apart: interleaved by rating, a group's models would
+    seem to outrank another's.
+    """
+    by_rating = sorted(range(len(models)), key=lambda i: (-ratings[i], models[i]))
+    group_numbers = {label: number for number, label in enumerate(dict.fromkeys(labels[by_rating].tolist()), start=1)}
+    return sorted(by_rating, key=lambda i: group_numbers[labels[i]]), group_numbers  # stable: by rating in a group
+
+
 def compute_leaderboard(
     records: Iterable[Mapping],
     *,
@@ -719,80 +807,41 @@ def compute_leaderboard(
     if anchor is not None and not math.isfinite(anchor[1]):
         raise ValueError(f"anchor rating must be a finite number, got {anchor[1]!r}")
     options = LeaderboardOptions(bootstrap_rounds, seed, anchor, min_votes, include_named)
-    records = list(records)
-    votes = select_votes(records, include_named=include_named)
-    notes = _exclusion_notes(len(records), len(votes), include_named, records)
-    counts = aggregate(votes)
-
-    nothing_to_rank = "no votes to rank yet" if counts.total_votes == 0 else f"no model has {min_votes:,} counted votes or more"
-    if min_votes > 0:
-        counts, dropped_notes = _without_rare_models(counts, min_votes)
-        if dropped_notes:
-            notes += dropped_notes
-            kept = set(counts.models)
-            votes = [r for r in votes if r["model_a"] in kept and r["model_b"] in kept]
-
-    if not counts.models or counts.total_votes == 0:
-        return _empty_leaderboard(notes + [nothing_to_rank], options)
+    votes, counts, notes = _counted_votes(list(records), include_named, min_votes)
+    if counts.total_votes == 0:
+        return _empty_leaderboard(notes, options)
     if anchor is not None and anchor[0] not in counts.models:
         raise ValueError(f"anchor model {anchor[0]!r} has no usable votes (models: {', '.join(counts.models)})")
 
     components = compared_components(counts.battles)
     bound = ridge_bound_groups(counts, components)
-    # Models the ridge places, not the votes: no interval, no rank, no weight on the mean rating.
-    chance_ridge_placed = _chance_ridge_placed(counts)
-    too_few = chance_ridge_placed > _TAIL_PERCENT / 100  # wins or losses: a resample may have none
-    placed = 1.0 - chance_ridge_placed
-    floating = too_few.copy()
-    for group, _ in bound:  # the bootstrap varies there only as the ridge lets it
-        floating[group] = True
-        placed[group] = 0.0
-        too_few[group] = False  # said by its own note
-    ratings = fit_bradley_terry(counts.scores, placed=placed)
-    samples = bootstrap_ratings(counts, bootstrap_rounds, seed=seed, progress=progress, placed=placed)
-    if bootstrap_rounds > 0:
-        lower, upper = np.percentile(samples, [_TAIL_PERCENT, 100 - _TAIL_PERCENT], axis=0)
-    else:
-        lower = upper = np.round(ratings, 6)  # equal records fit equal up to rounding noise: one rank, not two
-    measured = (upper > lower) & ~floating
-    # Only models with a measured interval can be surely better than another, or a model with one
-    # win would outrank everyone below where the ridge leaves it in the resamples missing that win;
-    # and only they get a rank, which would otherwise come from the ridge's end of their interval.
     labels = _component_labels(components, len(counts.models))
-    ranks = ranks_from_intervals(lower, upper, can_outrank=measured if bootstrap_rounds > 0 else None, groups=labels)
+    placement = _place(counts, labels, bound, bootstrap_rounds, seed, progress)
     if anchor is not None:
         # One constant for every number: pinning the anchor in each round would add its noise to every interval.
-        shift = anchor[1] - ratings[counts.models.index(anchor[0])]
-        ratings, lower, upper = ratings + shift, lower + shift, upper + shift
-    notes += comparison_notes(counts, components, bound)
-    if bootstrap_rounds > 0 and too_few.any():
-        few = np.flatnonzero(too_few)
-        them = "it" if len(few) == 1 else "them"
-        notes.append(f"{counted(len(few), 'model')} with too few wins or losses for an interval or a rank (more "
-                     f"than {_TAIL_PERCENT:g}% of the resamples leave {them} no win or no loss): "
-                     f"{_named(counts.models, few)}")
+        placement = placement.shifted(anchor[1] - placement.ratings[counts.models.index(anchor[0])])
+    notes += comparison_notes(counts, components, bound) + _too_few_note(counts.models, placement.too_few)
 
-    # Groups never compared with each other are listed apart, the one holding the best-rated model first:
-    # interleaved by rating, a group's models would seem to outrank another's.
-    by_rating = sorted(range(len(counts.models)), key=lambda i: (-ratings[i], counts.models[i]))
-    group_numbers = {label: number for number, label in enumerate(dict.fromkeys(labels[by_rating].tolist()), start=1)}
-    order = sorted(by_rating, key=lambda i: group_numbers[labels[i]])  # stable: by rating within a group
+    order, group_numbers = _listing_order(counts.models, placement.ratings, labels)
     counts = counts.subset([counts.models[i] for i in order])
-    ratings, lower, upper, ranks, measured = ratings[order], lower[order], upper[order], ranks[order], measured[order]
-    labels = labels[order]
-    elo = online_elo(votes)
+    placement, labels = placement.reordered(order), labels[order]
     battles = counts.battles
     votes_per_model = battles.sum(axis=1)
     earned = counts.scores.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         win_fraction = np.where(battles > 0, counts.scores / battles, np.nan)
+    ratings = placement.ratings
     predicted = 1.0 / (1.0 + ELO_BASE ** ((ratings[None, :] - ratings[:, None]) / ELO_SCALE))
     np.fill_diagonal(predicted, np.nan)
 
+    elo = online_elo(votes)
+    measured = placement.measured
     rows = [
         ModelRating(
-            rank=int(ranks[i]) if measured[i] or bootstrap_rounds == 0 else None, model=model, rating=float(ratings[i]),
-            ci_lower=float(lower[i]) if measured[i] else None, ci_upper=float(upper[i]) if measured[i] else None,
+            rank=int(placement.ranks[i]) if measured[i] or bootstrap_rounds == 0 else None, model=model,
+            rating=float(ratings[i]),
+            ci_lower=float(placement.lower[i]) if measured[i] else None,
+            ci_upper=float(placement.upper[i]) if measured[i] else None,
             elo=float(elo[model]), votes=int(votes_per_model[i]),
             win_rate=float(earned[i] / votes_per_model[i]), group=group_numbers[labels[i]],
         )
