@@ -179,6 +179,14 @@ class RateLimited(RuleViolation):
         return f"the network your address belongs to ({network})" if network else "your network address"
 
 
+@dataclass(frozen=True)
+class Charge:
+    """One count made by `RateLimiter.check_and_count`: where it was made, and which entry it is."""
+
+    levels: tuple[str, ...]
+    entry: tuple[float, int, int]  # (when, how much, serial): the serial tells equal counts apart
+
+
 class RateLimiter:
     """Sliding one-hour window of what a client network used (battles, regenerations, sessions, tokens).
 
@@ -194,11 +202,12 @@ class RateLimiter:
         self.per_hour = per_hour
         self.clock = clock
         self.unit, self.what_counts = unit, what_counts
-        self.starts: dict[str, deque[tuple[float, int]]] = {}  # (when, how much) per network
+        self.starts: dict[str, deque[tuple[float, int, int]]] = {}  # (when, how much, serial) per network
         self.lock = threading.Lock()
         self._next_sweep = clock() + self.WINDOW_S
+        self._serial = 0
 
-    def check_and_count(self, key: str, amount: int = 1) -> None:
+    def check_and_count(self, key: str, amount: int = 1) -> Charge:
         with self.lock:
             now = self.clock()
             if now >= self._next_sweep:  # once a window: forget addresses not seen in it (each costs memory)
@@ -207,21 +216,26 @@ class RateLimiter:
             levels = [(key, self.per_hour), *((wider, self.per_hour * multiple) for wider, multiple in wider_networks(key))]
             for level, allowed in levels:
                 self._check(level, allowed, amount, now, shared=level != key)
-            for level, _ in levels:
-                self.starts[level].append((now, amount))
+            self._serial += 1
+            charge = Charge(tuple(level for level, _ in levels), (now, amount, self._serial))
+            for level in charge.levels:
+                self.starts[level].append(charge.entry)
+            return charge
 
-    def refund(self, key: str) -> None:
-        """Take back the latest count: the request it was for was refused after all."""
+    def refund(self, charge: Charge) -> None:
+        """Take back one count, the request it was for being refused after all: that count only, at every
+        level, for on a shared /56 or /48 the newest count may be a neighbour's."""
         with self.lock:
-            for level in [key, *(wider for wider, _ in wider_networks(key))]:
-                if self.starts.get(level):
-                    self.starts[level].pop()
+            for level in charge.levels:
+                entries = self.starts.get(level)
+                if entries and charge.entry in entries:
+                    entries.remove(charge.entry)
 
     def _check(self, key: str, allowed: int, amount: int, now: float, shared: bool) -> None:
         starts = self.starts.setdefault(key, deque())
         while starts and starts[0][0] <= now - self.WINDOW_S:
             starts.popleft()
-        used = sum(spent for _, spent in starts)
+        used = sum(spent for _, spent, _ in starts)
         if used and used + amount > allowed:  # alone, one request may use a whole hour's allowance
             wait_min = max(1, int((starts[0][0] + self.WINDOW_S - now) / 60) + 1)
             network = key if shared else None

@@ -118,13 +118,13 @@ class ArenaService:
             raise RuleViolation(self.loading_message())
         battle = self._continuing_battle(battle_id, client_id, mode, chosen)
         tokens = self._check_length(prompt, battle, chosen)
-        self.prompt_tokens.check_and_count(address, tokens)
+        charge = self.prompt_tokens.check_and_count(address, tokens)
         try:
             if battle is None:
                 battle = self._new_battle(client_id, address, mode, chosen)
             self.book.add_prompt(battle, prompt)
         except RuleViolation:
-            self.prompt_tokens.refund(address)  # refused requests cost nothing
+            self.prompt_tokens.refund(charge)  # refused requests cost nothing
             raise
         return self._generate(battle)
 
@@ -132,11 +132,11 @@ class ArenaService:
         battle = self.book.get(battle_id, self.store.client_id(address))
         # Each regeneration runs both models in full: it counts like a new battle, or one battle
         # could regenerate without end past the hourly limit. Counted first, so a burst cannot overshoot.
-        self.limiter.check_and_count(address)
+        charge = self.limiter.check_and_count(address)
         try:
             self.book.restart_last(battle)
         except RuleViolation:
-            self.limiter.refund(address)  # refused requests cost nothing
+            self.limiter.refund(charge)  # refused requests cost nothing
             raise
         return self._generate(battle)
 

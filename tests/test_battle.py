@@ -555,17 +555,31 @@ def test_a_client_is_its_ipv4_address_or_its_ipv6_64(host, network):
     assert client_network(host) == network
 
 
+def test_a_refund_takes_back_its_own_count_not_a_neighbour_s():
+    """Two /64s of one /56: the first's refused request is refunded after the second has counted."""
+    limiter = RateLimiter(per_hour=1000, clock=lambda: 0.0, unit="token")
+    mine, neighbour = client_network("2001:db8:1:2::1"), client_network("2001:db8:1:3::1")
+    charge = limiter.check_and_count(mine, 10)
+    limiter.check_and_count(neighbour, 900)
+    limiter.refund(charge)
+    for level in ("2001:db8:1::/56", "2001:db8:1::/48"):
+        assert [spent for _, spent, _ in limiter.starts[level]] == [900]
+    assert not limiter.starts[mine] and [spent for _, spent, _ in limiter.starts[neighbour]] == [900]
+    limiter.refund(charge)  # twice changes nothing more
+    assert [spent for _, spent, _ in limiter.starts["2001:db8:1::/56"]] == [900]
+
+
 def test_one_ipv6_subscriber_s_many_64s_share_a_wider_allowance():
     """A home /56 holds 256 /64s: each /64 has its own allowance, the /56 four times one, the /48 sixteen."""
     limiter = RateLimiter(per_hour=2, clock=lambda: 0.0)
     home = [client_network(f"2001:db8:1:{n:x}::1") for n in range(0x00, 0x10)]  # 16 /64s of 2001:db8:1::/56
     for network in home[:4]:
         limiter.check_and_count(network)
-        limiter.check_and_count(network)  # two each: the /56 has had 8, its allowance
+        last = limiter.check_and_count(network)  # two each: the /56 has had 8, its allowance
     with pytest.raises(RuleViolation, match=r"The network your address belongs to \(2001:db8:1::/56\) reached the limit "
                                              r"here: 8 battles an hour"):
         limiter.check_and_count(home[4])  # a fresh /64, but the same subscriber
-    limiter.refund(home[3])
+    limiter.refund(last)
     limiter.check_and_count(home[4])  # a refund gives back at every level
     neighbour = client_network("2001:db8:1:100::1")  # another /56 of the same /48
     limiter.check_and_count(neighbour)
@@ -581,7 +595,7 @@ def test_the_hourly_sweep_in_the_middle_of_a_count_loses_nothing():
     limiter.check_and_count(client_network("2001:db8:1:2::1"))
     limiter.check_and_count(client_network("2001:db8:1:3::1"))
     limiter.check_and_count(client_network("2001:db8:1:4::1"))  # after the sweep
-    assert [when for when, _ in limiter.starts["2001:db8:1::/56"]] == [3599.9, 3600.0]  # the count at 0 s has left the window
+    assert [when for when, *_ in limiter.starts["2001:db8:1::/56"]] == [3599.9, 3600.0]  # the count at 0 s has left the window
 
 
 def test_the_rate_limiter_forgets_addresses_gone_quiet():
