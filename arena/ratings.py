@@ -624,7 +624,8 @@ class Leaderboard:
 
     `win_fraction[i, j]` is the share of i-vs-j battles won by i (ties half) and
     `predicted_win_probability[i, j]` what the ratings predict for it; both are
-    NaN on the diagonal, and `win_fraction` where a pair never met.
+    NaN on the diagonal, `win_fraction` where a pair never met, and the prediction
+    between models of different compared groups.
     """
 
     rows: list[ModelRating]
@@ -832,6 +833,7 @@ def compute_leaderboard(
         win_fraction = np.where(battles > 0, counts.scores / battles, np.nan)
     ratings = placement.ratings
     predicted = 1.0 / (1.0 + ELO_BASE ** ((ratings[None, :] - ratings[:, None]) / ELO_SCALE))
+    predicted[labels[:, None] != labels[None, :]] = np.nan  # ratings of different groups say nothing of each other
     np.fill_diagonal(predicted, np.nan)
 
     elo = online_elo(votes)

@@ -64,14 +64,12 @@ def head_to_head_rows(leaderboard: Leaderboard) -> list[list]:
     an image; a table gives both, and sorts (numbers stay numbers). "–" where a pair never met, and as
     the prediction between models of different compared groups, whose ratings say nothing of each other.
     """
-    groups = {row.model: row.group for row in leaderboard.rows}
     models = leaderboard.models
     rows = []
     for i, j in itertools.combinations(range(len(models)), 2):
         battles = int(leaderboard.battle_counts[i, j])
-        won = round(100 * float(leaderboard.win_fraction[i, j]), 1) if battles else "–"
-        comparable = groups[models[i]] == groups[models[j]]
-        predicted = round(100 * float(leaderboard.predicted_win_probability[i, j]), 1) if comparable else "–"
+        won, predicted = (round(100 * float(value), 1) if math.isfinite(value) else "–"
+                          for value in (leaderboard.win_fraction[i, j], leaderboard.predicted_win_probability[i, j]))
         rows.append([models[i], models[j], battles, won, predicted])
     return rows
 

@@ -387,6 +387,10 @@ def test_ranks_count_only_models_of_the_same_compared_group():
     assert {model: row.rank for model, row in rows.items()} == {"p": 1, "x": 1, "y": 2, "q": 2}
     assert any("each group is ranked and listed on its own" in note for note in board.notes)
     assert [row.model for row in board.rows] == ["p", "q", "x", "y"]  # the best-rated model's group first, apart
+    # Nor do the ratings predict anything across groups: only within one.
+    predicted = board.predicted_win_probability
+    assert np.isnan(predicted[:2, 2:]).all() and np.isnan(predicted[2:, :2]).all()
+    assert predicted[0, 1] > 0.9 and predicted[2, 3] > 0.6
 
 
 @pytest.mark.parametrize("newcomer_votes, measured", [(5, False), (30, True)])
