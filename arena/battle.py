@@ -288,7 +288,7 @@ class FailureStreaks:
 class BattleBook:
     """The battles in progress, held on the server and keyed by an opaque id."""
 
-    KEEP_S = 6 * 3600.0  # finished or abandoned battles are forgotten after this
+    KEEP_S = 6 * 3600.0  # every battle is forgotten this long after it started; an unvoted one is abandoned
 
     def __init__(self, limits: Limits, clock=time.time):
         self.limits = limits

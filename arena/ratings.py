@@ -7,8 +7,8 @@ costs in proportion to the number of model pairs, not the number of votes.
 
 Ratings are on the Elo scale: a difference of 400 points means 10:1 odds.
 Ties, of either kind, count as half a win for each side, as Chatbot Arena does.
-Their mean, weighted by each model's number of votes, is 1000 in each group of compared models (models
-only the ridge places left out): see `_Centring`.
+The ratings' mean, weighted by each model's number of votes (less for models the ridge rather than the
+votes places), is 1000 in each group of compared models: see `_Centring`.
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ ProgressReport = Callable[[str], None]
 
 
 class GenerationError(RuntimeError):
-    """A model could not answer; the message is safe to show to a volunteer."""
+    """A model could not answer. The message is for the operator's log: it may name the model, its source or
+    its server, so a volunteer never sees it (the battle's status says only that a side failed)."""
 
 
 @dataclass(frozen=True)
