@@ -127,7 +127,9 @@ def _leaderboard(records: list[dict], args):
         try:
             anchor = (model, float(rating))
         except ValueError:
-            raise SystemExit(f"error: --anchor takes MODEL=RATING, got {args.anchor!r}") from None
+            anchor = None
+        if anchor is None or not model:
+            raise SystemExit(f"error: --anchor takes MODEL=RATING, got {args.anchor!r}")
     try:
         return compute_leaderboard(records, bootstrap_rounds=args.bootstrap, seed=args.seed, anchor=anchor,
                                    min_votes=args.min_votes, include_named=args.include_named,

@@ -300,6 +300,9 @@ def test_import_says_which_fields_it_does_not_keep_and_ratings_refuses_bad_numbe
     for option in ("--min-votes", "--bootstrap", "--seed"):
         bad = arena("ratings", "--battles", votes, option, "-3", check=False)
         assert bad.returncode != 0 and f"{option}: must be a whole number of at least 0, not '-3'" in bad.stderr
+    for anchor in ("1200", "=1200", "x=high"):  # no model, or no number
+        bad = arena("ratings", "--battles", votes, "--anchor", anchor, check=False)
+        assert bad.returncode != 0 and f"--anchor takes MODEL=RATING, got {anchor!r}" in bad.stderr
 
 
 def test_bootstrap_progress_in_a_log_is_one_line(tmp_path):
