@@ -125,17 +125,6 @@ class ArenaConfig:
     def enabled_models(self) -> tuple[ModelEntry, ...]:
         return tuple(m for m in self.models if m.enabled)
 
-    def entry(self, name: str) -> ModelEntry:
-        for model in self.models:
-            if model.name == name:
-                return model
-        raise KeyError(name)
-
-    def without(self, names: set[str]) -> "ArenaConfig":
-        """The same config with some models disabled (they failed to load)."""
-        models = tuple(replace(m, enabled=False) if m.name in names else m for m in self.models)
-        return replace(self, models=models)
-
 
 def bundled_model_path(name: str) -> Path:
     """Find a bundled model file without importing its package (it may import unmet deps)."""
