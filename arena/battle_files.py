@@ -360,14 +360,23 @@ def read_battles(
             continue
         if "battle_id" in record:
             first_line, first = claimed.setdefault(record["battle_id"], (line, record))
-            if first is not record:  # the same record twice is one vote; two different ones would lose one
-                if first != record:
+            if first is not record:  # the same vote twice is one vote; two different ones would lose one
+                if vote_identity(first) != vote_identity(record):
                     report(line, f"battle_id {_shown(record['battle_id'])} is also on line {first_line}, with another vote")
                 continue
         records.append(record)
     if problem_count:
         raise BattleFileError(path, problems, problem_count)
     return records
+
+
+def vote_identity(record: Mapping) -> tuple[str, str, str, bool, bool]:
+    """What makes two records under one `battle_id` the same vote: all that decides what the leaderboard
+    counts (pair, winner, anonymity, flag). A copy may differ in time or turn (a re-saved file, a
+    database's own record of its vote) and still be that vote; a record changing any of these is another.
+    """
+    return (record["model_a"], record["model_b"], record["winner"], bool(record.get("anony", True)),
+            bool(record.get("flagged", False)))
 
 
 def export_fields(record: Mapping) -> dict:

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import sqlite_utils
 
-from arena.battle_files import canonical_json, content_vote_id, normalise_record, record_contents, unkeyed_vote_ids, vote_ids
+from arena.battle_files import (canonical_json, content_vote_id, normalise_record, record_contents, unkeyed_vote_ids,
+                                vote_identity, vote_ids)
 from arena.config import ModelEntry
 from arena.wording import counted
 
@@ -436,8 +437,8 @@ class ArenaStore:
     def _check_same_votes(self, records: list[dict]) -> None:
         """A record's own `battle_id` names one vote: refuse a file that tells it differently.
 
-        Pair, winner, anonymity and flag all decide what the leaderboard counts; a record that changes
-        any of them under a stored id is a conflict, not a vote already present.
+        A record that changes what the leaderboard counts of a stored vote (see `vote_identity`) is a
+        conflict, not a vote already present.
         """
         seen: dict[str, tuple] = {}
         conflicts = []
@@ -445,8 +446,7 @@ class ArenaStore:
             battle_id = record.get("battle_id")
             if battle_id is None:
                 continue
-            vote = (record["model_a"], record["model_b"], record["winner"], bool(record.get("anony", True)),
-                    bool(record.get("flagged", False)))
+            vote = vote_identity(record)
             if battle_id not in seen:
                 stored = self.db.execute(
                     "select b.model_a, b.model_b, v.winner, b.mode = 'anonymous', v.flagged, b.status "

@@ -161,6 +161,12 @@ def test_two_different_votes_may_not_claim_one_battle_id(tmp_path):
     vote = {**GOOD, "battle_id": "b-1"}
     path = write_lines(tmp_path / "votes.jsonl", json.dumps(vote), json.dumps(vote), json.dumps({**vote, "winner": "tie"}))
     assert problems_of(path) == [(3, 'battle_id "b-1" is also on line 1, with another vote')]
+    # A copy of the same vote with another time or turn (a re-saved file) is that vote, once, as on import.
+    copy = {**vote, "tstamp": 1_700_000_000.5, "turn": 2}
+    assert read_battles(write_lines(tmp_path / "copies.jsonl", json.dumps(vote), json.dumps(copy))) == read_battles(
+        write_lines(tmp_path / "one.jsonl", json.dumps(vote)))
+    assert problems_of(write_lines(tmp_path / "named.jsonl", json.dumps(vote), json.dumps({**vote, "anony": False}))) == [
+        (2, 'battle_id "b-1" is also on line 1, with another vote')]
 
 
 def test_vote_ids_follow_the_record_not_the_file(tmp_path):
