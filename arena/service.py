@@ -239,10 +239,14 @@ class ArenaService:
     def _draw_pair(self) -> tuple[str, str]:
         with self.sampler_lock:
             if self.sampler is None:
-                history = ratings.select_votes(self.store.vote_records())
+                history = self._counted(self.store.vote_records())
                 weights = {c.name: c.entry.weight for c in self.roster.contestants.values()}
                 self.sampler = make_sampler(self.config.settings.sampling, self.roster.names, weights, history)
         return self.sampler.draw(self.rng, excluded=self.streaks.resting())
+
+    def _counted(self, records: list[dict]) -> list[dict]:
+        """The votes the leaderboard counts: the sampler learns from these, and from no others."""
+        return ratings.select_votes(records, include_named=self.config.settings.count_named_votes)
 
     def _generate(self, battle: Battle) -> Iterator[BattleView]:
         contestants = {side: self.roster.contestants[battle.models[side]] for side in SIDES}
@@ -356,7 +360,9 @@ class ArenaService:
         # For the operator's log only (never sent to a page): what the arena is doing, vote by vote.
         log.info("vote (%s, turn %d): %s vs %s -> %s%s", battle.mode.value, len(battle.exchanges), battle.model_a,
                  battle.model_b, outcome, f", flagged: {flag_reason}" if flag_reason else "")
-        if battle.mode is Mode.ANONYMOUS and not leaked:  # what `ratings.select_votes` counts
+        record = {"model_a": battle.model_a, "model_b": battle.model_b, "winner": outcome,
+                  "anony": battle.mode is Mode.ANONYMOUS, "flagged": bool(leaked)}
+        if self._counted([record]):
             with self.sampler_lock:
                 if self.sampler is not None:
                     self.sampler.observe(battle.model_a, battle.model_b, outcome)

@@ -16,6 +16,7 @@ import pytest
 from arena.battle import (BattleBook, FailureStreaks, Leaving, Mode, RateLimiter, RuleViolation, Status, client_network,
                           identity_leak)
 from arena.config import Limits
+from arena.sampling import make_sampler
 from arena.service import VoteReceipt
 from arena.ui.battle_text import FAILED_NOTE, STOPPED_NOTE, receipt_text, shown_conversations, status_line
 from tests.conftest import SCRIPTED_MODELS
@@ -343,6 +344,22 @@ def test_the_active_sampler_learns_only_from_counted_votes(make_service):
     before = service.sampler.pair_probabilities()
     service.vote(clean.battle_id, CLIENT, "model_a")
     assert service.sampler.pair_probabilities() != before  # a counted vote does move it
+
+
+@pytest.mark.parametrize("counted", [False, True])
+def test_the_active_sampler_learns_from_side_by_side_votes_when_the_leaderboard_counts_them(make_service, counted):
+    service = make_service(LEAKY_MODELS.format(sampling=f"active, count_named_votes: {str(counted).lower()}"))
+    finish(service.ask(None, "warm up", CLIENT, Mode.ANONYMOUS))  # the sampler exists once a pair was drawn
+    named = finish(service.ask(None, "plain words", CLIENT, Mode.NAMED, chosen=("echo-two", "echo-three")))
+    before = service.sampler.pair_probabilities()
+    service.vote(named.battle_id, CLIENT, "model_a")
+    assert (service.sampler.pair_probabilities() != before) == counted
+    assert service.leaderboard(bootstrap_rounds=0).votes_used == counted
+    # A sampler built later (a restart), from the stored votes, starts from the same ones.
+    service.sampler = None
+    finish(service.ask(None, "again", CLIENT, Mode.ANONYMOUS))
+    knowing_nothing = make_sampler("active", service.roster.names).pair_probabilities()
+    assert (service.sampler.pair_probabilities() != knowing_nothing) == counted
 
 
 def test_a_name_shown_then_regenerated_away_still_flags_the_vote(make_service):
