@@ -6,10 +6,13 @@ a "still loading" page instead of a refused connection.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
+from typing import IO
 
 from arena.config import ArenaConfig
 from arena.roster import ModelLoadError, Roster
@@ -30,7 +33,14 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
     from arena.ui.look import PAGE_CSS, page_theme
     from arena.ui.request_guard import RequestGuard
 
+    # Both checks come before the database is touched: a start that fails must change nothing in it.
+    if not _can_listen(host, port):
+        return _cannot_listen(host, port)
     store = ArenaStore(db_path)
+    serving = _claim_for_serving(db_path)
+    if serving is None:
+        store.close()
+        return 1
     abandoned = store.close_unfinished_battles()
     votes = store.counts(("votes",))["votes"]
     print(f"Database: {db_path.resolve()} ({counted(votes, 'vote')})", flush=True)  # a mistyped --db starts an empty one
@@ -53,11 +63,9 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
                    enable_monitoring=False,  # the request guard turns /monitoring away too
                    app_kwargs={"middleware": [Middleware(RequestGuard, sessions_per_hour=config.settings.limits.sessions_per_hour),
                                               Middleware(MediaFromHereOnly)]})
-    except OSError:  # Gradio's own message suggests an environment variable that --port overrides anyway
-        print(f"error: cannot listen on {host}:{port}: the port is taken, or {host} is not an address of this "
-              "machine; choose another with --port or --host", file=sys.stderr, flush=True)
+    except OSError:  # taken since the check; Gradio's own message suggests a variable that --port overrides
         store.close()
-        return 1
+        return _cannot_listen(host, port)
     print(f"Arena page: http://{host}:{port}  (models loading…)", flush=True)
     try:
         roster.load(report=lambda message: print(message, flush=True))
@@ -85,6 +93,46 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
         roster.close()
         store.close()
     return 0
+
+
+def _can_listen(host: str, port: int) -> bool:
+    """Whether the web server could bind there now (with the address reuse uvicorn asks for too)."""
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError:
+        return False
+    return True
+
+
+def _cannot_listen(host: str, port: int) -> int:
+    print(f"error: cannot listen on {host}:{port}: the port is taken, or {host} is not an address of this "
+          "machine; choose another with --port or --host", file=sys.stderr, flush=True)
+    return 1
+
+
+def _claim_for_serving(db_path: Path) -> IO | None:
+    """Hold a lock on `<db>-serving` while this process serves the database; None (said why) if another does.
+
+    A second server on the same file would take the first one's open battles for leftovers of a crash
+    and close them. The kernel drops the lock when the process ends, however it ends.
+    """
+    lock = open(db_path.with_name(db_path.name + "-serving"), "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.seek(0)
+        holder = lock.read().strip() or "unknown"
+        lock.close()
+        print(f"error: {db_path} is being served by another arena (process {holder}); stop it first, or give this "
+              "one another --db", file=sys.stderr, flush=True)
+        return None
+    lock.truncate(0)
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
 
 
 def _log_to_stderr() -> None:

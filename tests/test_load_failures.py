@@ -122,12 +122,15 @@ def test_a_port_that_is_taken_is_one_line(tmp_path):
         holder.listen()
         port = holder.getsockname()[1]
         for args, message in ((["--port", str(port)], f"error: cannot listen on 127.0.0.1:{port}"),
+                              (["--host", "192.0.2.1"], "error: cannot listen on 192.0.2.1:7860"),  # not this machine's
                               (["--port", "99999"], "--port: must be a port number from 1 to 65535")):
             done = subprocess.run([sys.executable, "-m", "arena", "serve", "--config", str(config),
                                    "--db", str(tmp_path / "a.db"), *args],
                                   cwd=ROOT, capture_output=True, text=True, timeout=120)
             assert done.returncode in (1, 2) and "Traceback" not in done.stderr, done.stderr
-            assert message in done.stderr
+            assert message in done.stderr, done.stderr
+            if "cannot listen" in message:  # not the web server's own error line as well
+                assert done.stderr.count("\n") == 1, done.stderr
 
 
 @pytest.mark.parametrize("policy", ["stop", "disable"])
@@ -189,3 +192,31 @@ def test_a_folder_without_tokenizer_files_says_so(tmp_path):
     """)
     with pytest.raises(ModelLoadError, match=r"weights-only has no tokenizer files \(none of tokenizer.json"):
         Roster(load_config(config)).load(report=lambda message: None)
+
+
+def test_a_start_that_cannot_serve_leaves_a_served_database_as_it_was(start_arena, tmp_path):
+    """A second server on a database another one serves, or on a taken port, changes nothing in it."""
+    import sqlite3
+
+    from gradio_client import Client
+
+    models = "models:\n  - {name: one, backend: scripted, script: echo}\n  - {name: two, backend: scripted, script: echo}\n"
+    arena = start_arena(models)
+    Client(arena.url, verbose=False).submit("Hello", api_name="/battle_ask").result()  # open, not voted on
+    changed = write_config(tmp_path, models.replace("script: echo}\n", "script: echo, temperature: 0.1}\n"),
+                           name="changed.yaml")
+
+    def database():
+        with sqlite3.connect(arena.db) as connection:
+            return (connection.execute("select status from battles").fetchall(),
+                    connection.execute("select count(*) from model_history").fetchone())
+
+    before = database()
+    assert before[0] == [("ready",)]
+    for port, message in ((free_port(), f"error: {arena.db} is being served by another arena (process {arena.process.pid})"),
+                          (arena.port, f"error: cannot listen on 127.0.0.1:{arena.port}")):
+        done = subprocess.run([sys.executable, "-m", "arena", "serve", "--config", str(changed), "--db", str(arena.db),
+                               "--port", str(port)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.count("\n") == 1  # one line, not the web server's own error as well
+        assert database() == before
