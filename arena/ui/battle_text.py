@@ -64,7 +64,7 @@ def receipt_text(receipt: VoteReceipt, mode: Mode = Mode.ANONYMOUS, named_votes_
     text = f"Thanks, your vote is recorded. Model A was **{receipt.model_a}**, Model B was **{receipt.model_b}**."
     if receipt.flagged_term:
         text += (
-            f" An answer named a model ('{receipt.flagged_term}'): the vote is kept, marked as not anonymous, "
+            f" An answer named a model ('{receipt.flagged_term}'): the vote is kept, flagged, "
             "and left out of the leaderboard."
         )
     return f"{text} {NEW_ROUND}"
