@@ -261,9 +261,13 @@ class ArenaStore:
                     continue
                 changed = _changed_fields(stored, row)
                 if changed and stored["origin"] == "config":
+                    # Votes cast under the settings being replaced: since they were set, not ever.
+                    since = self.db.execute("select max(replaced) from model_history where name = ?",
+                                            [entry.name]).fetchone()[0]
                     votes = self.db.execute(
-                        "select count(*) from votes v join battles b on b.id = v.battle_id where ? in (b.model_a, b.model_b)",
-                        [entry.name]).fetchone()[0]
+                        "select count(*) from votes v join battles b on b.id = v.battle_id "
+                        "where ? in (b.model_a, b.model_b) and (? is null or b.started >= ?)",
+                        [entry.name, since, since]).fetchone()[0]
                     self.db["model_history"].insert({key: stored[key] for key in ("name", "backend", "source", "settings")}
                                                     | {"replaced": now, "votes_before": votes})
                     if votes:

