@@ -168,7 +168,11 @@ def _ratings(args) -> int:
     from arena.reports import render
 
     records = _read_battle_file(args.battles, args.max_file_mb) if args.battles else _stored_votes(args.db or DEFAULT_DB)
-    print(render(_leaderboard(records, args), args.format), end="")
+    leaderboard = _leaderboard(records, args)
+    print(render(leaderboard, args.format), end="")
+    if args.format in ("json", "csv"):  # their data has no place for the notes: a pipe must still hear them
+        for note in leaderboard.notes:
+            print(f"note: {note}", file=sys.stderr)
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shlex
@@ -311,3 +313,17 @@ def test_bootstrap_progress_in_a_log_is_one_line(tmp_path):
     votes.write_text("".join('{"model_a": "x", "model_b": "y", "winner": "%s"}\n' % w for w in ["model_a", "model_b"] * 20))
     done = arena("ratings", "--battles", votes, "--bootstrap", "400")
     assert done.stderr == "bootstrap: 400/400\n"
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_machine_formats_keep_the_notes_on_stderr(tmp_path, fmt):
+    """JSON and CSV have no place for notes: someone piping them must still hear that two groups never met."""
+    votes = tmp_path / "votes.jsonl"
+    lines = ['{"model_a": "x", "model_b": "y", "winner": "%s"}' % w for w in ["model_a", "model_b", "tie"] * 5]
+    lines += ['{"model_a": "p", "model_b": "q", "winner": "%s"}' % w for w in ["model_a", "model_b"] * 5]
+    votes.write_text("\n".join(lines) + "\n")
+    done = arena("ratings", "--battles", votes, "--format", fmt, "--bootstrap", "0")
+    assert "note: the votes form 2 groups of models never compared with each other" in done.stderr
+    assert "note:" not in done.stdout
+    rows = json.loads(done.stdout) if fmt == "json" else list(csv.DictReader(io.StringIO(done.stdout)))
+    assert len(rows) == 4
