@@ -683,7 +683,7 @@ def _without_rare_models(counts: PairCounts, min_votes: int) -> tuple[PairCounts
     """Drop models with fewer than `min_votes` votes, then any left with no opponent at all."""
     notes = []
     for reason, keep in (
-        (f"fewer than {min_votes} votes", lambda c: c.votes_per_model >= min_votes),
+        (f"fewer than {min_votes:,} votes", lambda c: c.votes_per_model >= min_votes),
         ("no votes against the remaining models", lambda c: c.votes_per_model > 0),
     ):
         kept = keep(counts)

@@ -21,7 +21,7 @@ FORMATS = ("table", "json", "csv", "md")
 COLUMNS = ("rank", "model", "rating", "ci_lower", "ci_upper", "elo", "votes", "win_rate", "group")
 DISPLAY_HEADER = ("Rank", "Model", "Rating", "95% CI", "Elo", "Votes", "Win rate")
 HEAD_TO_HEAD_HEADER = ("Model", "Opponent", "Battles", "Won % (ties half)", "Predicted %")
-_EMPTY = "No votes yet."
+_EMPTY = "Nothing to rank."  # the notes say why: no votes yet, or none left by --min-votes
 # Characters a model name may hold that Markdown would read as a table cell's end or as emphasis.
 _MARKDOWN_SPECIAL = re.compile(r"[\\|*_`]")
 

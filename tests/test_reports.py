@@ -81,7 +81,12 @@ def test_empty_leaderboard_renders_in_every_format():
     empty = compute_leaderboard([])
     assert json.loads(render(empty, "json")) == []
     assert render(empty, "csv").strip() == ",".join(COLUMNS)
-    assert "No votes yet" in render(empty, "table") and "No votes yet" in render(empty, "md")
+    assert render(empty, "table") == "Nothing to rank.\nnote: no votes to rank yet\n"
+    assert render(empty, "md") == "_Nothing to rank._\n\n> no votes to rank yet\n"
+    # Votes, but none left: the first line must not say there are no votes.
+    few = compute_leaderboard([{"model_a": "x", "model_b": "y", "winner": "tie"}] * 3, min_votes=1500)
+    assert render(few, "table") == ("Nothing to rank.\nnote: 2 models left out for fewer than 1,500 votes: x, y\n"
+                                    "note: no model has 1,500 counted votes or more\n")
 
 
 def test_unknown_format_is_refused(board):
