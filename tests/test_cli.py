@@ -302,6 +302,10 @@ def test_import_says_which_fields_it_does_not_keep_and_ratings_refuses_bad_numbe
     for option in ("--min-votes", "--bootstrap", "--seed"):
         bad = arena("ratings", "--battles", votes, option, "-3", check=False)
         assert bad.returncode != 0 and f"{option}: must be a whole number of at least 0, not '-3'" in bad.stderr
+    for rounds in ("1", "39"):
+        bad = arena("ratings", "--battles", votes, "--bootstrap", rounds, check=False)
+        assert bad.returncode != 0 and f"--bootstrap: must be 0 (no intervals) or at least 40, not '{rounds}'" in bad.stderr
+    assert arena("ratings", "--battles", votes, "--bootstrap", "40").returncode == 0
     for anchor in ("1200", "=1200", "x=high"):  # no model, or no number
         bad = arena("ratings", "--battles", votes, "--anchor", anchor, check=False)
         assert bad.returncode != 0 and f"--anchor takes MODEL=RATING, got {anchor!r}" in bad.stderr
@@ -327,3 +331,9 @@ def test_machine_formats_keep_the_notes_on_stderr(tmp_path, fmt):
     assert "note:" not in done.stdout
     rows = json.loads(done.stdout) if fmt == "json" else list(csv.DictReader(io.StringIO(done.stdout)))
     assert len(rows) == 4
+
+
+@pytest.mark.parametrize("command", ["serve", "models", "import", "export", "ratings"])
+def test_every_command_explains_itself(command):
+    done = arena(command, "--help")
+    assert done.stdout.startswith(f"usage: python -m arena {command}") and "--" in done.stdout
