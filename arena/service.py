@@ -191,15 +191,19 @@ class ArenaService:
 
         Anonymous battles are held to the smallest allowance of all served models, whichever pair is
         playing, and refused without numbers: neither whether nor how a refusal comes may tell which
-        models (or sides) are in the battle. A new anonymous battle is checked against every model, as
-        its pair is not drawn yet. Side by side, each model is held to its own allowance.
+        models (or sides) are in the battle. So an anonymous conversation is counted by every served
+        model's tokenizer, on each side's history (text the volunteer has seen): the verdict depends on
+        that text alone, not on whose tokenizer counts it densest. Side by side, each model is held to its
+        own allowance, on its own history.
         """
         anonymous = chosen is None if battle is None else battle.mode is Mode.ANONYMOUS
-        if battle is not None:
-            readers = [(self.roster.contestants[battle.models[side]], battle.conversation(side)) for side in SIDES]
+        histories = [battle.conversation(side) for side in SIDES] if battle is not None else [[]]
+        if anonymous:
+            readers = [(contestant, history) for contestant in self.roster.contestants.values() for history in histories]
+        elif battle is not None:
+            readers = [(self.roster.contestants[battle.models[side]], history) for side, history in zip(SIDES, histories)]
         else:
-            names = self.roster.names if anonymous else [name for name in chosen if name in self.roster.contestants]
-            readers = [(self.roster.contestants[name], []) for name in names]
+            readers = [(self.roster.contestants[name], []) for name in chosen if name in self.roster.contestants]
         common = min(map(self._allowed_tokens, self.roster.contestants.values())) if anonymous else None
         longest, refused = 0, False
         for contestant, history in readers:

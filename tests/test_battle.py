@@ -480,6 +480,32 @@ def test_whether_a_follow_up_is_refused_does_not_depend_on_the_pair_or_its_sides
     finish(service.ask(named.battle_id, " ".join(["word"] * 13), CLIENT, Mode.NAMED, ("roomy", "other")))  # their own room
 
 
+def test_whether_a_follow_up_is_refused_does_not_depend_on_whose_tokenizer_counts(make_service, monkeypatch):
+    """One model counts a token per character: a follow-up it finds too long is refused in every pair, not
+    only where it plays (that would tell a volunteer who probes the limit whether it is in the battle)."""
+    service = make_service("""
+        settings: {sampling: uniform, limits: {battles_per_hour: 100, max_conversation_tokens: 60}}
+        models:
+          - {name: wordy, backend: scripted, script: echo}
+          - {name: dense, backend: scripted, script: echo}
+          - {name: other, backend: scripted, script: echo}
+    """)
+    dense = service.roster.contestants["dense"].backend
+    monkeypatch.setattr(dense, "prompt_tokens", lambda messages: sum(len(m["content"]) for m in messages))
+    outcomes, pairs = set(), set()
+    for _ in range(12):
+        view = finish(service.ask(None, "hi", CLIENT, Mode.ANONYMOUS))
+        pairs.add(frozenset(service.book.get(view.battle_id, service.store.client_id(CLIENT)).models.values()))
+        try:  # 14 words: far under 60 in words, over 60 in characters
+            finish(service.ask(view.battle_id, "please tell me a little more about that idea of yours in a few words",
+                               CLIENT, Mode.ANONYMOUS))
+            outcomes.add("answered")
+        except RuleViolation as refusal:
+            outcomes.add(str(refusal))
+    assert len(pairs) == 3  # every pair played, with dense and without
+    assert outcomes == {"This conversation is too long for the models here. Vote, or start a new round."}
+
+
 def test_a_model_whose_template_fails_to_count_does_not_stop_every_battle(make_service, monkeypatch):
     service = make_service("""
         settings: {sampling: uniform}
