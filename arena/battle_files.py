@@ -15,6 +15,7 @@ import os
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import MappingProxyType
@@ -309,6 +310,12 @@ def _array_values(data: bytes) -> Iterator[tuple[int, Any, str | None]]:
         yield line_at(after_space(position)), None, "invalid JSON: more after the array's closing ']'"
 
 
+@dataclass(frozen=True)
+class BattleFile:
+    records: list[dict]
+    sha256: str  # of the bytes the records were read from: earlier versions keyed imported votes by it
+
+
 def read_battles(
     path: Path | str, *, max_bytes: int = DEFAULT_MAX_BYTES, max_records: int | None = None
 ) -> list[dict]:
@@ -318,6 +325,13 @@ def read_battles(
     is malformed, the file is larger than `max_bytes`, or it has more than
     `max_records` records. Never raises anything else for bad content.
     """
+    return read_battle_file(path, max_bytes=max_bytes, max_records=max_records).records
+
+
+def read_battle_file(
+    path: Path | str, *, max_bytes: int = DEFAULT_MAX_BYTES, max_records: int | None = None
+) -> BattleFile:
+    """`read_battles`, with the digest of the very bytes read (a second read could find the file changed)."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -329,6 +343,7 @@ def read_battles(
         raise BattleFileError(path, [(0, f"cannot read the file: {error.strerror or error}")]) from error
     if len(data) > max_bytes:  # grew while we looked
         raise BattleFileTooLarge(path, [(0, f"file is more than the limit of {max_bytes:,} bytes")])
+    sha256 = hashlib.sha256(data).hexdigest()
     if data.startswith(_UTF8_BOM):
         data = data[len(_UTF8_BOM):]
 
@@ -367,7 +382,7 @@ def read_battles(
         records.append(record)
     if problem_count:
         raise BattleFileError(path, problems, problem_count)
-    return records
+    return BattleFile(records, sha256)
 
 
 def vote_identity(record: Mapping) -> tuple[str, str, str, bool, bool]:

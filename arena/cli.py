@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 import time
@@ -168,7 +167,10 @@ def _add_file_size_option(parser: argparse.ArgumentParser) -> None:
 def _ratings(args) -> int:
     from arena.reports import render
 
-    records = _read_battle_file(args.battles, args.max_file_mb) if args.battles else _stored_votes(args.db or DEFAULT_DB)
+    if args.battles:
+        records = _read_battle_file(args.battles, args.max_file_mb).records
+    else:
+        records = _stored_votes(args.db or DEFAULT_DB)
     leaderboard = _leaderboard(records, args)
     print(render(leaderboard, args.format), end="")
     if args.format in ("json", "csv"):  # their data has no place for the notes: a pipe must still hear them
@@ -197,12 +199,10 @@ def _export(args) -> int:
 def _import(args) -> int:
     from arena.storage import DatabaseFileError, KnownVotesError
 
-    records = _read_battle_file(args.file, args.max_file_mb, "nothing imported")
-    with open(args.file, "rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    battle_file = _read_battle_file(args.file, args.max_file_mb, "nothing imported")
     store = _open_store(args.db, read_only=False)
     try:
-        summary = store.import_votes(records, digest, source=str(args.file), known=args.known)
+        summary = store.import_votes(battle_file.records, battle_file.sha256, source=str(args.file), known=args.known)
     except DatabaseFileError as exc:
         raise SystemExit(f"error: {exc}; nothing imported") from None
     except KnownVotesError as exc:
@@ -225,11 +225,11 @@ def _import(args) -> int:
     return 0
 
 
-def _read_battle_file(path: str, max_file_mb: int, outcome: str = "nothing read") -> list[dict]:
-    from arena.battle_files import BattleFileError, BattleFileTooLarge, read_battles
+def _read_battle_file(path: str, max_file_mb: int, outcome: str = "nothing read"):
+    from arena.battle_files import BattleFileError, BattleFileTooLarge, read_battle_file
 
     try:
-        return read_battles(path, max_bytes=max_file_mb * 1024 * 1024)
+        return read_battle_file(path, max_bytes=max_file_mb * 1024 * 1024)
     except BattleFileTooLarge as exc:
         raise SystemExit(f"error: {exc.describe(outcome)} (raise it with --max-file-mb)") from None
     except BattleFileError as exc:
