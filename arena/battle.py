@@ -7,21 +7,16 @@ convenience, not a defence.
 
 from __future__ import annotations
 
-import functools
-import ipaddress
-import re
 import secrets
 import threading
 import time
-import unicodedata
-from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 
 from arena.battle_files import WINNERS  # the labels of FastChat's clean-battle records
 from arena.config import Limits
-from arena.text import as_read, lone_surrogates_replaced
-from arena.wording import NEW_ROUND, counted
+from arena.text import lone_surrogates_replaced
+from arena.wording import NEW_ROUND
 
 SIDES = ("a", "b")
 
@@ -101,150 +96,6 @@ class Battle:
             for exchange in self.exchanges
             for text in [*exchange.replaced, *(exchange.answers[side] for side in SIDES)]
         ]
-
-
-def identity_leak(texts: list[str], terms: list[str]) -> str | None:
-    """The first model name or family word found in the answers, if any.
-
-    Texts are compared as read (`text.as_read`: markup, accents, look-alike letters, full-width forms
-    and invisible characters do not hide a name). A term is split where it has separators or changes
-    case ("SmolLM" is "Smol" + "LM", "Hugging Face" two words); it matches with any separators or none
-    there ("Smol LM", "smol-lm", "HuggingFace"), or spelled out letter by letter ("S-m-o-l-L-M"), never
-    run together from other words ("let me take" is not "Meta"). It must start a word and not run on
-    into more letters ("metadata" is not "Meta"); digits may follow, so "SmolLM" catches "SmolLM2".
-    """
-    readable = [as_read(text) for text in texts]
-    for term in sorted(set(terms), key=len, reverse=True):
-        if any(pattern.search(text) for pattern in _term_patterns(term) for text in readable):
-            return term
-    return None
-
-
-_TERM_PARTS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+|[^\W\d_]+")  # "SmolLM2" -> Smol, LM, 2
-
-
-@functools.lru_cache(maxsize=1024)  # the same few terms at every vote
-def _term_patterns(term: str) -> tuple[re.Pattern, re.Pattern]:
-    parts = [as_read(part) for part in _TERM_PARTS.findall(unicodedata.normalize("NFKC", term))]
-    start, end = r"(?<![0-9a-z])", r"(?![a-z])"
-    as_written = start + r"[\W_]*".join(map(re.escape, parts)) + end
-    spelled_out = start + r"[\W_]{1,5}".join(map(re.escape, "".join(parts))) + end
-    return re.compile(as_written), re.compile(spelled_out)
-
-
-def client_network(host: str) -> str:
-    """Who a connection counts as, for limits and for owning battles.
-
-    An IPv4 address written as IPv6 (`::ffff:203.0.113.7`) is that IPv4 address,
-    and an IPv6 address stands for its /64: one subscriber gets a whole /64,
-    so counting single addresses would give one person countless limits.
-    """
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host  # not an address (a test client, "unknown"): taken as it is
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return str(address)
-
-
-# An IPv6 subscriber often holds a /56 (256 /64s) or a /48 (65,536): limits that would let one /64 do
-# little must also hold for those, at these multiples of the /64's allowance.
-WIDER_IPV6_NETWORKS = ((56, 4), (48, 16))
-
-
-def wider_networks(network: str) -> list[tuple[str, int]]:
-    """(network, multiple of the /64's allowance) for the /56 and /48 around an IPv6 /64; none for IPv4."""
-    try:
-        inside = ipaddress.ip_network(network)
-    except ValueError:
-        return []
-    if inside.version != 6:
-        return []
-    return [(str(inside.supernet(new_prefix=prefix)), multiple) for prefix, multiple in WIDER_IPV6_NETWORKS]
-
-
-class RateLimited(RuleViolation):
-    """Over an hourly limit: `network` is the wider one that is full (None: the client's own), at `allowed`."""
-
-    def __init__(self, message: str, *, network: str | None, allowed: int):
-        super().__init__(message)
-        self.network, self.allowed = network, allowed
-
-    @staticmethod
-    def whose(network: str | None) -> str:
-        """Whose limit is full, for the refusal: the client's own network, or a wider one it belongs to."""
-        return f"the network your address belongs to ({network})" if network else "your network address"
-
-
-@dataclass(frozen=True)
-class Charge:
-    """One count made by `RateLimiter.check_and_count`: where it was made, and which entry it is."""
-
-    levels: tuple[str, ...]
-    entry: tuple[float, int, int]  # (when, how much, serial): the serial tells equal counts apart
-
-
-class RateLimiter:
-    """Sliding one-hour window of what a client network used (battles, regenerations, sessions, tokens).
-
-    An IPv6 /64 also counts against the /56 and /48 around it, which allow a multiple of its share
-    (`WIDER_IPV6_NETWORKS`): one subscriber holding 256 /64s must not get 256 allowances. `unit` and
-    `what_counts` word the refusal ("battle", "regenerations included").
-    """
-
-    WINDOW_S = 3600.0
-
-    def __init__(self, per_hour: int, clock=time.monotonic, *, unit: str = "battle",
-                 what_counts: str = "regenerations included"):
-        self.per_hour = per_hour
-        self.clock = clock
-        self.unit, self.what_counts = unit, what_counts
-        self.starts: dict[str, deque[tuple[float, int, int]]] = {}  # (when, how much, serial) per network
-        self.lock = threading.Lock()
-        self._next_sweep = clock() + self.WINDOW_S
-        self._serial = 0
-
-    def check_and_count(self, key: str, amount: int = 1) -> Charge:
-        with self.lock:
-            now = self.clock()
-            if now >= self._next_sweep:  # once a window: forget addresses not seen in it (each costs memory)
-                self.starts = {k: v for k, v in self.starts.items() if v and v[-1][0] > now - self.WINDOW_S}
-                self._next_sweep = now + self.WINDOW_S
-            levels = [(key, self.per_hour), *((wider, self.per_hour * multiple) for wider, multiple in wider_networks(key))]
-            for level, allowed in levels:
-                self._check(level, allowed, amount, now, shared=level != key)
-            self._serial += 1
-            charge = Charge(tuple(level for level, _ in levels), (now, amount, self._serial))
-            for level in charge.levels:
-                self.starts[level].append(charge.entry)
-            return charge
-
-    def refund(self, charge: Charge) -> None:
-        """Take back one count, the request it was for being refused after all: that count only, at every
-        level, for on a shared /56 or /48 the newest count may be a neighbour's."""
-        with self.lock:
-            for level in charge.levels:
-                entries = self.starts.get(level)
-                if entries and charge.entry in entries:
-                    entries.remove(charge.entry)
-
-    def _check(self, key: str, allowed: int, amount: int, now: float, shared: bool) -> None:
-        starts = self.starts.setdefault(key, deque())
-        while starts and starts[0][0] <= now - self.WINDOW_S:
-            starts.popleft()
-        used = sum(spent for _, spent, _ in starts)
-        if used and used + amount > allowed:  # alone, one request may use a whole hour's allowance
-            wait_min = max(1, int((starts[0][0] + self.WINDOW_S - now) / 60) + 1)
-            network = key if shared else None
-            whose = RateLimited.whose(network)
-            raise RateLimited(
-                f"{whose[0].upper()}{whose[1:]} reached the limit here: {counted(allowed, self.unit)} an hour, "
-                f"{self.what_counts}. Please come back in about {counted(wait_min, 'minute')}.",
-                network=network, allowed=allowed,
-            )
 
 
 class FailureStreaks:

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from arena import ratings
-from arena.battle import (SIDES, Battle, BattleBook, FailureStreaks, Leaving, Mode, RateLimiter, RuleViolation, Status,
-                          identity_leak, status_message)
+from arena.battle import SIDES, Battle, BattleBook, FailureStreaks, Leaving, Mode, RuleViolation, Status, status_message
 from arena.config import ArenaConfig
 from arena.duel import DuelFrame, SideResult, frame_interval, run_duel
+from arena.identity import identity_leak
+from arena.limits import RateLimiter
 from arena.roster import Roster
 from arena.sampling import make_sampler
 from arena.storage import ArenaStore, DuplicateVote

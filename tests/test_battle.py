@@ -13,9 +13,10 @@ from collections import Counter
 
 import pytest
 
-from arena.battle import (BattleBook, FailureStreaks, Leaving, Mode, RateLimiter, RuleViolation, Status, client_network,
-                          identity_leak)
+from arena.battle import BattleBook, FailureStreaks, Leaving, Mode, RuleViolation, Status
 from arena.config import Limits
+from arena.identity import identity_leak
+from arena.limits import RateLimiter, client_network
 from arena.sampling import make_sampler
 from arena.service import VoteReceipt
 from arena.ui.battle_text import FAILED_NOTE, STOPPED_NOTE, receipt_text, shown_conversations, status_line

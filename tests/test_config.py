@@ -62,7 +62,7 @@ def test_each_bad_field_is_named_with_file_and_entry(tmp_path, models, entry, fi
 
 def test_family_words_of_three_characters_give_the_model_away(tmp_path):
     """README: words under 3 characters are ignored as matching too much; 3 and more count."""
-    from arena.battle import identity_leak
+    from arena.identity import identity_leak
 
     config = load_config(write_config(tmp_path, f"""
         models:

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 
 import gradio as gr
 
-from arena.battle import SIDES, Leaving, Mode, RuleViolation, client_network
+from arena.battle import SIDES, Leaving, Mode, RuleViolation
+from arena.limits import client_network
 from arena.service import SAME_MODEL_TWICE, ArenaService, BattleView
 from arena.ui.battle_text import LEFT_UNVOTED, SIDE_LABELS, intro, receipt_text, shown_conversations, status_line
 

@@ -21,7 +21,7 @@ import json
 import time
 from collections import OrderedDict
 
-from arena.battle import RateLimited, RateLimiter, client_network
+from arena.limits import RateLimited, RateLimiter, client_network
 
 API = "/gradio_api/"
 TURNED_AWAY = tuple(API + route for route in (
