@@ -328,13 +328,29 @@ def _parse_settings(raw: Any, problems: _Problems) -> ArenaSettings:
 
 
 _COMMON_KEYS = {"name", "backend", "system_prompt", "weight", "enabled", "family", "max_new_tokens", "temperature", "top_p", "repetition_penalty"}
-# The fields of each backend (`arena.backends` maps the same names to their classes).
-_BACKEND_KEYS = {
-    "transformers": {"source", "gguf_file", "dtype", "device"},
-    "openai": {"base_url", "model", "api_key_env", "request_timeout_s"},
-    "scripted": {"script"},
+
+
+@dataclass(frozen=True)
+class BackendKind:
+    """A `backend:` value: the fields its entries take, and the class that serves them.
+
+    The class is named, not imported: `arena.backends.backend_class` imports only the ones in use, so an
+    arena of remote endpoints never imports torch.
+    """
+
+    fields: frozenset[str]
+    module: str
+    class_name: str
+
+
+BACKEND_KINDS = {
+    "transformers": BackendKind(frozenset({"source", "gguf_file", "dtype", "device"}),
+                                "arena.backends.transformers_local", "TransformersBackend"),
+    "openai": BackendKind(frozenset({"base_url", "model", "api_key_env", "request_timeout_s"}),
+                          "arena.backends.openai_compatible", "OpenAICompatibleBackend"),
+    "scripted": BackendKind(frozenset({"script"}), "arena.backends.scripted", "ScriptedBackend"),
 }
-BACKENDS = tuple(_BACKEND_KEYS)
+BACKENDS = tuple(BACKEND_KINDS)
 _ENTRY_DEFAULTS = ModelEntry(name="", backend="")  # what a field left out of an entry means
 
 
@@ -357,7 +373,8 @@ def _parse_model(raw: Any, index: int, base_dir: Path, problems: _Problems) -> M
     elif backend not in BACKENDS:
         problems.add(label, "backend", f"must be one of {', '.join(BACKENDS)} (got {backend!r})")
     # the other fields are still checked, so one run reports every problem of the entry
-    backend_keys = _BACKEND_KEYS[backend] if backend in BACKENDS else set().union(*_BACKEND_KEYS.values())
+    any_backend_keys = set().union(*(kind.fields for kind in BACKEND_KINDS.values()))
+    backend_keys = BACKEND_KINDS[backend].fields if backend in BACKENDS else any_backend_keys
     problems.unknown_keys(label, raw, _COMMON_KEYS | backend_keys)
     defaults = GenerationSettings()
     generation = GenerationSettings(

@@ -228,3 +228,12 @@ def test_any_document_gives_a_config_or_a_config_error(document, tmp_path_factor
         assert error.problems and "fuzz.yaml" in str(error)
     else:
         assert len(config.enabled_models) >= 2
+
+
+def test_every_backend_a_config_accepts_has_its_class():
+    from arena.backends import Backend, backend_class
+    from arena.config import BACKEND_KINDS, ModelEntry
+
+    for name, kind in BACKEND_KINDS.items():
+        served_by = backend_class(ModelEntry(name="m", backend=name))
+        assert issubclass(served_by, Backend) and served_by.__name__ == kind.class_name

@@ -1,7 +1,8 @@
 """Model backends: one interface (`base.Backend`), one module per backend.
 
-Backends are imported lazily so that, for example, an arena of remote
-endpoints never imports torch.
+Which module serves which `backend:` value is said once, in `arena.config.BACKEND_KINDS`; modules are
+imported only when a model uses them, so that, for example, an arena of remote endpoints never
+imports torch.
 """
 
 from __future__ import annotations
@@ -9,21 +10,12 @@ from __future__ import annotations
 import importlib
 
 from arena.backends.base import Backend, Delta, GenerationError, Message
-from arena.config import BACKENDS, ModelEntry
-
-_BACKEND_CLASSES = {
-    "transformers": ("arena.backends.transformers_local", "TransformersBackend"),
-    "openai": ("arena.backends.openai_compatible", "OpenAICompatibleBackend"),
-    "scripted": ("arena.backends.scripted", "ScriptedBackend"),
-}
-
-
-assert set(_BACKEND_CLASSES) == set(BACKENDS), "models.yaml's backends and their classes must name the same ones"
+from arena.config import BACKEND_KINDS, ModelEntry
 
 
 def backend_class(entry: ModelEntry) -> type[Backend]:
-    module_name, class_name = _BACKEND_CLASSES[entry.backend]
-    return getattr(importlib.import_module(module_name), class_name)
+    kind = BACKEND_KINDS[entry.backend]
+    return getattr(importlib.import_module(kind.module), kind.class_name)
 
 
 __all__ = ["Backend", "Delta", "GenerationError", "Message", "backend_class"]
