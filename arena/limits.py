@@ -16,13 +16,16 @@ from arena.battle import RuleViolation
 from arena.wording import counted
 
 
-def client_network(host: str) -> str:
+def client_network(host: str | None) -> str:
     """Who a connection counts as, for limits and for owning battles.
 
     An IPv4 address written as IPv6 (`::ffff:203.0.113.7`) is that IPv4 address,
     and an IPv6 address stands for its /64: one subscriber gets a whole /64,
     so counting single addresses would give one person countless limits.
+    A connection with no address (a test client) is "unknown".
     """
+    if not host:
+        return "unknown"
     try:
         address = ipaddress.ip_address(host)
     except ValueError:

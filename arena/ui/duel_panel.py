@@ -8,9 +8,10 @@ every rule is checked by `ArenaService`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import gradio as gr
 
@@ -117,20 +118,22 @@ class DuelPanel:
     def _ask(self, prompt: str, battle_id: str | None, pick_a: str | None = None, pick_b: str | None = None,
              request: gr.Request = None) -> Iterator[tuple]:
         chosen = (pick_a, pick_b) if self.mode is Mode.NAMED else None
-        try:
-            views = self.service.ask(battle_id, prompt, _address(request), self.mode, chosen)
-            first = True
-            for view in views:
-                yield self._fresh(pick_a, pick_b, left=True) if view.left else self._render(view, clear_prompt=first)
-                first = False
-        except RuleViolation as refusal:
-            yield self._refusal(refusal)
+        views = functools.partial(self.service.ask, battle_id, prompt, _address(request), self.mode, chosen)
+        yield from self._answering(views, pick_a, pick_b, clear_prompt=True)
 
     def _regenerate(self, battle_id: str | None, pick_a: str | None = None, pick_b: str | None = None,
                     request: gr.Request = None) -> Iterator[tuple]:
+        views = functools.partial(self.service.regenerate, battle_id, _address(request))
+        yield from self._answering(views, pick_a, pick_b)
+
+    def _answering(self, views: Callable[[], Iterator], pick_a: str | None, pick_b: str | None,
+                   clear_prompt: bool = False) -> Iterator[tuple]:
+        """The panel while both models answer; a refusal, before the first view or after, in the status line.
+        `clear_prompt`: the first view empties the prompt box (a prompt that was sent)."""
         try:
-            for view in self.service.regenerate(battle_id, _address(request)):
-                yield self._fresh(pick_a, pick_b, left=True) if view.left else self._render(view)
+            for number, view in enumerate(views()):
+                yield self._fresh(pick_a, pick_b, left=True) if view.left else self._render(
+                    view, clear_prompt=clear_prompt and number == 0)
         except RuleViolation as refusal:
             yield self._refusal(refusal)
 
@@ -250,8 +253,7 @@ def _new_round_waits() -> dict:
 
 def _address(request: gr.Request | None) -> str:
     """The client's network, from its socket address: the one thing a client cannot choose (unlike session_hash)."""
-    client = getattr(request, "client", None)
-    return client_network(getattr(client, "host", None) or "unknown")
+    return client_network(getattr(getattr(request, "client", None), "host", None))
 
 
 def _battle_closer(service: ArenaService):

@@ -63,7 +63,7 @@ class RequestGuard:
         if session is None and not scope["path"].startswith(EVENT_ROUTES):
             await self.app(scope, _replaying(body, receive), send)  # names no session and makes none
             return
-        network = client_network((scope.get("client") or ("unknown",))[0])
+        network = client_network((scope.get("client") or (None,))[0])
         refusal = self._refusal(network, session)
         if refusal is None:
             await self.app(scope, _replaying(body, receive), send)
