@@ -159,9 +159,9 @@ def _stored_votes(path: str) -> list[dict]:
 
 
 def _add_file_size_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-file-mb", type=_whole_number(1), default=DEFAULT_MAX_BYTES // 2**20, metavar="MB",
-                        help="refuse vote files larger than this, as they are read whole (default: %(default)s; "
-                             "an export of a million votes is about 170 MB)")
+    parser.add_argument("--max-file-mb", type=_whole_number(1), default=None, metavar="MB",
+                        help=f"refuse vote files larger than this, as they are read whole (default: "
+                             f"{DEFAULT_MAX_BYTES // 2**20}; an export of a million votes is about 170 MB)")
 
 
 def _ratings(args) -> int:
@@ -169,6 +169,8 @@ def _ratings(args) -> int:
 
     if args.battles:
         records = _read_battle_file(args.battles, args.max_file_mb).records
+    elif args.max_file_mb is not None:
+        raise SystemExit("error: --max-file-mb limits a vote file read with --battles; a database is not read whole")
     else:
         records = _stored_votes(args.db or DEFAULT_DB)
     leaderboard = _leaderboard(records, args)
@@ -225,11 +227,11 @@ def _import(args) -> int:
     return 0
 
 
-def _read_battle_file(path: str, max_file_mb: int, outcome: str = "nothing read"):
+def _read_battle_file(path: str, max_file_mb: int | None, outcome: str = "nothing read"):
     from arena.battle_files import BattleFileError, BattleFileTooLarge, read_battle_file
 
     try:
-        return read_battle_file(path, max_bytes=max_file_mb * 1024 * 1024)
+        return read_battle_file(path, max_bytes=DEFAULT_MAX_BYTES if max_file_mb is None else max_file_mb * 2**20)
     except BattleFileTooLarge as exc:
         raise SystemExit(f"error: {exc.describe(outcome)} (raise it with --max-file-mb)") from None
     except BattleFileError as exc:

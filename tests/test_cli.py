@@ -302,6 +302,8 @@ def test_import_says_which_fields_it_does_not_keep_and_ratings_refuses_bad_numbe
     for option in ("--min-votes", "--bootstrap", "--seed"):
         bad = arena("ratings", "--battles", votes, option, "-3", check=False)
         assert bad.returncode != 0 and f"{option}: must be a whole number of at least 0, not '-3'" in bad.stderr
+    db_read_whole = arena("ratings", "--db", tmp_path / "a.db", "--max-file-mb", "1", check=False)
+    assert db_read_whole.returncode != 0 and "--max-file-mb limits a vote file read with --battles" in db_read_whole.stderr
     for rounds in ("1", "39"):
         bad = arena("ratings", "--battles", votes, "--bootstrap", rounds, check=False)
         assert bad.returncode != 0 and f"--bootstrap: must be 0 (no intervals) or at least 40, not '{rounds}'" in bad.stderr
