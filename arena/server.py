@@ -37,7 +37,7 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
     if not _can_listen(host, port):
         return _cannot_listen(host, port)
     store = ArenaStore(db_path)
-    serving = _claim_for_serving(db_path)
+    serving = _claim_for_serving(db_path)  # held while this function runs: the lock lives as long as the file
     if serving is None:
         store.close()
         return 1
