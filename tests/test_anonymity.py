@@ -21,6 +21,8 @@ ANONYMITY_MODELS = """
       - {name: heron-model-jw, backend: scripted, script: "reply: Yet another answer.", max_new_tokens: 64}
 """
 NAMES = ("zebra-model-xq", "otter-model-kv", "heron-model-jw")
+REPLIES = {"zebra-model-xq": "The first answer here.", "otter-model-kv": "A second answer there.",
+           "heron-model-jw": "Yet another answer."}
 
 
 def endpoints(url: str) -> dict[str, dict]:
@@ -109,6 +111,32 @@ def test_votes_sent_without_the_page_follow_the_rules(start_arena):
     with sqlite3.connect(arena.db) as db:
         assert db.execute("select winner from votes order by created").fetchall() == [("model_b",), ("model_a",)]
 
+
+
+def answers_shown(output) -> tuple[list[str], list[str]]:
+    """The answers in chat A and chat B of a battle endpoint's output."""
+    def answers(chat) -> list[str]:
+        return [part["text"] for message in chat["value"] if message["role"] == "assistant" for part in message["content"]]
+    return answers(output[0]), answers(output[1])
+
+
+def test_each_vote_button_records_its_outcome_for_the_models_shown(start_arena):
+    """Chat A shows the model the vote then names as A, and each of the four buttons stores its own outcome."""
+    arena = start_arena(ANONYMITY_MODELS)
+    expected = []
+    for short, winner in (("a", "model_a"), ("b", "model_b"), ("tie", "tie"), ("bothbad", "tie (bothbad)")):
+        client = Client(arena.url, verbose=False)
+        shown = answers_shown(client.submit("Hello there", api_name="/battle_ask").result())
+        receipt = client.predict(api_name=f"/battle_vote_{short}")
+        model_a, model_b = receipt[0]["label"].removeprefix("Model A: "), receipt[1]["label"].removeprefix("Model B: ")
+        assert shown == ([REPLIES[model_a]], [REPLIES[model_b]])
+        expected.append((model_a, model_b, winner))
+    import sqlite3
+
+    with sqlite3.connect(arena.db) as db:
+        stored = db.execute("select b.model_a, b.model_b, v.winner from votes v join battles b on b.id = v.battle_id "
+                            "order by v.created").fetchall()
+    assert stored == expected
 
 
 def test_generation_cannot_skip_the_queue(start_arena):

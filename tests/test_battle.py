@@ -119,16 +119,29 @@ def test_a_prompt_of_exactly_the_limit_is_taken(make_service):
     assert finish(service.ask(None, "x" * 200, CLIENT, Mode.ANONYMOUS)).votable
 
 
-def test_follow_up_goes_to_both_models_with_their_own_history(make_service):
-    service = make_service()
+def test_follow_up_goes_to_both_models_with_their_own_history(make_service, monkeypatch):
+    """What each model is sent (seen at its backend): its system prompt, then its own answers, never the other's."""
+    service = make_service("""
+        settings: {sampling: uniform}
+        models:
+          - {name: owl-model, backend: scripted, script: "reply: Owls hoot.", system_prompt: You are an owl.}
+          - {name: fox-model, backend: scripted, script: "reply: Foxes bark."}
+    """)
+    received: dict[str, list] = {}
+    for name, contestant in service.roster.contestants.items():
+        def spy(messages, settings, cancel, name=name, stream=contestant.backend.stream):
+            received.setdefault(name, []).append([(m["role"], m["content"]) for m in messages])
+            return stream(messages, settings, cancel)
+        monkeypatch.setattr(contestant.backend, "stream", spy)
     first = finish(service.ask(None, "First question", CLIENT, Mode.ANONYMOUS))
     second = finish(service.ask(first.battle_id, "Second question", CLIENT, Mode.ANONYMOUS))
     assert second.battle_id == first.battle_id
-    battle = service.book.get(first.battle_id, service.store.client_id(CLIENT))
-    for side in "ab":
-        sent = battle.conversation(side)
-        assert [m["content"] for m in sent if m["role"] == "user"] == ["First question", "Second question"]
-        assert [m["role"] for m in sent] == ["user", "assistant", "user", "assistant"]
+    own = {"owl-model": "Owls hoot.", "fox-model": "Foxes bark."}
+    system = {"owl-model": [("system", "You are an owl.")], "fox-model": []}
+    for name, sent in received.items():
+        assert sent == [system[name] + [("user", "First question")],
+                        system[name] + [("user", "First question"), ("assistant", own[name]), ("user", "Second question")]]
+    assert set(received) == set(own)
     assert service.store.battle(first.battle_id)["turns"] == 2
 
 
