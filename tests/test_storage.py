@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import sqlite3
@@ -67,10 +68,22 @@ def test_file_is_in_wal_mode_and_browsable(store, tmp_path):
         assert db.execute("select flagged, flag_reason from votes").fetchone() == (1, "answer names 'alpha'")
 
 
-def test_client_id_is_anonymous_and_stable(store):
+def test_client_id_is_anonymous_and_stable(store, tmp_path):
     first = store.client_id("203.0.113.7")
     assert first == store.client_id("203.0.113.7") != store.client_id("203.0.113.8")
     assert "203" not in first
+    # Keyed with the database's own secret: a plain hash of an IPv4 address is undone by trying all 2^32.
+    assert first not in hashlib.sha256(b"203.0.113.7").hexdigest()
+    other = ArenaStore(tmp_path / "other.db")
+    try:
+        assert other.client_id("203.0.113.7") != first  # another arena, another secret
+    finally:
+        other.close()
+    reopened = ArenaStore(store.path)
+    try:
+        assert reopened.client_id("203.0.113.7") == first  # the secret is kept with the database
+    finally:
+        reopened.close()
 
 
 def test_import_is_all_or_nothing_and_idempotent(store):
