@@ -445,6 +445,12 @@ def test_leaderboard_matrices_and_dicts():
     rows = board.as_dicts()
     assert list(rows[0]) == ["rank", "model", "rating", "ci_lower", "ci_upper", "elo", "votes", "win_rate", "group"]
     assert [r["rating"] for r in rows] == sorted((r["rating"] for r in rows), reverse=True)
+    # Each row's Elo is the online Elo of the counted votes (a flagged one is not), not its rating again.
+    flagged = vote(board.models[-1], board.models[0], flagged=True)
+    flagged_board = compute_leaderboard([*votes, flagged], bootstrap_rounds=0)
+    elo = online_elo(select_votes(votes))
+    assert {row.model: row.elo for row in flagged_board.rows} == pytest.approx(elo)
+    assert all(abs(row.elo - row.rating) > 0.01 for row in flagged_board.rows)
 
 
 # --- aggregation and online Elo ----------------------------------------------------
