@@ -339,3 +339,22 @@ def test_machine_formats_keep_the_notes_on_stderr(tmp_path, fmt):
 def test_every_command_explains_itself(command):
     done = arena(command, "--help")
     assert done.stdout.startswith(f"usage: python -m arena {command}") and "--" in done.stdout
+
+
+def test_the_counting_options_reach_the_leaderboard(tmp_path):
+    """--min-votes and --include-named change the board exactly as they change compute_leaderboard's."""
+    from arena.battle_files import read_battles
+    from arena.ratings import compute_leaderboard
+
+    votes = tmp_path / "votes.jsonl"
+    lines = [{"model_a": "x", "model_b": "y", "winner": w} for w in ["model_a", "model_b", "model_a"] * 4]
+    lines += [{"model_a": "y", "model_b": "x", "winner": "model_a", "anony": False}] * 6  # named votes for y
+    lines += [{"model_a": "rare", "model_b": "x", "winner": "model_a"}, {"model_a": "y", "model_b": "rare", "winner": "tie"}]
+    votes.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    records = read_battles(votes)
+    plain = json.loads(arena("ratings", "--battles", votes, "--format", "json", "--bootstrap", 0).stdout)
+    for options, kwargs in (((), {}), (("--min-votes", 5), {"min_votes": 5}), (("--include-named",), {"include_named": True}),
+                            (("--min-votes", 5, "--include-named"), {"min_votes": 5, "include_named": True})):
+        shown = json.loads(arena("ratings", "--battles", votes, "--format", "json", "--bootstrap", 0, *options).stdout)
+        assert shown == compute_leaderboard(records, bootstrap_rounds=0, **kwargs).as_dicts()
+        assert (shown == plain) == (not options)
