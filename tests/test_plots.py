@@ -1,6 +1,7 @@
 import io
 import json
 
+import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
@@ -62,6 +63,17 @@ def test_heatmaps_say_rows_are_each_model_and_columns_its_opponent(real_board, d
     axes = draw(real_board).axes[0]
     assert (axes.get_ylabel(), axes.get_xlabel()) == ("Model", "Opponent")
     assert "model A" not in axes.get_title() and "model B" not in axes.get_title()
+    # ... and they are: cell (row, column) holds the row model's number against the column model, in board order.
+    assert [label.get_text() for label in axes.get_yticklabels()] == real_board.models
+    assert [label.get_text() for label in axes.get_xticklabels()] == real_board.models
+    shown = axes.images[0].get_array()
+    expected = {plots.win_fraction_heatmap: real_board.win_fraction, plots.battle_count_heatmap: real_board.battle_counts,
+                plots.predicted_win_probability_heatmap: real_board.predicted_win_probability}[draw].astype(float)
+    visible = ~np.ma.getmaskarray(shown)
+    assert np.array_equal(visible, np.isfinite(expected) & ~np.eye(len(expected), dtype=bool))
+    assert np.allclose(np.ma.getdata(shown)[visible], expected[visible])
+    if draw is not plots.battle_count_heatmap:  # counts are symmetric; the others would not pass transposed
+        assert not np.allclose(expected[visible], expected.T[visible])
 
 
 def test_ratings_plot_marks_models_whose_interval_could_not_be_measured():
