@@ -145,6 +145,19 @@ def test_follow_up_goes_to_both_models_with_their_own_history(make_service, monk
     assert service.store.battle(first.battle_id)["turns"] == 2
 
 
+def test_a_side_by_side_follow_up_with_other_picks_starts_another_battle(make_service):
+    """The pickers are sent with every prompt: a new pair is a new battle, with the new models answering."""
+    service = make_service()
+    first = finish(service.ask(None, "First question", CLIENT, Mode.NAMED, ("echo-one", "echo-two")))
+    same = finish(service.ask(first.battle_id, "Second question", CLIENT, Mode.NAMED, ("echo-one", "echo-two")))
+    assert same.battle_id == first.battle_id
+    other = finish(service.ask(first.battle_id, "Third question", CLIENT, Mode.NAMED, ("echo-one", "constant-bot")))
+    assert other.battle_id != first.battle_id
+    battle = service.book.get(other.battle_id, service.store.client_id(CLIENT))
+    assert (battle.model_a, battle.model_b) == ("echo-one", "constant-bot") and len(battle.exchanges) == 1
+    assert battle.exchanges[0].answers["b"] == "A calm and steady answer."
+
+
 def test_turn_limit(make_service):
     service = make_service()  # max_turns: 3
     view = finish(service.ask(None, "one", CLIENT, Mode.ANONYMOUS))
