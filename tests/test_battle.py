@@ -103,7 +103,9 @@ def test_unknown_outcome_is_refused(make_service):
     view = finish(service.ask(None, "Say hello", CLIENT, Mode.ANONYMOUS))
     with pytest.raises(RuleViolation, match="Unknown vote"):
         service.vote(view.battle_id, CLIENT, "model_c")
-    service.vote(view.battle_id, CLIENT, "tie (bothbad)")
+    assert service.store.db["votes"].count == 0  # refused: nothing stored, and the battle is still open
+    assert service.vote(view.battle_id, CLIENT, "tie (bothbad)").outcome == "tie (bothbad)"
+    assert [row["winner"] for row in service.store.db["votes"].rows] == ["tie (bothbad)"]
 
 
 @pytest.mark.parametrize("prompt, message", [("", "type a prompt"), ("   \n\t", "type a prompt"), ("x" * 201, "limit here is 200")])
@@ -457,7 +459,7 @@ def test_anonymous_answers_stop_at_one_length_so_a_cut_names_neither_model_nor_p
         assert "Both answers were cut at the length limit" in status_line(view)
         assert [view.conversations[side][-1]["content"] for side in "ab"] == ["one two three"] * 2
         pairs.add(frozenset(service.book.find(view.battle_id).models.values()))
-        assert service.vote(view.battle_id, CLIENT, "tie")
+        assert service.vote(view.battle_id, CLIENT, "tie").outcome == "tie"
     named = finish(service.ask(None, "one two three four five six", CLIENT, Mode.NAMED, ("long-one", "longer-one")))
     answers = [named.conversations[side][-1]["content"] for side in "ab"]
     assert answers == ["one two three four", "one two three four five"]  # side by side, each model's own limit
@@ -477,7 +479,7 @@ def test_a_prompt_too_long_in_tokens_is_refused_before_a_battle_starts(make_serv
     view = finish(service.ask(None, " ".join(["word"] * 5), CLIENT, Mode.ANONYMOUS))
     with pytest.raises(RuleViolation, match=r"^This conversation is too long for the models here\. Vote, or start a new round"):
         service.ask(view.battle_id, "five more words right here", CLIENT, Mode.ANONYMOUS)  # 5 + 5 answered + 5
-    assert service.vote(view.battle_id, CLIENT, "tie")  # the battle is still open to a vote
+    assert service.vote(view.battle_id, CLIENT, "tie").outcome == "tie"  # the battle is still open to a vote
     finish(service.ask(None, "a new round", CLIENT, Mode.ANONYMOUS))  # the second of two battles this hour
     with pytest.raises(RuleViolation, match=r"too long for the models here: about 13 tokens"):  # side by side: numbers
         service.ask(None, " ".join(["word"] * 13), CLIENT, Mode.NAMED, ("echo-one", "echo-two"))
@@ -906,7 +908,7 @@ def test_a_refused_prompt_costs_no_prompt_tokens(make_service):
     for _ in range(3):  # 18 tokens asked for in all, none read
         with pytest.raises(RuleViolation, match="different models"):
             service.ask(None, words, CLIENT, Mode.NAMED, ("echo-one", "echo-one"))
-    finish(service.ask(None, words, CLIENT, Mode.NAMED, ("echo-one", "echo-two")))
+    assert finish(service.ask(None, words, CLIENT, Mode.NAMED, ("echo-one", "echo-two"))).votable  # 6 of 12 left
 
 
 def test_a_side_by_side_receipt_says_whether_the_vote_counts_instead_of_naming_the_picked_models():

@@ -141,9 +141,12 @@ def test_a_malformed_file_is_reported_by_line_and_imports_nothing(tmp_path):
     for line in ("2", "3", "4"):
         assert f"line {line}" in done.stderr
     assert "line 1" not in done.stderr
-    if db.exists():
-        with sqlite3.connect(db) as connection:
-            assert connection.execute("select count(*) from votes").fetchone() == (0,)
+    assert not db.exists()  # refused before any database is made
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"model_a": "x", "model_b": "y", "winner": "tie"}\n')
+    arena("import", good, "--db", db)
+    assert arena("import", bad, "--db", db, check=False).returncode != 0
+    assert votes_in(db) == 1  # the good first line of the bad file was not imported either
 
 
 def votes_in(db) -> int:
