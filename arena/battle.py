@@ -68,6 +68,7 @@ class Battle:
     failed_sides: list[str] = field(default_factory=list)
     cut_sides: list[str] = field(default_factory=list)  # answers of the last turn stopped by max_new_tokens
     left_while_answering: threading.Event = field(default_factory=threading.Event)  # its stream stops, then it ends
+    rests_when_drawn: dict[str, int] = field(default_factory=dict)  # per model: `FailureStreaks.rests_begun` at the draw
 
     @property
     def model_a(self) -> str:
@@ -77,17 +78,18 @@ class Battle:
     def model_b(self) -> str:
         return self.models["b"]
 
-    def transcript(self, side: str) -> list[dict[str, str]]:
-        """Every prompt and this side's answer to it (empty while it is being written)."""
+    def transcript(self, side: str, before_last: bool = False) -> list[dict[str, str]]:
+        """Every prompt and this side's answer to it (empty while it is being written); `before_last`: but the
+        last exchange."""
         messages = []
-        for exchange in self.exchanges:
+        for exchange in self.exchanges[:-1] if before_last else self.exchanges:
             messages.append({"role": "user", "content": exchange.prompt})
             messages.append({"role": "assistant", "content": exchange.answers[side]})
         return messages
 
-    def conversation(self, side: str) -> list[dict[str, str]]:
+    def conversation(self, side: str, before_last: bool = False) -> list[dict[str, str]]:
         """The chat to send to one side: its own answers only, ending with the newest prompt."""
-        return [m for m in self.transcript(side) if m["role"] == "user" or m["content"]]
+        return [m for m in self.transcript(side, before_last) if m["role"] == "user" or m["content"]]
 
     def shown_texts(self) -> list[str]:
         """Every answer the volunteer has been shown, regenerated ones included: a name seen once was seen."""
@@ -103,7 +105,8 @@ class FailureStreaks:
 
     Each of their battles would fail and waste a volunteer's prompt. After `STREAK` failures in a row a
     model rests `REST_S`, twice as long each time it fails again on return (up to `MAX_REST_S`); one
-    answer it completes ends the streak.
+    answer it completes ends the streak. Battles drawn before a rest began, still failing as it begins
+    (a crowd meets an outage at once), are what the rest answers: they do not lengthen it.
     """
 
     STREAK = 3
@@ -115,19 +118,28 @@ class FailureStreaks:
         self.lock = threading.Lock()
         self.failures: dict[str, int] = {}
         self.resting_until: dict[str, float] = {}
+        self.rests: dict[str, int] = {}  # how many rests each model has begun
 
-    def record(self, model: str, failed: bool) -> tuple[int, float | None]:
+    def rests_begun(self, model: str) -> int:
+        """A mark to take when `model` is drawn into a battle, for `record` to tell what came after."""
+        with self.lock:
+            return self.rests.get(model, 0)
+
+    def record(self, model: str, failed: bool, rests_when_drawn: int | None = None) -> tuple[int, float | None]:
         """Count one answer of `model` (anonymous battles only: side by side, a volunteer picks, and could
         keep a model resting). Returns its streak of failures, and the seconds it now rests, if it does."""
         with self.lock:
             if not failed:
                 self.failures.pop(model, None)
                 return 0, None
+            if rests_when_drawn is not None and rests_when_drawn < self.rests.get(model, 0):
+                return self.failures.get(model, 0), None  # drawn before its latest rest began
             streak = self.failures[model] = self.failures.get(model, 0) + 1
             if streak < self.STREAK:
                 return streak, None
             rest = min(self.MAX_REST_S, self.REST_S * 2 ** (streak - self.STREAK))
             self.resting_until[model] = self.clock() + rest
+            self.rests[model] = self.rests.get(model, 0) + 1
             return streak, rest
 
     def resting(self) -> set[str]:

@@ -28,6 +28,11 @@ class SideResult:
     latency_s: float | None = None
     error: str | None = None  # detail for the server log and database, never for the page
     done: bool = False
+    stopped: bool = False  # ended because the other side failed: neither a failure nor an answer it completed
+
+    @property
+    def completed(self) -> bool:
+        return self.done and not self.stopped and self.error is None
 
 
 @dataclass
@@ -118,7 +123,7 @@ def run_duel(streams: dict[str, StreamFactory], *, stall_timeout_s: float, frame
                 for other, side in frame.sides.items():
                     cancels[other].set()
                     if not side.done:
-                        side.done = True
+                        side.done = side.stopped = True
                         side.latency_s = now - started
             if frame.done or now - last_yield >= frame_interval_s:
                 last_yield = now

@@ -131,13 +131,19 @@ class ArenaService:
 
     def regenerate(self, battle_id: str | None, address: str) -> Iterator[BattleView]:
         battle = self.book.get(battle_id, self.store.client_id(address))
-        # Each regeneration runs both models in full: it counts like a new battle, or one battle
-        # could regenerate without end past the hourly limit. Counted first, so a burst cannot overshoot.
-        charge = self.limiter.check_and_count(address)
+        if not battle.exchanges:
+            raise RuleViolation("Nothing to regenerate yet.")
+        # Each regeneration runs both models in full: it counts like a new battle, and the models read the
+        # conversation again, so it costs its tokens again; or one battle could regenerate without end past
+        # both hourly limits. Counted first, so a burst cannot overshoot.
+        tokens = self._check_length(battle.exchanges[-1].prompt, battle, None, again=True)
+        charges = [(self.limiter, self.limiter.check_and_count(address))]
         try:
+            charges.append((self.prompt_tokens, self.prompt_tokens.check_and_count(address, tokens)))
             self.book.restart_last(battle)
         except RuleViolation:
-            self.limiter.refund(charge)  # refused requests cost nothing
+            for limiter, charge in charges:
+                limiter.refund(charge)  # refused requests cost nothing
             raise
         return self._generate(battle)
 
@@ -183,12 +189,14 @@ class ArenaService:
             self.store.mark_abandoned(stale_id)
         model_a, model_b = chosen if mode is Mode.NAMED else self._draw_pair()
         battle = self.book.open(mode, client_id, model_a, model_b)
+        battle.rests_when_drawn = {name: self.streaks.rests_begun(name) for name in (model_a, model_b)}
         self.store.record_battle_start(battle.id, mode.value, model_a, model_b, client_id, battle.started)
         return battle
 
-    def _check_length(self, prompt: str, battle: Battle | None, chosen: tuple[str, str] | None) -> int:
+    def _check_length(self, prompt: str, battle: Battle | None, chosen: tuple[str, str] | None,
+                      again: bool = False) -> int:
         """Refuse, before anything starts, a conversation too long for the limit or for a model's context;
-        returns its length in tokens.
+        returns its length in tokens. `again`: `prompt` is the battle's last, to be answered again.
 
         Anonymous battles are held to the smallest allowance of all served models, whichever pair is
         playing, and refused without numbers: neither whether nor how a refusal comes may tell which
@@ -198,7 +206,7 @@ class ArenaService:
         own allowance, on its own history.
         """
         anonymous = chosen is None if battle is None else battle.mode is Mode.ANONYMOUS
-        histories = [battle.conversation(side) for side in SIDES] if battle is not None else [[]]
+        histories = [battle.conversation(side, before_last=again) for side in SIDES] if battle is not None else [[]]
         if anonymous:
             readers = [(contestant, history) for contestant in self.roster.contestants.values() for history in histories]
         elif battle is not None:
@@ -317,8 +325,9 @@ class ArenaService:
         battle.failed_sides = frame.failed_sides
         battle.cut_sides = [side for side in SIDES if side in frame.sides and frame.sides[side].cut]
         for side in SIDES if battle.mode is Mode.ANONYMOUS else ():  # side by side, the volunteer chose the model
-            if side in frame.failed_sides or frame.sides.get(side, SideResult()).done:  # not one merely stopped
-                streak, rest = self.streaks.record(battle.models[side], failed=side in frame.failed_sides)
+            if side in frame.failed_sides or frame.sides.get(side, SideResult()).completed:  # not one merely stopped
+                model = battle.models[side]
+                streak, rest = self.streaks.record(model, side in frame.failed_sides, battle.rests_when_drawn.get(model))
                 if rest:
                     log.warning("%s failed %d battles in a row: left out of anonymous battles for %.0f s",
                                 battle.models[side], streak, rest)

@@ -882,6 +882,33 @@ def test_a_model_failing_battle_after_battle_rests_from_anonymous_draws(make_ser
     assert not view.failed and service.streaks.resting() == set()
 
 
+def test_failures_already_under_way_when_a_rest_begins_do_not_lengthen_it():
+    """A crowd meets an outage at once: the battles drawn before the rest fail together, and that is one rest."""
+    now = [0.0]
+    streaks = FailureStreaks(clock=lambda: now[0])
+    marks = [streaks.rests_begun("down") for _ in range(7)]  # seven battles drawn while it was still in
+    results = [streaks.record("down", True, mark) for mark in marks]
+    assert results[:3] == [(1, None), (2, None), (3, 60.0)]
+    assert results[3:] == [(3, None)] * 4 and streaks.resting_until["down"] == 60.0
+    now[0] = 61.0  # back from its rest, drawn again, failing again: twice as long
+    assert streaks.record("down", True, streaks.rests_begun("down")) == (4, 120.0)
+    assert streaks.record("down", False, 0) == (0, None)  # an answer completed, whenever drawn, ends the streak
+
+
+def test_a_model_stopped_because_the_other_failed_keeps_its_streak(make_service):
+    """Stopped is not answered: two models on one dead endpoint must not reset each other's streaks."""
+    service = make_service("""
+        settings: {sampling: uniform, generation_timeout_s: 5, limits: {battles_per_hour: 1000}}
+        models:
+          - {name: broken, backend: scripted, script: error}
+          - {name: stuck, backend: scripted, script: hang}
+    """)
+    service.streaks.failures["stuck"] = 2
+    view = finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS))  # broken fails at once; stuck is stopped
+    assert view.failed and view.failed_sides and len(view.failed_sides) == 1
+    assert service.streaks.failures == {"stuck": 2, "broken": 1}
+
+
 TOKEN_BUDGET = """
     settings: {{sampling: uniform, limits: {{prompt_tokens_per_hour: {budget}}}}}
     models:
@@ -900,6 +927,18 @@ def test_each_network_has_an_hourly_budget_of_prompt_tokens(make_service):
         service.ask(None, "one more", CLIENT, Mode.ANONYMOUS)
     assert service.store.db["battles"].count == 1  # refused before it started
     finish(service.ask(None, "one more", "10.0.0.2", Mode.ANONYMOUS))  # another network has its own budget
+
+
+def test_a_regeneration_costs_the_conversation_s_tokens_again(make_service):
+    """The models read the whole conversation again: without a charge, regenerating would read without end."""
+    service = make_service(TOKEN_BUDGET.format(budget=20))
+    view = finish(service.ask(None, " ".join(["word"] * 6), CLIENT, Mode.ANONYMOUS))  # 6
+    finish(service.regenerate(view.battle_id, CLIENT))  # 12
+    finish(service.regenerate(view.battle_id, CLIENT))  # 18
+    with pytest.raises(RuleViolation, match=r"reached the limit here: 20 prompt tokens an hour"):
+        service.regenerate(view.battle_id, CLIENT)  # 24
+    assert service.store.db["messages"].count == 3 * 3  # three attempts of a prompt and two answers, no fourth
+    assert len(service.limiter.starts[client_network(CLIENT)]) == 3  # the refused one's battle count refunded
 
 
 def test_a_refused_prompt_costs_no_prompt_tokens(make_service):
