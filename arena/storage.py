@@ -42,6 +42,9 @@ class DatabaseFileError(sqlite3.DatabaseError):
 
 KNOWN_VOTE_POLICIES = ("ask", "skip", "new")
 SHOWN_CONFLICTS = 20  # records named when a file contradicts stored votes
+# A battle's `failure` when a server stopped with it open (said at the next start).
+STOPPED_WHILE_ANSWERING = "the server stopped while the models were answering (this turn was not stored)"
+STOPPED_BEFORE_THE_VOTE = "the server stopped before the vote"
 # What an imported record keeps (`judge` as the voter's client id); anything else in it is dropped.
 IMPORTED_FIELDS = frozenset({"model_a", "model_b", "winner", "tstamp", "turn", "anony", "flagged", "battle_id", "judge"})
 
@@ -295,13 +298,15 @@ class ArenaStore:
 
         A battle lives in the memory of the process that started it, so after a
         restart nobody can continue or vote on it; researchers should not have to
-        guess that from a `ready` status. It ends at its last stored message.
+        guess that from a `ready` status. It ends at its last stored message, and its `failure` says
+        whether the server stopped while it was answering or while it waited for a vote.
         """
         with self._transaction():
             return self.db.conn.execute(
                 """update battles set status = 'abandoned',
-                       ended = coalesce(ended, (select max(created) from messages where battle_id = battles.id), started)
-                   where status in ('generating', 'ready')"""
+                       ended = coalesce(ended, (select max(created) from messages where battle_id = battles.id), started),
+                       failure = coalesce(failure, case status when 'generating' then ? else ? end)
+                   where status in ('generating', 'ready')""", [STOPPED_WHILE_ANSWERING, STOPPED_BEFORE_THE_VOTE]
             ).rowcount
 
     def record_turn(self, battle_id: str, turn: int, attempt: int, messages: list[dict], status: str, failure: str | None = None) -> None:

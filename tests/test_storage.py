@@ -310,6 +310,9 @@ def test_battles_left_unfinished_by_an_earlier_run_are_marked_abandoned(store, t
     reopened = ArenaStore(tmp_path / "arena.db")
     assert reopened.close_unfinished_battles() == 2
     statuses = {row["id"]: (row["status"], row["ended"]) for row in reopened.db["battles"].rows}
+    failures = {row["id"]: row["failure"] for row in reopened.db["battles"].rows}
+    assert failures == {"voted": None, "unvoted": "the server stopped before the vote",
+                        "cut-off": "the server stopped while the models were answering (this turn was not stored)"}
     assert statuses["voted"][0] == "voted"
     assert statuses["unvoted"][0] == "abandoned" and statuses["unvoted"][1] > 1e9  # its last message's time
     assert statuses["cut-off"] == ("abandoned", 200.0)  # no message: it ends when it started
