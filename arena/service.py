@@ -106,7 +106,9 @@ class ArenaService:
         return f"The models are still loading ({self.roster.loading_stage}). Battles start as soon as they are ready."
 
     def model_names(self) -> list[str]:
-        return self.roster.names if self.ready else [m.name for m in self.config.enabled_models]
+        """The models that can battle, in the roster's order (sorted) whether or not they have loaded: the
+        page is built before they load, and a list that reordered itself would drop a pick being made."""
+        return self.roster.names if self.ready else sorted(m.name for m in self.config.enabled_models)
 
     # --- battles ----------------------------------------------------------
 

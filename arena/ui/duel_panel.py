@@ -36,7 +36,7 @@ class DuelPanel:
         self.vote_events: list = []
 
     def build(self) -> None:
-        names = self.service.model_names()
+        names = self._built_names = self.service.model_names()
         # Gradio drops a closed page's state an hour after the tab goes (in case it is reopened);
         # an unvoted battle then ends as abandoned instead of staying open until the next restart.
         self.battle_id = gr.State(None, delete_callback=_battle_closer(self.service))
@@ -198,8 +198,12 @@ class DuelPanel:
             keep = value in names and value not in taken
             pick = value if keep else next((name for name in names if name not in taken and name not in chosen), None)
             taken.add(pick)
-            # an unchanged value is not sent back: setting it would fire `change` and clear the battle
-            updates.append(gr.update(choices=names) if keep else gr.update(choices=names, value=pick))
+            # An unchanged value is not sent back: setting it would fire `change` and clear the battle. Nor
+            # are the choices the page was built with: redrawing the list would drop a pick being made.
+            if keep and names == self._built_names:
+                updates.append(gr.skip())
+            else:
+                updates.append(gr.update(choices=names) if keep else gr.update(choices=names, value=pick))
         return updates
 
     # --- rendering ------------------------------------------------------------
