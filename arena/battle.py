@@ -68,7 +68,7 @@ class Battle:
     failed_sides: list[str] = field(default_factory=list)
     cut_sides: list[str] = field(default_factory=list)  # answers of the last turn stopped by max_new_tokens
     left_while_answering: threading.Event = field(default_factory=threading.Event)  # its stream stops, then it ends
-    rests_when_drawn: dict[str, int] = field(default_factory=dict)  # per model: `FailureStreaks.rests_begun` at the draw
+    rests_at_turn_start: dict[str, int] = field(default_factory=dict)  # per model: `FailureStreaks.rests_begun`
 
     @property
     def model_a(self) -> str:
@@ -105,7 +105,7 @@ class FailureStreaks:
 
     Each of their battles would fail and waste a volunteer's prompt. After `STREAK` failures in a row a
     model rests `REST_S`, twice as long each time it fails again on return (up to `MAX_REST_S`); one
-    answer it completes ends the streak. Battles drawn before a rest began, still failing as it begins
+    answer it completes ends the streak. Answers begun before a rest began, still failing as it begins
     (a crowd meets an outage at once), are what the rest answers: they do not lengthen it.
     """
 
@@ -121,19 +121,20 @@ class FailureStreaks:
         self.rests: dict[str, int] = {}  # how many rests each model has begun
 
     def rests_begun(self, model: str) -> int:
-        """A mark to take when `model` is drawn into a battle, for `record` to tell what came after."""
+        """A mark to take when `model` starts answering, for `record` to tell what came after."""
         with self.lock:
             return self.rests.get(model, 0)
 
-    def record(self, model: str, failed: bool, rests_when_drawn: int | None = None) -> tuple[int, float | None]:
+    def record(self, model: str, failed: bool, rests_at_start: int | None = None) -> tuple[int, float | None]:
         """Count one answer of `model` (anonymous battles only: side by side, a volunteer picks, and could
-        keep a model resting). Returns its streak of failures, and the seconds it now rests, if it does."""
+        keep a model resting); `rests_at_start` is `rests_begun` when that answer began. Returns its streak
+        of failures, and the seconds it now rests, if it does."""
         with self.lock:
             if not failed:
                 self.failures.pop(model, None)
                 return 0, None
-            if rests_when_drawn is not None and rests_when_drawn < self.rests.get(model, 0):
-                return self.failures.get(model, 0), None  # drawn before its latest rest began
+            if rests_at_start is not None and rests_at_start < self.rests.get(model, 0):
+                return self.failures.get(model, 0), None  # begun before its latest rest began
             streak = self.failures[model] = self.failures.get(model, 0) + 1
             if streak < self.STREAK:
                 return streak, None

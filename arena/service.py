@@ -191,7 +191,6 @@ class ArenaService:
             self.store.mark_abandoned(stale_id)
         model_a, model_b = chosen if mode is Mode.NAMED else self._draw_pair()
         battle = self.book.open(mode, client_id, model_a, model_b)
-        battle.rests_when_drawn = {name: self.streaks.rests_begun(name) for name in (model_a, model_b)}
         self.store.record_battle_start(battle.id, mode.value, model_a, model_b, client_id, battle.started)
         return battle
 
@@ -271,6 +270,13 @@ class ArenaService:
             for side in SIDES
         }
         exchange = battle.exchanges[-1]
+        # Marks for the failure streaks: what happens to this turn is measured against rests begun before it.
+        battle.rests_at_turn_start = {name: self.streaks.rests_begun(name) for name in battle.models.values()}
+        if len(battle.exchanges) > 1 or battle.attempt > 1:  # the first turn's row says so from the start
+            try:  # so that after a restart the row tells a lost turn from a battle left before its vote
+                self.store.mark_answering(battle.id)
+            except Exception:  # a note for researchers: not worth failing the turn; storing the turn will say
+                log.exception("battle %s: could not mark it answering", battle.id)
         frame = DuelFrame()
         closed_by_page = False
         with self._generating_lock:
@@ -329,7 +335,7 @@ class ArenaService:
         for side in SIDES if battle.mode is Mode.ANONYMOUS else ():  # side by side, the volunteer chose the model
             if side in frame.failed_sides or frame.sides.get(side, SideResult()).completed:  # not one merely stopped
                 model = battle.models[side]
-                streak, rest = self.streaks.record(model, side in frame.failed_sides, battle.rests_when_drawn.get(model))
+                streak, rest = self.streaks.record(model, side in frame.failed_sides, battle.rests_at_turn_start.get(model))
                 if rest:
                     log.warning("%s failed %d battles in a row: left out of anonymous battles for %.0f s",
                                 battle.models[side], streak, rest)

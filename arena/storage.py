@@ -309,6 +309,11 @@ class ArenaStore:
                    where status in ('generating', 'ready')""", [STOPPED_WHILE_ANSWERING, STOPPED_BEFORE_THE_VOTE]
             ).rowcount
 
+    def mark_answering(self, battle_id: str) -> None:
+        """A follow-up or a regeneration is being answered: until its turn is stored, the row says so."""
+        with self._transaction():
+            self.db["battles"].update(battle_id, {"status": "generating"})
+
     def record_turn(self, battle_id: str, turn: int, attempt: int, messages: list[dict], status: str, failure: str | None = None) -> None:
         """Store one exchange (the prompt and both answers) and the battle's new status together."""
         now = time.time()

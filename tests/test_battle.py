@@ -909,6 +909,22 @@ def test_a_model_stopped_because_the_other_failed_keeps_its_streak(make_service)
     assert service.streaks.failures == {"stuck": 2, "broken": 1}
 
 
+def test_each_turn_is_marked_for_the_streaks_and_in_the_database_while_it_is_answered(make_service):
+    """A follow-up's failure is measured against rests begun before it, not before the battle was drawn; and
+    while it is answered the stored row says so, so that a restart can tell a lost turn from an unvoted one."""
+    service = make_service()
+    view = finish(service.ask(None, "First question", CLIENT, Mode.ANONYMOUS))
+    battle = service.book.get(view.battle_id, service.store.client_id(CLIENT))
+    assert set(battle.rests_at_turn_start.values()) == {0}
+    for name in battle.models.values():
+        service.streaks.rests[name] = 2  # rests began (and ended) since the draw
+    answering = service.ask(view.battle_id, "Second question " * 10, CLIENT, Mode.ANONYMOUS)
+    next(answering)  # the first frame: both models are writing
+    assert service.store.battle(view.battle_id)["status"] == "generating"
+    assert set(battle.rests_at_turn_start.values()) == {2}
+    assert finish(answering).votable and service.store.battle(view.battle_id)["status"] == "ready"
+
+
 TOKEN_BUDGET = """
     settings: {{sampling: uniform, limits: {{prompt_tokens_per_hour: {budget}}}}}
     models:

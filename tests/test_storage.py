@@ -306,13 +306,19 @@ def test_battles_left_unfinished_by_an_earlier_run_are_marked_abandoned(store, t
         {"side": "user", "role": "user", "content": "hi", "tokens": None, "latency_s": None, "first_token_s": None},
     ], "ready")
     store.record_battle_start("cut-off", "anonymous", "alpha", "beta", "client", 200.0)
+    store.record_battle_start("second-turn-cut-off", "anonymous", "alpha", "beta", "client", 300.0)
+    store.record_turn("second-turn-cut-off", 1, 1, [
+        {"side": "user", "role": "user", "content": "hi", "tokens": None, "latency_s": None, "first_token_s": None},
+    ], "ready")
+    store.mark_answering("second-turn-cut-off")  # a follow-up being answered when the server stopped
     store.close()
     reopened = ArenaStore(tmp_path / "arena.db")
-    assert reopened.close_unfinished_battles() == 2
+    assert reopened.close_unfinished_battles() == 3
     statuses = {row["id"]: (row["status"], row["ended"]) for row in reopened.db["battles"].rows}
     failures = {row["id"]: row["failure"] for row in reopened.db["battles"].rows}
-    assert failures == {"voted": None, "unvoted": "the server stopped before the vote",
-                        "cut-off": "the server stopped while the models were answering (this turn was not stored)"}
+    lost_turn = "the server stopped while the models were answering (this turn was not stored)"
+    assert failures == {"voted": None, "unvoted": "the server stopped before the vote", "cut-off": lost_turn,
+                        "second-turn-cut-off": lost_turn}
     assert statuses["voted"][0] == "voted"
     assert statuses["unvoted"][0] == "abandoned" and statuses["unvoted"][1] > 1e9  # its last message's time
     assert statuses["cut-off"] == ("abandoned", 200.0)  # no message: it ends when it started
