@@ -33,14 +33,13 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
     from arena.ui.look import PAGE_CSS, page_theme
     from arena.ui.request_guard import RequestGuard
 
-    # Both checks come before the database is touched: a start that fails must change nothing in it.
+    # Both checks come before the database is opened: a start that fails must change nothing in it.
     if not _can_listen(host, port):
         return _cannot_listen(host, port)
-    store = ArenaStore(db_path)
     serving = _claim_for_serving(db_path)  # held while this function runs: the lock lives as long as the file
     if serving is None:
-        store.close()
         return 1
+    store = ArenaStore(db_path)
     abandoned = store.close_unfinished_battles()
     votes = store.counts(("votes",))["votes"]
     print(f"Database: {db_path.resolve()} ({counted(votes, 'vote')})", flush=True)  # a mistyped --db starts an empty one
@@ -96,9 +95,12 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
 
 
 def _can_listen(host: str, port: int) -> bool:
-    """Whether the web server could bind there now (with the address reuse uvicorn asks for too)."""
+    """Whether the web server could bind there now (with the address reuse uvicorn asks for too).
+
+    An IPv6 address may come in brackets (`[::1]`), as Gradio takes it and as it is written in a URL.
+    """
     try:
-        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        family, kind, _, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
         with socket.socket(family, kind) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(address)
@@ -114,20 +116,31 @@ def _cannot_listen(host: str, port: int) -> int:
 
 
 def _claim_for_serving(db_path: Path) -> IO | None:
-    """Hold a lock on `<db>-serving` while this process serves the database; None (said why) if another does.
+    """Hold a lock on `<db>-serving` while this process serves the database; None (said why) if it cannot.
 
     A second server on the same file would take the first one's open battles for leftovers of a crash
     and close them. The kernel drops the lock when the process ends, however it ends.
     """
-    lock = open(db_path.with_name(db_path.name + "-serving"), "a+")
+    path = db_path.with_name(db_path.name + "-serving")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # as the database's own folder would be
+        lock = open(path, "a+")
+    except OSError as error:
+        print(f"error: cannot open {path}, the lock that keeps a second server off the database: "
+              f"{error.strerror or error}", file=sys.stderr, flush=True)
+        return None
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:
         lock.seek(0)
         holder = lock.read().strip() or "unknown"
         lock.close()
         print(f"error: {db_path} is being served by another arena (process {holder}); stop it first, or give this "
               "one another --db", file=sys.stderr, flush=True)
+        return None
+    except OSError as error:  # a file system without locks: say so rather than blame another server
+        lock.close()
+        print(f"error: cannot lock {path}: {error.strerror or error}", file=sys.stderr, flush=True)
         return None
     lock.truncate(0)
     lock.write(str(os.getpid()))

@@ -207,12 +207,14 @@ def test_a_start_that_cannot_serve_leaves_a_served_database_as_it_was(start_aren
                            name="changed.yaml")
 
     def database():
-        with sqlite3.connect(arena.db) as connection:
+        # The file and its write-ahead log (the -shm index changes with every reader, this one included).
+        files = {path.name: path.read_bytes() for path in (arena.db, arena.db.with_name(arena.db.name + "-wal"))}
+        with sqlite3.connect(f"file:{arena.db}?mode=ro", uri=True) as connection:
             return (connection.execute("select status from battles").fetchall(),
-                    connection.execute("select count(*) from model_history").fetchone())
+                    connection.execute("select count(*) from model_history").fetchone(), files)
 
     before = database()
-    assert before[0] == [("ready",)]
+    assert before[0] == [("ready",)] and arena.db.name in before[2]
     for port, message in ((free_port(), f"error: {arena.db} is being served by another arena (process {arena.process.pid})"),
                           (arena.port, f"error: cannot listen on 127.0.0.1:{arena.port}")):
         done = subprocess.run([sys.executable, "-m", "arena", "serve", "--config", str(changed), "--db", str(arena.db),
@@ -220,3 +222,12 @@ def test_a_start_that_cannot_serve_leaves_a_served_database_as_it_was(start_aren
         assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
         assert done.stderr.count("\n") == 1  # one line, not the web server's own error as well
         assert database() == before
+
+
+def test_an_ipv6_host_may_come_in_brackets():
+    """`--host [::1]` is how a URL writes it, and Gradio takes it so: the port check must too."""
+    from arena.server import _can_listen
+
+    port = free_port()
+    assert _can_listen("[::1]", port) == _can_listen("::1", port)
+    assert _can_listen("127.0.0.1", port) and not _can_listen("192.0.2.1", port)  # not this machine's
