@@ -19,6 +19,7 @@ from arena.text import lone_surrogates_replaced
 from arena.wording import NEW_ROUND
 
 SIDES = ("a", "b")
+NOTHING_TO_REGENERATE = "Nothing to regenerate yet."
 
 
 class Mode(str, Enum):
@@ -211,7 +212,7 @@ class BattleBook:
         """Regenerate: both answers of the last exchange are thrown away and asked again."""
         with self.lock:
             if battle.status is not Status.READY or not battle.exchanges:
-                raise RuleViolation(status_message(battle.status) if battle.exchanges else "Nothing to regenerate yet.")
+                raise RuleViolation(status_message(battle.status) if battle.exchanges else NOTHING_TO_REGENERATE)
             last = battle.exchanges[-1]
             last.replaced.extend(last.answers[side] for side in SIDES)
             last.answers = {"a": "", "b": ""}

@@ -1,7 +1,7 @@
 """Whether an answer gave its model away: names and family words, however they are disguised.
 
-A vote on an answer that named a model is not anonymous any more: the service flags it and the
-leaderboard leaves it out.
+A vote on an answer that named a model was not blind: the service flags it (it stays an anonymous
+battle's vote) and the leaderboard leaves it out.
 """
 
 from __future__ import annotations

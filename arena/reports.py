@@ -58,7 +58,8 @@ def display_rows(leaderboard: Leaderboard) -> tuple[list[str], list[list]]:
 
 
 def head_to_head_rows(leaderboard: Leaderboard) -> list[list]:
-    """Every pair of rated models once, the better-rated first: the heatmaps' numbers as rows.
+    """Every pair of rated models once, in leaderboard order (the better-rated first within a group): the
+    heatmaps' numbers as rows.
 
     Beyond a handful of models the heatmaps' cells carry no numbers, and a screen reader gets none from
     an image; a table gives both, and sorts (numbers stay numbers). "–" where a pair never met, and as

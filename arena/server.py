@@ -11,13 +11,14 @@ import logging
 import os
 import socket
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from arena.config import ArenaConfig
 from arena.roster import ModelLoadError, Roster
 from arena.service import ArenaService
-from arena.storage import ArenaStore
+from arena.storage import ArenaStore, DatabaseFileError
 from arena.wording import counted
 
 log = logging.getLogger("arena")
@@ -36,10 +37,14 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
     # Both checks come before the database is opened: a start that fails must change nothing in it.
     if not _can_listen(host, port):
         return _cannot_listen(host, port)
-    serving = _claim_for_serving(db_path)  # held while this function runs: the lock lives as long as the file
+    serving = _ServingLock.claim(db_path)  # held while this function runs: the lock lives as long as its file
     if serving is None:
         return 1
-    store = ArenaStore(db_path)
+    try:
+        store = ArenaStore(db_path)
+    except DatabaseFileError:  # not an arena database: leave nothing beside it that this start made
+        serving.give_up()
+        raise
     abandoned = store.close_unfinished_battles()
     votes = store.counts(("votes",))["votes"]
     print(f"Database: {db_path.resolve()} ({counted(votes, 'vote')})", flush=True)  # a mistyped --db starts an empty one
@@ -115,37 +120,52 @@ def _cannot_listen(host: str, port: int) -> int:
     return 1
 
 
-def _claim_for_serving(db_path: Path) -> IO | None:
-    """Hold a lock on `<db>-serving` while this process serves the database; None (said why) if it cannot.
+@dataclass
+class _ServingLock:
+    """A lock on `<db>-serving`, held while this process serves the database.
 
     A second server on the same file would take the first one's open battles for leftovers of a crash
     and close them. The kernel drops the lock when the process ends, however it ends.
     """
-    path = db_path.with_name(db_path.name + "-serving")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)  # as the database's own folder would be
-        lock = open(path, "a+")
-    except OSError as error:
-        print(f"error: cannot open {path}, the lock that keeps a second server off the database: "
-              f"{error.strerror or error}", file=sys.stderr, flush=True)
-        return None
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.seek(0)
-        holder = lock.read().strip() or "unknown"
-        lock.close()
-        print(f"error: {db_path} is being served by another arena (process {holder}); stop it first, or give this "
-              "one another --db", file=sys.stderr, flush=True)
-        return None
-    except OSError as error:  # a file system without locks: say so rather than blame another server
-        lock.close()
-        print(f"error: cannot lock {path}: {error.strerror or error}", file=sys.stderr, flush=True)
-        return None
-    lock.truncate(0)
-    lock.write(str(os.getpid()))
-    lock.flush()
-    return lock
+
+    file: IO
+    path: Path
+    created: bool  # by this start, which removes it again if it cannot serve
+
+    @classmethod
+    def claim(cls, db_path: Path) -> _ServingLock | None:
+        """The lock, or None (said why) if another server holds it or it cannot be taken."""
+        path = db_path.with_name(db_path.name + "-serving")
+        created = not path.exists()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)  # as the database's own folder would be
+            lock = open(path, "a+")
+        except OSError as error:
+            print(f"error: cannot open {path}, the lock that keeps a second server off the database: "
+                  f"{error.strerror or error}", file=sys.stderr, flush=True)
+            return None
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            lock.close()
+            print(f"error: {db_path} is being served by another arena (process {holder}); stop it first, or give "
+                  "this one another --db", file=sys.stderr, flush=True)
+            return None
+        except OSError as error:  # a file system without locks: say so rather than blame another server
+            lock.close()
+            print(f"error: cannot lock {path}: {error.strerror or error}", file=sys.stderr, flush=True)
+            return None
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        return cls(lock, path, created)
+
+    def give_up(self) -> None:
+        self.file.close()
+        if self.created:
+            self.path.unlink(missing_ok=True)
 
 
 def _log_to_stderr() -> None:

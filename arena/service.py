@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from arena import ratings
-from arena.battle import SIDES, Battle, BattleBook, FailureStreaks, Leaving, Mode, RuleViolation, Status, status_message
+from arena.battle import (NOTHING_TO_REGENERATE, SIDES, Battle, BattleBook, FailureStreaks, Leaving, Mode, RuleViolation,
+                          Status, status_message)
 from arena.config import ArenaConfig
 from arena.duel import DuelFrame, SideResult, frame_interval, run_duel
 from arena.identity import identity_leak
@@ -134,7 +135,7 @@ class ArenaService:
     def regenerate(self, battle_id: str | None, address: str) -> Iterator[BattleView]:
         battle = self.book.get(battle_id, self.store.client_id(address))
         if not battle.exchanges:
-            raise RuleViolation("Nothing to regenerate yet.")
+            raise RuleViolation(NOTHING_TO_REGENERATE)
         # Each regeneration runs both models in full: it counts like a new battle, and the models read the
         # conversation again, so it costs its tokens again; or one battle could regenerate without end past
         # both hourly limits. Counted first, so a burst cannot overshoot.
@@ -202,8 +203,8 @@ class ArenaService:
         Anonymous battles are held to the smallest allowance of all served models, whichever pair is
         playing, and refused without numbers: neither whether nor how a refusal comes may tell which
         models (or sides) are in the battle. So an anonymous conversation is counted by every served
-        model's tokenizer, on each side's history (text the volunteer has seen): the verdict depends on
-        that text alone, not on whose tokenizer counts it densest. Side by side, each model is held to its
+        model's tokenizer, on each side's history (text the volunteer has seen), and the densest count
+        decides: the verdict depends on that text alone, whichever pair plays. Side by side, each model is held to its
         own allowance, on its own history.
         """
         anonymous = chosen is None if battle is None else battle.mode is Mode.ANONYMOUS

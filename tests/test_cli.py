@@ -338,10 +338,11 @@ def test_machine_formats_keep_the_notes_on_stderr(tmp_path, fmt):
     assert len(rows) == 4
 
 
-@pytest.mark.parametrize("command", ["serve", "models", "import", "export", "ratings"])
-def test_every_command_explains_itself(command):
+@pytest.mark.parametrize("command, option", [("serve", "--port"), ("models", "--config"), ("import", "--all-new"),
+                                             ("export", "--out"), ("ratings", "--bootstrap")])
+def test_every_command_explains_itself(command, option):
     done = arena(command, "--help")
-    assert done.stdout.startswith(f"usage: python -m arena {command}") and "--" in done.stdout
+    assert done.stdout.startswith(f"usage: python -m arena {command}") and f"\n  {option} " in done.stdout
 
 
 def test_the_counting_options_reach_the_leaderboard(tmp_path):
