@@ -183,8 +183,8 @@ def test_a_short_prompt_is_not_held_back_by_a_long_one_and_does_not_share_its_pa
         return job
 
     counting = "Count from 1 to 300, separated by commas."
-    counted_alone = answer(backend, counting, GenerationSettings(max_new_tokens=400, temperature=0))
-    assert counted_alone[1] == 400  # it is still counting when the long prompt has been read
+    counted_alone = answer(backend, counting, GenerationSettings(max_new_tokens=250, temperature=0))
+    assert counted_alone[1] == 250  # it is still counting when the long prompt has been read
     decoder = backend.decoder
     prompt_reads: list[tuple[int, int]] = []  # (prompt tokens read in one pass, rows streaming meanwhile)
 
@@ -203,7 +203,7 @@ def test_a_short_prompt_is_not_held_back_by_a_long_one_and_does_not_share_its_pa
     decoder.model = Watched(decoder.model)
     try:
         together = run_together({"long": timed("long", long_prompt),
-                                 "counting": timed("counting", counting, GenerationSettings(max_new_tokens=400, temperature=0))},
+                                 "counting": timed("counting", counting, GenerationSettings(max_new_tokens=250, temperature=0))},
                                 stagger_s=0.2)
     finally:
         decoder.model = decoder.model.model
