@@ -146,15 +146,23 @@ def start_arena(tmp_path):
 BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
-@pytest.fixture
-def browser_page():
+@pytest.fixture(scope="session")
+def chromium():
+    """One Chromium for the whole run (starting it costs about a second); each test gets a fresh context."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=BROWSER_FLAGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1100})
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture
+def browser_page(chromium):
+    """A page in a context of its own: no cookies, storage or cache shared with another test."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 1100})
+    yield context.new_page()
+    context.close()
 
 
 def open_and_ask(page, url: str, text: str, key: str = "battle", tab: str | None = None) -> None:

@@ -166,9 +166,10 @@ def test_a_prompt_longer_than_one_prefill_chunk_is_answered_as_alone(backend, al
 
 
 def test_a_short_prompt_is_not_held_back_by_a_long_one_and_does_not_share_its_padding(backend, alone):
-    """Thousands of tokens sent first must neither delay a short newcomer's first token nor widen its steps."""
-    long_prompt = "Read these notes closely. " + "The meeting moved to Tuesday and the budget is unchanged. " * 250
-    assert len(backend.tokenizer(long_prompt)["input_ids"]) > 20 * backend.decoder.prefill_chunk
+    """A long prompt (some 1,800 tokens) sent first must neither delay a short newcomer's first token nor
+    widen its steps."""
+    long_prompt = "Read these notes closely. " + "The meeting moved to Tuesday and the budget is unchanged. " * 150
+    assert len(backend.tokenizer(long_prompt)["input_ids"]) > 12 * backend.decoder.prefill_chunk
     first_token: dict[str, float] = {}
     widths: list[list[int]] = []
 
@@ -183,8 +184,8 @@ def test_a_short_prompt_is_not_held_back_by_a_long_one_and_does_not_share_its_pa
         return job
 
     counting = "Count from 1 to 300, separated by commas."
-    counted_alone = answer(backend, counting, GenerationSettings(max_new_tokens=250, temperature=0))
-    assert counted_alone[1] == 250  # it is still counting when the long prompt has been read
+    counted_alone = answer(backend, counting, GenerationSettings(max_new_tokens=200, temperature=0))
+    assert counted_alone[1] == 200  # it is still counting when the long prompt has been read
     decoder = backend.decoder
     prompt_reads: list[tuple[int, int]] = []  # (prompt tokens read in one pass, rows streaming meanwhile)
 
@@ -203,7 +204,7 @@ def test_a_short_prompt_is_not_held_back_by_a_long_one_and_does_not_share_its_pa
     decoder.model = Watched(decoder.model)
     try:
         together = run_together({"long": timed("long", long_prompt),
-                                 "counting": timed("counting", counting, GenerationSettings(max_new_tokens=250, temperature=0))},
+                                 "counting": timed("counting", counting, GenerationSettings(max_new_tokens=200, temperature=0))},
                                 stagger_s=0.2)
     finally:
         decoder.model = decoder.model.model

@@ -21,7 +21,7 @@ ONE_SLOT = """
     settings:
       sampling: uniform
       max_concurrent_battles: 1
-      generation_timeout_s: 12
+      generation_timeout_s: 8
       limits: {battles_per_hour: 1000}
     models:
       - {name: slow-one, backend: scripted, script: hang}
