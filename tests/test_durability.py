@@ -20,7 +20,7 @@ from gradio_client import Client
 
 from tests.conftest import RunningArena, write_config
 
-KILLS = 10
+KILLS = 6
 FAST_MODELS = """
     settings: {sampling: uniform, limits: {battles_per_hour: 100000}}
     models:
