@@ -228,6 +228,8 @@ def main() -> int:
                              "runs the 20-model arenas alone, capped at 60,000 votes, and gives no verdict")
     parser.add_argument("--arenas", type=int, help="20-model arenas (default 600, or 8 with --quick)")
     args = parser.parse_args()
+    if args.arenas is not None and args.arenas < 1:
+        parser.error("--arenas takes 1 or more")
     if args.quick:
         scenarios = [Scenario(20, args.arenas or 8, 12_000, 2), Scenario(100, 1, 12_000, 1)]
         rounds = 20
