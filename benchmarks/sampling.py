@@ -230,15 +230,15 @@ def main() -> int:
     args = parser.parse_args()
     if args.arenas is not None and args.arenas < 1:
         parser.error("--arenas takes 1 or more")
+    judged = args.tau == TAU_TARGET  # another tau asks what the saving is worth there: 20 models, no verdict
     if args.quick:
-        scenarios = [Scenario(20, args.arenas or 8, 12_000, 2), Scenario(100, 1, 12_000, 1)]
+        scenarios = [Scenario(20, args.arenas or 8, 12_000 if judged else 60_000, 2), Scenario(100, 1, 12_000, 1)]
         rounds = 20
     else:
-        scenarios = [Scenario(20, args.arenas or 600, 20_000, 40), Scenario(100, 8, 60_000, 2)]
+        scenarios = [Scenario(20, args.arenas or 600, 20_000 if judged else 60_000, 40), Scenario(100, 8, 60_000, 2)]
         rounds = 100
-    judged = args.tau == TAU_TARGET
-    if not judged:  # the saving at another precision: what the target would be worth there
-        scenarios = [Scenario(20, scenarios[0].repetitions, 60_000, scenarios[0].width_arenas)]
+    if not judged:
+        scenarios = scenarios[:1]
 
     started = time.perf_counter()
     print(f"voter: {args.voter}; Kendall tau to reach: {args.tau:g}")
