@@ -105,6 +105,19 @@ def test_converted_weights_are_cached_and_give_the_same_answer(loaded):
     assert first == second and first.strip()
 
 
+def test_a_conversion_another_start_cached_first_is_kept_without_a_complaint(loaded, tmp_path):
+    """Two arenas (or test workers) starting at once on one cache both convert; the later one finds the
+    earlier one's copy in place, and leaves no half-written folder beside it."""
+    backend = loaded[0].contestants["terse"].backend
+    conversion = tmp_path / "conversion"
+    reports = [[], []]
+    for said in reports:
+        backend._write_conversion(conversion, said.append)
+    assert reports == [[f"cached converted weights in {conversion}"], []]
+    assert [path.name for path in tmp_path.iterdir()] == ["conversion"]
+    assert (conversion / "model.safetensors").is_file()
+
+
 def test_more_new_tokens_than_the_model_can_read_is_caught_once_loaded(loaded):
     backend = loaded[0].contestants["terse"].backend
     assert backend.settings_problem(GenerationSettings(max_new_tokens=12)) is None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import tempfile
 import threading
 from collections.abc import Hashable, Iterator
 from pathlib import Path
@@ -118,12 +119,17 @@ class TransformersBackend(Backend):
         return self.cache_dir / f"{gguf.stem}-{digest.hexdigest()[:16]}-{self.entry.dtype}"
 
     def _write_conversion(self, path: Path, report: ProgressReport) -> None:
-        """Save the dequantised weights so the next start skips the GGUF conversion."""
-        partial = path.with_name(path.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
+        """Save the dequantised weights so the next start skips the GGUF conversion.
+
+        Written to a folder of its own, then renamed: two arenas starting at once on one cache
+        (or test workers) neither write into each other's files nor see a half-written conversion.
+        """
         model = self.model
         quantizer, quantization = getattr(model, "hf_quantizer", None), getattr(model.config, "quantization_config", None)
+        partial = None
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = Path(tempfile.mkdtemp(prefix=path.name + ".", suffix=".partial", dir=path.parent))
             # A GGUF-loaded model refuses save_pretrained while it still looks quantised.
             model.hf_quantizer = None
             if hasattr(model.config, "quantization_config"):
@@ -134,8 +140,10 @@ class TransformersBackend(Backend):
             partial.replace(path)
             report(f"cached converted weights in {path}")
         except (OSError, ValueError, TypeError, AttributeError) as exc:
-            shutil.rmtree(partial, ignore_errors=True)
-            report(f"could not cache converted weights ({exc}); the next start converts again")
+            if partial is not None:
+                shutil.rmtree(partial, ignore_errors=True)
+            if not _holds_conversion(path):  # another start renamed the same conversion there first: no failure
+                report(f"could not cache converted weights ({exc}); the next start converts again")
         finally:
             model.hf_quantizer = quantizer
             if quantization is not None:
