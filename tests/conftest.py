@@ -42,6 +42,21 @@ SCRIPTED_MODELS = """
 """
 
 
+
+def pytest_collection_modifyitems(items):
+    """Files that load the real model first, then those that drive a browser, then the rest, each file whole.
+
+    With several test processes (`make test`), the longest files start early and the quick ones fill the
+    gaps at the end, instead of one long file running alone while the other processes sit idle.
+    """
+    def rank(item) -> int:
+        return 0 if item.get_closest_marker("model") else 1 if item.get_closest_marker("browser") else 2
+
+    file_rank: dict[Path, int] = {}
+    for item in items:
+        file_rank[item.path] = min(rank(item), file_rank.get(item.path, 2))
+    items.sort(key=lambda item: file_rank[item.path])  # stable: each file keeps its order
+
 @pytest.fixture
 def scripted_config(tmp_path):
     from arena.config import load_config
@@ -88,18 +103,26 @@ class RunningArena:
     """`python -m arena serve` in a child process, as an operator would start it."""
 
     def __init__(self, config: Path, db: Path, ready_timeout_s: float = 240, env: dict[str, str] | None = None):
+        self.db = db
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        # A free port can be taken by another test process's server before this one binds it: try another.
+        for _ in range(3):
+            if self._start(config, env, ready_timeout_s):
+                return
+        raise RuntimeError("arena found no free port:\n" + "".join(self.output))
+
+    def _start(self, config: Path, env: dict[str, str], ready_timeout_s: float) -> bool:
+        """Whether it became ready; raises if it failed for another reason than its port."""
         import subprocess
         import sys
         import threading
         import time
 
-        self.db = db
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.output: list[str] = []
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "arena", "serve", "--config", str(config), "--db", str(db),
+            [sys.executable, "-m", "arena", "serve", "--config", str(config), "--db", str(self.db),
              "--port", str(self.port), "--cache-dir", str(MODEL_CACHE)],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         )
@@ -111,12 +134,17 @@ class RunningArena:
                 if line.startswith("Ready:"):
                     ready.set()
 
-        threading.Thread(target=read, daemon=True).start()
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
         deadline = time.monotonic() + ready_timeout_s
         while not ready.wait(0.2):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
+                reader.join(5)  # its last lines say why
+                if "cannot listen on" in "".join(self.output):
+                    return False
                 raise RuntimeError("arena did not start:\n" + "".join(self.output))
+        return True
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -174,3 +202,12 @@ def open_and_ask(page, url: str, text: str, key: str = "battle", tab: str | None
     prompt.wait_for()
     prompt.fill(text)
     prompt.press("Enter")
+
+
+def record_announcements(page) -> None:
+    """Collect what the page's announcer says into `window.said` (it keeps nothing for long, so its words
+    are caught as they come). The page's script adds the announcer after Gradio draws the page: wait for it."""
+    page.locator("#arena-announcer").wait_for(state="attached")
+    page.evaluate("""() => { window.said = []; const announcer = document.querySelector('#arena-announcer');
+        new MutationObserver(() => { if (announcer.textContent) window.said.push(announcer.textContent); }).observe(
+        announcer, {childList: true, characterData: true, subtree: true}); }""")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from arena.ui.leaderboard_tab import PLOT_DESCRIPTIONS
+from tests.conftest import record_announcements
 
 pytestmark = pytest.mark.browser
 
@@ -58,9 +59,7 @@ def test_a_screen_reader_hears_the_status_not_the_stream_and_no_name_before_the_
     prompt = page.get_by_role("textbox", name="Prompt")  # not just "Textbox"
     prompt.wait_for()
     page.wait_for_function("document.querySelector('#battle-status').innerText.includes('Ask anything')", timeout=15_000)
-    page.evaluate("""() => { window.said = []; new MutationObserver(() => { const text = document.querySelector(
-        '#arena-announcer').textContent; if (text) window.said.push(text); }).observe(
-        document.querySelector('#arena-announcer'), {childList: true, characterData: true, subtree: true}); }""")
+    record_announcements(page)
     for _ in range(2):  # empty: refused, and the refusal is read out each time, though its words are the same
         prompt.press("Enter")
         page.wait_for_timeout(700)

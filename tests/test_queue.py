@@ -14,6 +14,8 @@ import time
 import pytest
 from gradio_client import Client
 
+from tests.conftest import record_announcements
+
 
 pytestmark = pytest.mark.browser
 
@@ -42,10 +44,7 @@ def test_a_waiting_volunteer_sees_their_place_then_gets_served(start_arena, brow
     page.goto(arena.url)
     prompt = page.locator("#battle-prompt textarea")
     prompt.wait_for()
-    # A screen reader hears the place too (the page's announcer keeps nothing for long, so its words are caught).
-    page.evaluate("""() => { window.said = []; new MutationObserver(() => { const text = document.querySelector(
-        '#arena-announcer').textContent; if (text) window.said.push(text); }).observe(
-        document.querySelector('#arena-announcer'), {childList: true, characterData: true, subtree: true}); }""")
+    record_announcements(page)  # a screen reader hears the place too
     prompt.fill("Am I in a queue?")
     prompt.press("Enter")
     battle_tab = page.locator("#battle-tab")
