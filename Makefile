@@ -7,6 +7,8 @@ CONFIG ?= models.yaml
 DB ?= arena.db
 HOST ?= 127.0.0.1
 PORT ?= 7860
+# One test process per core; a file stays in one process, so a model its tests share loads once.
+TEST_WORKERS ?= auto
 export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_DISABLE_TELEMETRY := 1
 
@@ -16,7 +18,7 @@ serve: $(VENV)/.runtime
 	$(PY) -m arena serve --config $(CONFIG) --db $(DB) --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.dev chromium
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 models: $(VENV)/.runtime
 	$(PY) -m arena models --config $(CONFIG)
