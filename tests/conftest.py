@@ -42,7 +42,6 @@ SCRIPTED_MODELS = """
 """
 
 
-
 def pytest_collection_modifyitems(items):
     """Files that load the real model first, then those that drive a browser, then the rest, each file whole.
 
@@ -56,6 +55,7 @@ def pytest_collection_modifyitems(items):
     for item in items:
         file_rank[item.path] = min(rank(item), file_rank.get(item.path, 2))
     items.sort(key=lambda item: file_rank[item.path])  # stable: each file keeps its order
+
 
 @pytest.fixture
 def scripted_config(tmp_path):
