@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import textwrap
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -22,6 +25,18 @@ def shared_file(name: str) -> Path:
     if not path.is_file():
         pytest.fail(f"real vote data not found at {path} (the shared/ folder beside the project)", pytrace=False)
     return path
+
+
+T = TypeVar("T")
+
+
+def wait_until(condition: Callable[[], T], timeout_s: float, interval_s: float = 0.05) -> T:
+    """Polls for what another thread or process does in its own time; returns the last value seen, so
+    the caller's assert shows what there was when time ran out."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()) and time.monotonic() < deadline:
+        time.sleep(interval_s)
+    return value
 
 
 def write_config(directory: Path, text: str, name: str = "models.yaml") -> Path:

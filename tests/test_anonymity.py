@@ -7,10 +7,11 @@ learn nothing about which model is A and which is B before it votes.
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 from gradio_client import Client
+
+from tests.conftest import wait_until
 
 # Distinctive names so a leak cannot hide behind a common word; answers never contain them.
 ANONYMITY_MODELS = """
@@ -75,9 +76,8 @@ def test_no_endpoint_reveals_the_pair_before_the_vote(start_arena):
     assert "your vote is recorded" in json.dumps(receipt)
     # The operator's log (never a page's) says what happened, one line a vote, after the fact.
     model_a, model_b = sorted(names_in(receipt), key=json.dumps(receipt).index)
-    deadline = time.monotonic() + 10  # the log is read from the server's output by another thread
-    while not (logged := [line for line in arena.output if " INFO vote (" in line]) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    # The log is read from the server's output by another thread.
+    logged = wait_until(lambda: [line for line in arena.output if " INFO vote (" in line], timeout_s=10)
     expected = f"vote (anonymous, turn 2): {model_a} vs {model_b} -> model_a"
     assert len(logged) == 1 and logged[0].rstrip().endswith(expected)
 

@@ -15,7 +15,7 @@ from arena.decoding import next_token
 from arena.backends.base import GenerationError
 from arena.backends.transformers_local import TransformersBackend
 from arena.config import GenerationSettings, ModelEntry, bundled_model_path
-from tests.conftest import MODEL_CACHE
+from tests.conftest import MODEL_CACHE, wait_until
 
 pytestmark = pytest.mark.model
 
@@ -271,12 +271,7 @@ def test_a_failing_request_fails_alone(backend, alone, monkeypatch):
 
 
 def wait_until_idle(backend, timeout_s: float = 10) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not backend.decoder.rows and not backend.decoder.waiting:
-            return True
-        time.sleep(0.05)
-    return False
+    return wait_until(lambda: not backend.decoder.rows and not backend.decoder.waiting, timeout_s)
 
 
 @pytest.mark.parametrize("temperature, top_p", [(1.5, 0.95), (1.2, 1.0)])

@@ -20,7 +20,7 @@ from arena.limits import RateLimiter, client_network
 from arena.sampling import make_sampler
 from arena.service import VoteReceipt
 from arena.ui.battle_text import FAILED_NOTE, STOPPED_NOTE, receipt_text, shown_conversations, status_line
-from tests.conftest import SCRIPTED_MODELS
+from tests.conftest import SCRIPTED_MODELS, wait_until
 
 CLIENT = "10.0.0.1"
 
@@ -778,10 +778,11 @@ def test_while_models_load_the_page_says_so_and_battles_wait(tmp_path, scripted_
 
 def duel_threads_left(wait_s: float = 5) -> list[str]:
     """The answering threads still alive once they have had `wait_s` to notice they were cancelled."""
-    deadline = time.monotonic() + wait_s
-    while any(t.name.startswith("duel-") for t in threading.enumerate()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return [t.name for t in threading.enumerate() if t.name.startswith("duel-")]
+    def alive() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("duel-")]
+
+    wait_until(lambda: not alive(), wait_s)
+    return alive()
 
 
 def test_a_volunteer_leaving_mid_answer_stops_generation_and_ends_the_battle(make_service):
@@ -791,9 +792,8 @@ def test_a_volunteer_leaving_mid_answer_stops_generation_and_ends_the_battle(mak
     assert first.generating
     views.close()  # what Gradio does when the page goes away
     assert duel_threads_left() == []
-    deadline = time.monotonic() + 5  # stored from a thread: Gradio closes streams on its event loop
-    while service.store.battle(first.battle_id)["status"] == "generating" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # Stored from a thread: Gradio closes streams on its event loop.
+    wait_until(lambda: service.store.battle(first.battle_id)["status"] != "generating", timeout_s=5)
     stored = service.store.battle(first.battle_id)
     assert stored["status"] == "abandoned" and stored["failure"].startswith("left by the volunteer while answering")
 

@@ -158,7 +158,7 @@ def test_a_key_pasted_in_place_of_its_variable_name_is_not_echoed(tmp_path):
     ("models: [", "not valid YAML at line 1, column 10"),
     (f"models:\n  - {GOOD_ENTRY}\nmodels:\n  - {GOOD_ENTRY}\n",
      "refused at line 3, column 1: key 'models' is given twice (first on line 1); keep one"),
-    (f"models:\n  - {{name: a, backend: scripted, script: echo, name: b}}\n", "key 'name' is given twice"),
+    ("models:\n  - {name: a, backend: scripted, script: echo, name: b}\n", "key 'name' is given twice"),
     (f"settings: []\nmodels:\n  - {GOOD_ENTRY}\n", "settings: must be a mapping"),
     ("models:\n  - {name: a, backend: scripted, script: echo, [1, 2]: x}\n", "found unhashable key"),
     (f"settings: {{limits: []}}\nmodels:\n  - {GOOD_ENTRY}\n", "field 'limits': must be a mapping"),

@@ -18,7 +18,7 @@ import time
 
 from gradio_client import Client
 
-from tests.conftest import RunningArena, write_config
+from tests.conftest import RunningArena, wait_until, write_config
 
 KILLS = 6
 FAST_MODELS = """
@@ -58,9 +58,7 @@ def test_acknowledged_votes_survive_kill_9(tmp_path):
         for driver in drivers:
             driver.start()
         # Killed while votes are being written, at a random moment: not before the first one on a busy machine.
-        deadline = time.monotonic() + 60
-        while len(acknowledged) == voted_before and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: len(acknowledged) > voted_before, timeout_s=60)
         time.sleep(chance.uniform(0.2, 1.5))
         os.kill(arena.process.pid, signal.SIGKILL)
         arena.process.wait()

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.conftest import open_and_ask
+from tests.conftest import open_and_ask, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -140,13 +140,12 @@ def test_closing_the_page_ends_its_unvoted_battle(start_arena, browser_page):
     with sqlite3.connect(arena.db) as db:
         assert db.execute("select status from battles").fetchall() == [("ready",)]
     page.close()
-    deadline = time.monotonic() + 30
-    status = None
-    while time.monotonic() < deadline and status != "abandoned":
-        time.sleep(0.5)
+
+    def ended() -> bool:
         with sqlite3.connect(arena.db) as db:
-            (status,), = db.execute("select status from battles").fetchall()
-    assert status == "abandoned"
+            return db.execute("select status from battles").fetchall() == [("abandoned",)]
+
+    assert wait_until(ended, timeout_s=30, interval_s=0.5)
 
 
 def test_picking_one_model_twice_is_said_at_once(make_service):

@@ -9,12 +9,11 @@ battle and frees the slot.
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 from gradio_client import Client
 
-from tests.conftest import record_announcements
+from tests.conftest import record_announcements, wait_until
 
 
 pytestmark = pytest.mark.browser
@@ -35,9 +34,7 @@ def test_a_waiting_volunteer_sees_their_place_then_gets_served(start_arena, brow
     arena = start_arena(ONE_SLOT)
     holder = Client(arena.url, verbose=False)
     holding = holder.submit("Take the only slot.", api_name="/battle_ask")
-    deadline = time.monotonic() + 30
-    while not holding.outputs() and time.monotonic() < deadline:  # its first update: the battle holds the slot
-        time.sleep(0.1)
+    wait_until(holding.outputs, timeout_s=30)  # its first update: the battle holds the slot
     assert holding.outputs() and not holding.done(), "the first battle never started"
 
     page = browser_page
