@@ -232,13 +232,12 @@ def main() -> int:
         parser.error("--arenas takes 1 or more")
     judged = args.tau == TAU_TARGET  # another tau asks what the saving is worth there: 20 models, no verdict
     if args.quick:
-        scenarios = [Scenario(20, args.arenas or 8, 12_000 if judged else 60_000, 2), Scenario(100, 1, 12_000, 1)]
+        twenty, hundred = Scenario(20, args.arenas or 8, 12_000 if judged else 60_000, 2), Scenario(100, 1, 12_000, 1)
         rounds = 20
     else:
-        scenarios = [Scenario(20, args.arenas or 600, 20_000 if judged else 60_000, 40), Scenario(100, 8, 60_000, 2)]
+        twenty, hundred = Scenario(20, args.arenas or 600, 20_000 if judged else 60_000, 40), Scenario(100, 8, 60_000, 2)
         rounds = 100
-    if not judged:
-        scenarios = scenarios[:1]
+    scenarios = [twenty, hundred] if judged else [twenty]
 
     started = time.perf_counter()
     print(f"voter: {args.voter}; Kendall tau to reach: {args.tau:g}")
