@@ -115,6 +115,7 @@ def test_text_and_the_prompts_focus_are_readable(start_arena, browser_page, sche
         "footer credit": ("footer .built-with", None, "color"),
     }
     for what, probe in text.items():
+        page.locator(probe[0]).first.wait_for(state="attached")  # the footer and the notice can come after the prompt
         assert page.evaluate(CONTRAST, list(probe)) >= 4.5, what
     underline = ['button[role="tab"][aria-selected="true"]', "::after", "backgroundColor"]
     assert page.evaluate(CONTRAST, underline) >= 3.0  # which tab is open, for those who cannot tell by colour
