@@ -114,10 +114,14 @@ _SCRIPT = """
       const {text, onScreen} = statusOf(panel);
       if (panel.status in shown && shown[panel.status] !== text && text && onScreen()) announce(text);
       shown[panel.status] = text;
-      // Waiting for a free answering slot, Gradio shows the place in line over the status ("queue: 2/5").
+      // Waiting for a free answering slot, Gradio shows the place in line over the event's outputs ("queue:
+      // 2/5"). Not always over the status: a page-load event still running there when the prompt was sent
+      // clears the status's tracker as it ends, so the prompt's is read too.
       // Every event passes through the queue for a moment: only a wait of over a second is said.
-      const tracker = document.querySelector(`#${panel.status} [data-testid="status-tracker"]`);
-      const place = tracker && tracker.textContent.match(/queue:\s*(\d+)\s*\/\s*(\d+)/);
+      const trackers = document.querySelectorAll(
+        `#${panel.status} [data-testid="status-tracker"], #${panel.prompt} [data-testid="status-tracker"]`);
+      const place = [...trackers].map((tracker) => tracker.textContent.match(/queue:\s*(\d+)\s*\/\s*(\d+)/))
+        .find(Boolean);
       const line = place ? `Waiting for a free answering slot: you are ${place[1]} of ${place[2]} in line.` : "";
       if (line && line !== queued[panel.status]) {
         setTimeout(() => { if (queued[panel.status] === line && statusOf(panel).onScreen()) announce(line); }, 1200);
