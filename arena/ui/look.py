@@ -115,8 +115,8 @@ _SCRIPT = """
       if (panel.status in shown && shown[panel.status] !== text && text && onScreen()) announce(text);
       shown[panel.status] = text;
       // Waiting for a free answering slot, Gradio shows the place in line over the event's outputs ("queue:
-      // 2/5"). Not always over the status: a page-load event still running there when the prompt was sent
-      // clears the status's tracker as it ends, so the prompt's is read too.
+      // 2/5"). Not always over the status: with the page-load event still queued there when the prompt was
+      // sent, the status's tracker was seen to stay empty while the ask waited, so the prompt's is read too.
       // Every event passes through the queue for a moment: only a wait of over a second is said.
       const trackers = document.querySelectorAll(
         `#${panel.status} [data-testid="status-tracker"], #${panel.prompt} [data-testid="status-tracker"]`);
