@@ -83,38 +83,46 @@ def served(tmp_path_factory):
     messages); the hub cache is empty but must exist, or /v1/models answers 500.
     """
     weights = converted_bundled_model()
-    model_id, port = f"./{weights.name}", free_port()
+    model_id = f"./{weights.name}"
     home = tmp_path_factory.mktemp("serve")
     (home / "hub").mkdir()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_UPDATE_CHECK": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
            "HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub")}
-    command = [sys.executable, "-m", "transformers.cli.transformers", "serve", model_id, "--host", HOST, "--port", str(port)]
-    if shutil.which("timeout"):
-        command = ["timeout", str(SERVER_LIFETIME_S), *command]
-    log = (home / "serve.log").open("w")
-    process = subprocess.Popen(command, cwd=weights.parent, stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        wait_until_healthy(f"http://{HOST}:{port}/health", process, home / "serve.log")
-        yield f"http://{HOST}:{port}/v1", model_id
-    finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+    # A free port can be taken by another test process's server before this one binds it: try another.
+    for _ in range(3):
+        port = free_port()
+        command = [sys.executable, "-m", "transformers.cli.transformers", "serve", model_id, "--host", HOST, "--port", str(port)]
+        if shutil.which("timeout"):
+            command = ["timeout", str(SERVER_LIFETIME_S), *command]
+        log_path = home / "serve.log"
+        with log_path.open("w") as log:
+            process = subprocess.Popen(command, cwd=weights.parent, stdout=log, stderr=subprocess.STDOUT, env=env)
+            try:
+                if wait_until_healthy(f"http://{HOST}:{port}/health", process, log_path):
+                    yield f"http://{HOST}:{port}/v1", model_id
+                    return
+            finally:
+                process.terminate()
+                try:
+                    process.wait(20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+    raise RuntimeError(f"transformers serve found no free port:\n{log_path.read_text()[-3000:]}")
 
 
-def wait_until_healthy(url: str, process: subprocess.Popen, log: Path, limit_s: float = 120) -> None:
+def wait_until_healthy(url: str, process: subprocess.Popen, log: Path, limit_s: float = 120) -> bool:
+    """Whether it became healthy; False if its port was taken, raises if it failed for another reason."""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline and process.poll() is None:
         try:
             if httpx.get(url, timeout=1, trust_env=False).status_code == 200:
-                return
+                return True
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
+    if process.poll() is not None and "address already in use" in log.read_text().lower():
+        return False
     raise RuntimeError(f"transformers serve did not become healthy:\n{log.read_text()[-3000:]}")
 
 
