@@ -1,4 +1,4 @@
-"""Two reference samplers that know the true strengths: yardsticks, not policies.
+"""Three reference samplers that know the true strengths: yardsticks, not policies.
 
 They answer "how far could any sampler go in this benchmark?", which is what
 decides whether a target is hard or out of reach:
@@ -17,7 +17,7 @@ decides whether a target is hard or out of reach:
   knowing the gaps' sizes can: a real sampler must estimate those sizes from
   the same votes.
 
-Both run through the same ``PairSampler`` interface as the real policies.
+All three run through the same ``PairSampler`` interface as the real policies.
 """
 
 from __future__ import annotations
