@@ -119,7 +119,7 @@ def _models(args) -> int:
 
 
 def _leaderboard(records: list[dict], args):
-    from arena.ratings import compute_leaderboard
+    from arena.leaderboard import compute_leaderboard
 
     anchor = None
     if args.anchor:

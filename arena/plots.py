@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from arena.ratings import Leaderboard
+from arena.leaderboard import Leaderboard
 from arena.wording import counted
 
 WIDTH_INCHES = 9.0  # about 900 px at the default 100 dpi

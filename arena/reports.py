@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from arena.battle_files import DEFAULT_MAX_BYTES, atomic_text_writers, write_battle_lines
-from arena.ratings import Leaderboard, LeaderboardOptions
+from arena.leaderboard import Leaderboard, LeaderboardOptions
 from arena.wording import counted
 
 FORMATS = ("table", "json", "csv", "md")

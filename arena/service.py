@@ -22,6 +22,7 @@ from arena.battle import (NOTHING_TO_REGENERATE, SIDES, Battle, BattleBook, Fail
 from arena.config import ArenaConfig
 from arena.duel import DuelFrame, SideResult, frame_interval, run_duel
 from arena.identity import identity_leak
+from arena.leaderboard import Leaderboard, compute_leaderboard
 from arena.limits import RateLimiter
 from arena.roster import Roster
 from arena.sampling import make_sampler
@@ -57,7 +58,7 @@ class VoteReceipt:
 
 @dataclass(frozen=True)
 class _CachedBoard:
-    board: ratings.Leaderboard
+    board: Leaderboard
     votes: int  # the vote count it was computed from
     bootstrap_rounds: int
     computed: float  # time.monotonic()
@@ -396,7 +397,7 @@ class ArenaService:
 
     # --- leaderboard ------------------------------------------------------
 
-    def leaderboard(self, bootstrap_rounds: int = 200) -> ratings.Leaderboard:
+    def leaderboard(self, bootstrap_rounds: int = 200) -> Leaderboard:
         """The current ranking, recomputed when votes were added, at most once per `leaderboard_interval_s`.
 
         Every page load and every vote asks for it; without the interval a
@@ -411,14 +412,14 @@ class ArenaService:
                     cached.votes == votes
                     or time.monotonic() - cached.computed < self.config.settings.leaderboard_interval_s):
                 return cached.board
-            board = ratings.compute_leaderboard(
+            board = compute_leaderboard(
                 self.store.vote_records(), bootstrap_rounds=bootstrap_rounds, seed=0,
                 include_named=self.config.settings.count_named_votes,
             )
             self._leaderboard_cache = _CachedBoard(board, votes, bootstrap_rounds, time.monotonic(), time.time())
             return board
 
-    def leaderboard_computed_at(self, board: ratings.Leaderboard) -> float | None:
+    def leaderboard_computed_at(self, board: Leaderboard) -> float | None:
         """When `board` was computed (Unix time), if it is the current one: the page says how fresh it is."""
         cached = self._leaderboard_cache
         return cached.computed_at if cached is not None and cached.board is board else None

@@ -26,7 +26,8 @@ from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from arena.ratings import aggregate, bootstrap_ratings, compute_leaderboard, fit_bradley_terry  # noqa: E402
+from arena.leaderboard import compute_leaderboard  # noqa: E402
+from arena.ratings import aggregate, bootstrap_ratings, fit_bradley_terry  # noqa: E402
 
 ENGINE_TARGET_SECONDS = 5.0
 SPEEDUP_TARGET = 50.0

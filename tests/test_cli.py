@@ -348,7 +348,7 @@ def test_every_command_explains_itself(command, option):
 def test_the_counting_options_reach_the_leaderboard(tmp_path):
     """--min-votes and --include-named change the board exactly as they change compute_leaderboard's."""
     from arena.battle_files import read_battles
-    from arena.ratings import compute_leaderboard
+    from arena.leaderboard import compute_leaderboard
 
     votes = tmp_path / "votes.jsonl"
     lines = [{"model_a": "x", "model_b": "y", "winner": w} for w in ["model_a", "model_b", "model_a"] * 4]

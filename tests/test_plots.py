@@ -6,7 +6,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from arena import plots
-from arena.ratings import compute_leaderboard
+from arena.leaderboard import compute_leaderboard
 from tests.conftest import shared_file
 
 FIGURES = [

@@ -5,14 +5,13 @@ import numpy as np
 import pytest
 
 from arena import ratings
+from arena.leaderboard import compute_leaderboard, ranks_from_intervals
 from arena.ratings import (
     PairCounts,
     aggregate,
     bootstrap_ratings,
-    compute_leaderboard,
     fit_bradley_terry,
     online_elo,
-    ranks_from_intervals,
     select_votes,
 )
 from tests.conftest import shared_file

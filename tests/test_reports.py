@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from arena.battle_files import read_battles
-from arena.ratings import compute_leaderboard
+from arena.leaderboard import compute_leaderboard
 from arena.reports import COLUMNS, head_to_head_rows, recompute_command, render, write_exports
 
 

@@ -12,7 +12,8 @@ import pytest
 
 from arena.battle_files import normalise_record, read_battles, unkeyed_vote_ids, vote_ids, write_battles
 from arena.config import ModelEntry
-from arena.ratings import compute_leaderboard, online_elo
+from arena.leaderboard import compute_leaderboard
+from arena.ratings import online_elo
 from arena.storage import ArenaStore, DatabaseFileError, DuplicateVote, KnownVotesError, ModelChange
 from tests.conftest import SHARED_DATA, shared_file
 
