@@ -182,14 +182,18 @@ def _ratings(args) -> int:
 
 
 def _export(args) -> int:
-    from arena.reports import write_exports
+    from arena import plots
+    from arena.reports import RenderedFigure, write_exports
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise SystemExit(f"error: --out {out} is a file, not a folder; nothing written")
     records = _stored_votes(args.db)
+    board = _leaderboard(records, args)
+    figures = [RenderedFigure(f"{figure.name}.svg", figure.description, plots.as_svg(figure.draw(board)))
+               for figure in plots.FIGURES]
     try:
-        written = write_exports(_leaderboard(records, args), records, out)
+        written = write_exports(board, records, out, figures)
     except OSError as exc:
         where = f" ({Path(exc.filename).name})" if exc.filename else ""
         raise SystemExit(f"error: cannot write the export into {out}: {exc.strerror or exc}{where}") from None

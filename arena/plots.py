@@ -7,8 +7,12 @@ and nothing needs a display.
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
-from matplotlib import colormaps
+from matplotlib import colormaps, rc_context
 from matplotlib.figure import Figure
 
 from arena.leaderboard import Leaderboard
@@ -16,6 +20,8 @@ from arena.wording import counted
 
 WIDTH_INCHES = 9.0  # about 900 px at the default 100 dpi
 _ANNOTATE_UP_TO = 15  # models; beyond this cell labels get unreadable
+# Model names drawn as written: matplotlib would read "$...$" in one as a formula, and fail on a lone "$^{".
+_AS_WRITTEN = {"parse_math": False}
 
 
 def _label_size(models: int) -> float:
@@ -58,7 +64,8 @@ def ratings_with_intervals(leaderboard: Leaderboard) -> Figure:
         axes.plot(ratings[unmeasured], positions[unmeasured], "o", color="tab:blue", markerfacecolor="white",
                   markersize=5, label="no interval (too few votes, or only wins or losses)")
         axes.legend(loc="lower right", fontsize=8)
-    axes.set_yticks(positions, [f"{row.model} (no rank)" if row.rank is None else f"{row.rank}. {row.model}" for row in rows], fontsize=9)
+    axes.set_yticks(positions, [f"{row.model} (no rank)" if row.rank is None else f"{row.rank}. {row.model}" for row in rows],
+                    fontsize=9, **_AS_WRITTEN)
     axes.set_ylim(count - 0.5, -0.5)  # best at the top, no empty bands
     axes.grid(axis="x", alpha=0.3)
     axes.set_xlabel("Rating (Elo scale; +400 points = 10:1 odds of winning)")
@@ -80,8 +87,8 @@ def _heatmap(
     image = axes.imshow(np.ma.masked_invalid(values), cmap=colours, vmin=vmin, vmax=vmax, aspect="equal",
                         interpolation="nearest")
     size = _label_size(count)
-    axes.set_xticks(np.arange(count), models, rotation=90, fontsize=size)
-    axes.set_yticks(np.arange(count), models, fontsize=size)
+    axes.set_xticks(np.arange(count), models, rotation=90, fontsize=size, **_AS_WRITTEN)
+    axes.set_yticks(np.arange(count), models, fontsize=size, **_AS_WRITTEN)
     axes.set_xlabel("Opponent")
     axes.set_ylabel("Model")
     axes.set_title(title)
@@ -121,3 +128,38 @@ def predicted_win_probability_heatmap(leaderboard: Leaderboard) -> Figure:
         title="Predicted chance of beating each opponent", colour_label="Predicted win probability",
         cmap="RdBu", vmin=0.0, vmax=1.0, cell_format=".2f",
     )
+
+
+@dataclass(frozen=True)
+class LeaderboardFigure:
+    """One of the leaderboard's figures, with what it shows in words: the page's description of it for
+    screen readers and an export's alt text say the same."""
+
+    name: str  # the page's element id is leaderboard-<name>, an export's file <name>.svg
+    kind: str  # "Plot" or "Heatmap"
+    shows: str
+    draw: Callable[[Leaderboard], Figure]
+
+    @property
+    def description(self) -> str:
+        return f"{self.kind} of {self.shows}"
+
+
+FIGURES = (
+    LeaderboardFigure("ratings", "Plot", "each model's rating with its 95% confidence interval", ratings_with_intervals),
+    LeaderboardFigure("win-fraction", "Heatmap", "the fraction of their battles each row's model won against each "
+                      "column's model", win_fraction_heatmap),
+    LeaderboardFigure("predicted", "Heatmap", "the chance the ratings give each row's model of beating each column's "
+                      "model", predicted_win_probability_heatmap),
+    LeaderboardFigure("battle-counts", "Heatmap", "the number of battles between each two models", battle_count_heatmap),
+)
+
+
+def as_svg(figure: Figure) -> str:
+    """The figure as SVG text: sharp at any size, and the same bytes for the same leaderboard (no date inside)."""
+    buffer = io.StringIO()
+    # Text stays text (searchable, read aloud, smaller), and element ids come from a fixed salt, not a random one.
+    with rc_context({"svg.fonttype": "none", "svg.hashsalt": "arena"}):
+        figure.savefig(buffer, format="svg", metadata={"Date": None})
+    return buffer.getvalue()
+

@@ -9,7 +9,8 @@ import json
 import math
 import re
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -103,16 +104,21 @@ def _table(leaderboard: Leaderboard) -> str:
     return "\n".join(text) + "\n"
 
 
+def _markdown_row(values: Sequence[str]) -> str:
+    return "| " + " | ".join(_MARKDOWN_SPECIAL.sub(r"\\\g<0>", v) for v in values) + " |"
+
+
+def _markdown_alignment(columns: int, text_columns: set[int]) -> str:
+    """Names to the left, numbers to the right."""
+    return "| " + " | ".join("---" if i in text_columns else "---:" for i in range(columns)) + " |"
+
+
 def _markdown(leaderboard: Leaderboard) -> str:
     if not leaderboard.rows:
         return "\n\n".join([f"_{_EMPTY}_", *(f"> {note}" for note in leaderboard.notes)]) + "\n"
     header, cells = _text_rows(leaderboard)
-
-    def line(values: list[str]) -> str:
-        return "| " + " | ".join(_MARKDOWN_SPECIAL.sub(r"\\\g<0>", v) for v in values) + " |"
-
-    alignment = "| " + " | ".join("---" if i == 1 else "---:" for i in range(len(header))) + " |"
-    text = [line(header), alignment, *(line(values) for values in cells), "", _summary(leaderboard)]
+    text = [_markdown_row(header), _markdown_alignment(len(header), {1}), *(_markdown_row(values) for values in cells),
+            "", _summary(leaderboard)]
     text += [f"\n> Note: {note}" for note in leaderboard.notes]
     return "\n".join(text) + "\n"
 
@@ -139,20 +145,53 @@ def render(leaderboard: Leaderboard, fmt: str) -> str:
     return _RENDERERS[fmt](leaderboard)
 
 
-def write_exports(leaderboard: Leaderboard, records: Iterable[Mapping], out_dir: Path | str) -> list[Path]:
-    """Write leaderboard.{csv,json,md}, every vote record (unfiltered) as battles.jsonl, and export.json.
+@dataclass(frozen=True)
+class RenderedFigure:
+    """A figure an export writes beside its tables, drawn by the caller: this module draws nothing, so the
+    rating engine needs no plotting library (`arena.plots` draws them)."""
 
-    All five are written beside their targets first and replace them only once every one is
+    file_name: str
+    description: str  # what it shows, in words: the Markdown's alt text
+    svg: str
+
+
+def _export_markdown(leaderboard: Leaderboard, figures: Sequence[RenderedFigure]) -> str:
+    """leaderboard.md of an export: the first figure (the ratings) above the table, the others below it with
+    the numbers they show, pair by pair, folded."""
+    images = [f"![{figure.description}]({figure.file_name})\n" for figure in figures]
+    text = [*images[:1], render(leaderboard, "md")]
+    if leaderboard.rows and len(leaderboard.models) > 1:
+        pairs = [[f"{value:.1f}" if isinstance(value, float) else str(value) for value in row]
+                 for row in head_to_head_rows(leaderboard)]
+        table = [_markdown_row(HEAD_TO_HEAD_HEADER), _markdown_alignment(len(HEAD_TO_HEAD_HEADER), {0, 1}),
+                 *(_markdown_row(row) for row in pairs)]
+        text += ["## Head to head\n", *images[1:],
+                 "<details><summary>The heatmaps' numbers: every pair once, in leaderboard order</summary>\n",
+                 "\n".join(table) + "\n", "</details>\n"]
+    return "\n".join(text)
+
+
+def write_exports(leaderboard: Leaderboard, records: Iterable[Mapping], out_dir: Path | str,
+                  figures: Sequence[RenderedFigure] = ()) -> list[Path]:
+    """Write leaderboard.{csv,json,md}, every vote record (unfiltered) as battles.jsonl, export.json, and
+    the `figures`, which leaderboard.md shows.
+
+    All of them are written beside their targets first and replace them only once every one is
     complete, so a failure (a full disk) leaves the previous export whole, and a reader never
     sees half a file.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    formats = ("csv", "json", "md")
-    paths = [out_dir / f"leaderboard.{fmt}" for fmt in formats] + [out_dir / "battles.jsonl", out_dir / "export.json"]
-    with atomic_text_writers(paths) as (*boards, battles, about):
-        for stream, fmt in zip(boards, formats):
-            stream.write(render(leaderboard, fmt))
+    tables = {"csv": render(leaderboard, "csv"), "json": render(leaderboard, "json"),
+              "md": _export_markdown(leaderboard, figures)}
+    paths = [out_dir / f"leaderboard.{fmt}" for fmt in tables] + [out_dir / "battles.jsonl", out_dir / "export.json"]
+    paths += [out_dir / figure.file_name for figure in figures]
+    with atomic_text_writers(paths) as streams:
+        boards, (battles, about), drawings = streams[:3], streams[3:5], streams[5:]
+        for stream, text in zip(boards, tables.values()):
+            stream.write(text)
+        for stream, figure in zip(drawings, figures):
+            stream.write(figure.svg)
         exported = write_battle_lines(battles, records)
         description = export_description(leaderboard, exported, out_dir / "battles.jsonl", battles.tell())
         about.write(json.dumps(description, indent=2, ensure_ascii=False) + "\n")

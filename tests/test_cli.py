@@ -83,7 +83,11 @@ def test_import_export_round_trip_on_real_arena_votes(tmp_path):
     out = tmp_path / "ratings"
     arena("export", "--db", db, "--out", out, "--bootstrap", 100, "--anchor", "vicuna-13b=1050")
     assert {p.name for p in out.iterdir()} == {"leaderboard.csv", "leaderboard.json", "leaderboard.md", "battles.jsonl",
-                                               "export.json"}
+                                               "export.json", "ratings.svg", "win-fraction.svg", "predicted.svg",
+                                               "battle-counts.svg"}
+    markdown = (out / "leaderboard.md").read_text()
+    assert markdown.startswith("![Plot of each model's rating with its 95% confidence interval](ratings.svg)")
+    assert "gpt-4" in (out / "ratings.svg").read_text() and "(battle-counts.svg)" in markdown
     # export.json's command recomputes the same leaderboard from the exported votes alone
     recompute = shlex.split(json.loads((out / "export.json").read_text())["recompute"])
     assert recompute[:4] == [".venv/bin/python", "-m", "arena", "ratings"] and "--anchor=vicuna-13b=1050.0" in recompute
@@ -207,7 +211,7 @@ def test_export_files_are_readable_as_open_would_make_them(tmp_path):
     os.umask(umask)
     arena("export", "--db", db, "--out", tmp_path / "out", "--bootstrap", 0)
     modes = {path.name: path.stat().st_mode & 0o777 for path in (tmp_path / "out").iterdir()}
-    assert len(modes) == 5 and set(modes.values()) == {0o666 & ~umask}
+    assert len(modes) == 9 and set(modes.values()) == {0o666 & ~umask}
 
 
 def test_a_huge_turn_is_reported_by_line(tmp_path):

@@ -1,5 +1,6 @@
 import io
 import json
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
@@ -103,3 +104,22 @@ def test_small_heatmaps_are_annotated():
 def test_large_heatmaps_are_not_annotated(real_board):
     large = plots.win_fraction_heatmap(real_board)
     assert not any(text.get_text().startswith("0.") for text in large.axes[0].texts)
+
+
+def test_model_names_are_drawn_as_written():
+    """A name is text, not a formula: "$…$" stays as written and a lone "$^{" does not break the figure."""
+    names = ("cost $5 / $10 model", "odd$^{$name", "<tag> & co")
+    votes = [{"model_a": a, "model_b": b, "winner": w} for a, b in zip(names, names[1:] + names[:1])
+             for w in ("model_a", "model_b", "tie")] * 4
+    board = compute_leaderboard(votes, bootstrap_rounds=50, seed=0)
+    for figure in plots.FIGURES:
+        svg = plots.as_svg(figure.draw(board))
+        shown = " ".join(element.text or "" for element in ElementTree.fromstring(svg).iter())  # well-formed XML
+        assert all(name in shown for name in names), figure.name
+
+
+def test_exported_figures_are_the_same_bytes_for_the_same_leaderboard(real_board):
+    for figure in plots.FIGURES:
+        first, second = (plots.as_svg(figure.draw(real_board)) for _ in range(2))
+        assert first == second, figure.name
+        assert first.lstrip().startswith("<?xml") and "gpt-4" in first  # text stays text

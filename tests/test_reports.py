@@ -9,7 +9,7 @@ import pytest
 
 from arena.battle_files import read_battles
 from arena.leaderboard import compute_leaderboard
-from arena.reports import COLUMNS, head_to_head_rows, recompute_command, render, write_exports
+from arena.reports import COLUMNS, RenderedFigure, head_to_head_rows, recompute_command, render, write_exports
 
 
 def vote(a, b, winner="model_a", **extra):
@@ -110,6 +110,22 @@ def test_write_exports_writes_five_files_and_every_vote(tmp_path, board, records
     ]
     write_exports(board, records[:3], out)  # replacing an export works
     assert len(read_battles(out / "battles.jsonl")) == 3
+
+
+def test_an_exports_markdown_leads_with_the_ratings_figure_and_shows_every_pair(tmp_path, board, records):
+    figures = [RenderedFigure(f"{name}.svg", f"Drawing of {name}", f"<svg>{name}</svg>") for name in ("first", "second")]
+    paths = write_exports(board, records, tmp_path, figures)
+    assert [p.name for p in paths[-2:]] == ["first.svg", "second.svg"]
+    assert (tmp_path / "second.svg").read_text() == "<svg>second</svg>"
+    markdown = (tmp_path / "leaderboard.md").read_text()
+    assert markdown.startswith("![Drawing of first](first.svg)\n")
+    table, head_to_head = markdown.split("## Head to head")
+    assert render(board, "md") in table and "![Drawing of second](second.svg)" in head_to_head
+    rows = [line for line in head_to_head.splitlines() if line.startswith("| ")]
+    assert rows[:2] == ["| Model | Opponent | Battles | Won % (ties half) | Predicted % |", "| --- | --- | ---: | ---: | ---: |"]
+    pairs = rows[2:]
+    assert pairs == [f"| {a.replace('|', chr(92) + '|')} | {b.replace('|', chr(92) + '|')} | {n} | {won:.1f} | {predicted:.1f} |"
+                     for a, b, n, won, predicted in head_to_head_rows(board)]
 
 
 def test_export_json_says_how_the_leaderboard_was_computed(tmp_path, records):

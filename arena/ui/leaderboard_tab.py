@@ -19,14 +19,11 @@ from arena.wording import counted
 
 
 # Each plot's element id and what it shows, in words: its label, and its description for screen readers.
+_WHERE_THE_NUMBERS_ARE = {"ratings": "the table below has the same numbers"}
 PLOT_DESCRIPTIONS = {
-    "leaderboard-ratings": "Plot of each model's rating with its 95% confidence interval; the table below has the same numbers.",
-    "leaderboard-win-fraction": "Heatmap of the fraction of their battles each row's model won against each column's "
-                                "model; the head-to-head table below has the numbers.",
-    "leaderboard-predicted": "Heatmap of the chance the ratings give each row's model of beating each column's model; "
-                             "the head-to-head table below has the numbers.",
-    "leaderboard-battle-counts": "Heatmap of the number of battles between each two models; the head-to-head table "
-                                 "below has the numbers.",
+    f"leaderboard-{figure.name}":
+        f"{figure.description}; {_WHERE_THE_NUMBERS_ARE.get(figure.name, 'the head-to-head table below has the numbers')}."
+    for figure in plots.FIGURES
 }
 
 
