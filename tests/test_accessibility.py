@@ -69,7 +69,8 @@ def test_a_screen_reader_hears_the_status_not_the_stream_and_no_name_before_the_
     prompt.press("Enter")
     page.wait_for_function("!document.querySelector('#battle-vote-a').disabled", timeout=20_000)
     page.wait_for_function("window.said.some(text => text.startsWith('Both answers are in'))", timeout=10_000)
-    assert not any("in line" in text for text in page.evaluate("window.said"))  # passing through the queue is no wait
+    said = page.evaluate("window.said")
+    assert not any("in line" in text for text in said), said  # passing through the queue is no wait
     # The answers are not live regions (each token would re-read them) and are named by their labels.
     assert chat_names(page) == [["off", "Model A"], ["off", "Model B"]]
     # Gradio's own announcer, which reads untranslated keys such as "common.complete", is quiet.
