@@ -7,7 +7,6 @@ import io
 import itertools
 import json
 import math
-import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from arena.battle_files import DEFAULT_MAX_BYTES, atomic_text_writers, write_battle_lines
 from arena.leaderboard import Leaderboard, LeaderboardOptions
+from arena.text import markdown_text
 from arena.wording import counted
 
 FORMATS = ("table", "json", "csv", "md")
@@ -23,8 +23,6 @@ COLUMNS = ("rank", "model", "rating", "ci_lower", "ci_upper", "elo", "votes", "w
 DISPLAY_HEADER = ("Rank", "Model", "Rating", "95% CI", "Elo", "Votes", "Win rate")
 HEAD_TO_HEAD_HEADER = ("Model", "Opponent", "Battles", "Won % (ties half)", "Predicted %")
 _EMPTY = "Nothing to rank."  # the notes say why: no votes yet, or none left by --min-votes
-# Characters a model name may hold that Markdown would read as a table cell's end or as emphasis.
-_MARKDOWN_SPECIAL = re.compile(r"[\\|*_`]")
 
 
 def _interval(row: Mapping) -> str:
@@ -105,7 +103,7 @@ def _table(leaderboard: Leaderboard) -> str:
 
 
 def _markdown_row(values: Sequence[str]) -> str:
-    return "| " + " | ".join(_MARKDOWN_SPECIAL.sub(r"\\\g<0>", v) for v in values) + " |"
+    return "| " + " | ".join(markdown_text(v) for v in values) + " |"
 
 
 def _markdown_alignment(columns: int, text_columns: set[int]) -> str:
@@ -115,11 +113,11 @@ def _markdown_alignment(columns: int, text_columns: set[int]) -> str:
 
 def _markdown(leaderboard: Leaderboard) -> str:
     if not leaderboard.rows:
-        return "\n\n".join([f"_{_EMPTY}_", *(f"> {note}" for note in leaderboard.notes)]) + "\n"
+        return "\n\n".join([f"_{_EMPTY}_", *(f"> {markdown_text(note)}" for note in leaderboard.notes)]) + "\n"
     header, cells = _text_rows(leaderboard)
     text = [_markdown_row(header), _markdown_alignment(len(header), {1}), *(_markdown_row(values) for values in cells),
             "", _summary(leaderboard)]
-    text += [f"\n> Note: {note}" for note in leaderboard.notes]
+    text += [f"\n> Note: {markdown_text(note)}" for note in leaderboard.notes]
     return "\n".join(text) + "\n"
 
 

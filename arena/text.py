@@ -19,6 +19,9 @@ MAX_MODEL_NAME_LENGTH = 200
 _UNREADABLE_CATEGORIES = {"Cc", "Cf", "Zl", "Zp"}
 _INVISIBLE_LETTERS = {0x034F, 0x115F, 0x1160, 0x3164, 0xFFA0}
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # half of a UTF-16 pair, as a \ud800-style JSON escape makes
+# Characters a model name may hold that Markdown would read as a table cell's end, emphasis, code, a link
+# or an HTML tag.
+_MARKDOWN_SPECIAL = re.compile(r"[\\|*_`\[\]<]")
 
 
 def unreadable_character(name: str) -> str | None:
@@ -88,3 +91,8 @@ def as_read(text: str) -> str:
     text = unicodedata.normalize("NFKC", "".join(c for c in text if not _hidden(c))).casefold()
     text = text.translate(_EMPHASIS)
     return _WORD.sub(lambda word: word[0].translate(_LOOK_ALIKES) if _LATIN.search(word[0]) else word[0], text)
+
+
+def markdown_text(text: str) -> str:
+    """Plain text (a model name, a note naming models) that Markdown shows as written."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\g<0>", text)

@@ -972,5 +972,7 @@ def test_a_side_by_side_receipt_says_whether_the_vote_counts_instead_of_naming_t
     assert "not counted on the leaderboard" in kept and "echo-one" not in kept
     assert "are counted on the leaderboard" in receipt_text(receipt, Mode.NAMED, named_votes_counted=True)
     assert "Model A was **echo-one**" in receipt_text(receipt)  # anonymous: the reveal
+    odd = VoteReceipt(model_a="my_model_v2", model_b="*star*", outcome="model_a", flagged_term=None)
+    assert "Model A was **my\\_model\\_v2**, Model B was **\\*star\\***" in receipt_text(odd)  # as written
     flagged = VoteReceipt("echo-one", "echo-two", "model_a", flagged_term="EchoCorp")
     assert "left out of the leaderboard" in receipt_text(flagged, Mode.NAMED, named_votes_counted=True)

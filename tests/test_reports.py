@@ -245,6 +245,12 @@ def test_markdown_shows_model_names_as_written():
     assert "a\\*b\\*" in text and "c\\_d\\_" in text
 
 
+def test_markdown_notes_show_model_names_as_written():
+    votes = [vote("x", "y"), vote("y", "x")] * 10 + [vote("[odd] <b>", "x")]
+    text = render(compute_leaderboard(votes, bootstrap_rounds=0, min_votes=5), "md")
+    assert "> Note: 1 model left out for fewer than 5 votes: \\[odd\\] \\<b>" in text
+
+
 def test_head_to_head_lists_every_pair_once_better_rated_first(board):
     """Counted from `records` (flagged and named votes left out, a tie half a win)."""
     rows = head_to_head_rows(board)

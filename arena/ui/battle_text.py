@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from arena.battle import SIDES, Mode
 from arena.service import BattleView, VoteReceipt
+from arena.text import markdown_text
 from arena.wording import NEW_ROUND
 
 SIDE_LABELS = {"a": "Model A", "b": "Model B"}
@@ -61,10 +62,11 @@ def receipt_text(receipt: VoteReceipt, mode: Mode = Mode.ANONYMOUS, named_votes_
     if mode is Mode.NAMED and not receipt.flagged_term:  # the volunteer picked the models: say whether it counts
         counts = "counted" if named_votes_counted else "kept for research, not counted"
         return f"Thanks, your vote is recorded: side-by-side votes are {counts} on the leaderboard. {NEW_ROUND}"
-    text = f"Thanks, your vote is recorded. Model A was **{receipt.model_a}**, Model B was **{receipt.model_b}**."
+    model_a, model_b = markdown_text(receipt.model_a), markdown_text(receipt.model_b)
+    text = f"Thanks, your vote is recorded. Model A was **{model_a}**, Model B was **{model_b}**."
     if receipt.flagged_term:
         text += (
-            f" An answer named a model ('{receipt.flagged_term}'): the vote is kept, flagged, "
+            f" An answer named a model ('{markdown_text(receipt.flagged_term)}'): the vote is kept, flagged, "
             "and left out of the leaderboard."
         )
     return f"{text} {NEW_ROUND}"

@@ -15,6 +15,7 @@ import gradio as gr
 from arena import plots
 from arena.reports import DISPLAY_HEADER, HEAD_TO_HEAD_HEADER, display_rows, head_to_head_rows
 from arena.service import ArenaService
+from arena.text import markdown_text
 from arena.wording import counted
 
 
@@ -91,7 +92,7 @@ class LeaderboardTab:
         )
         unrated = [name for name in self.service.model_names() if name not in board.models]
         if unrated:
-            summary += f" Not rated yet (no counted votes): {', '.join(unrated)}."
+            summary += f" Not rated yet (no counted votes): {markdown_text(', '.join(unrated))}."
         interval = self.service.config.settings.leaderboard_interval_s
         computed_at = self.service.leaderboard_computed_at(board)
         if interval > 0 and computed_at is not None:
@@ -99,7 +100,7 @@ class LeaderboardTab:
             clock = time.strftime("%H:%M:%S UTC", time.gmtime(computed_at))
             summary += f" Computed at {clock}; votes cast since then appear within {interval:g} s (press Refresh)."
         if board.notes:
-            summary += "\n\n" + "\n".join(f"- {note}" for note in board.notes)
+            summary += "\n\n" + "\n".join(f"- {markdown_text(note)}" for note in board.notes)
         return (
             summary,
             self.ratings_plot.postprocess(plots.ratings_with_intervals(board)),  # encoded once, reused as is
