@@ -22,6 +22,16 @@ WIDTH_INCHES = 9.0  # about 900 px at the default 100 dpi
 _ANNOTATE_UP_TO = 15  # models; beyond this cell labels get unreadable
 # Model names drawn as written: matplotlib would read "$...$" in one as a formula, and fail on a lone "$^{".
 _AS_WRITTEN = {"parse_math": False}
+# Names may run to 200 characters; a label that long leaves the plot no room. The tables give them whole.
+_LABEL_CHARACTERS = 40
+
+
+def _label(name: str) -> str:
+    """The name, or its start and end around an ellipsis: versions often differ only at the end."""
+    if len(name) <= _LABEL_CHARACTERS:
+        return name
+    head = (_LABEL_CHARACTERS - 1) // 2
+    return name[:head] + "…" + name[-(_LABEL_CHARACTERS - 1 - head):]
 
 
 def _label_size(models: int) -> float:
@@ -64,7 +74,8 @@ def ratings_with_intervals(leaderboard: Leaderboard) -> Figure:
         axes.plot(ratings[unmeasured], positions[unmeasured], "o", color="tab:blue", markerfacecolor="white",
                   markersize=5, label="no interval (too few votes, or only wins or losses)")
         axes.legend(loc="lower right", fontsize=8)
-    axes.set_yticks(positions, [f"{row.model} (no rank)" if row.rank is None else f"{row.rank}. {row.model}" for row in rows],
+    axes.set_yticks(positions, [f"{_label(row.model)} (no rank)" if row.rank is None else f"{row.rank}. {_label(row.model)}"
+                                for row in rows],
                     fontsize=9, **_AS_WRITTEN)
     axes.set_ylim(count - 0.5, -0.5)  # best at the top, no empty bands
     axes.grid(axis="x", alpha=0.3)
@@ -79,7 +90,7 @@ def _heatmap(
 ) -> Figure:
     if not leaderboard.rows:
         return _no_votes(title)
-    models = leaderboard.models
+    models = [_label(name) for name in leaderboard.models]
     count = len(models)
     figure = Figure(figsize=(WIDTH_INCHES, WIDTH_INCHES * 0.85), layout="constrained")
     axes = figure.add_subplot()

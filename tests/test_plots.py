@@ -1,5 +1,6 @@
 import io
 import json
+import warnings
 from xml.etree import ElementTree
 
 import numpy as np
@@ -123,3 +124,18 @@ def test_exported_figures_are_the_same_bytes_for_the_same_leaderboard(real_board
         first, second = (plots.as_svg(figure.draw(real_board)) for _ in range(2))
         assert first == second, figure.name
         assert first.lstrip().startswith("<?xml") and "gpt-4" in first  # text stays text
+
+
+def test_names_of_the_longest_allowed_length_leave_the_figures_room():
+    """Names may run to 200 characters; labels keep their start and end, so versions stay apart."""
+    names = ["x" * 196 + "-v1", "x" * 196 + "-v2", "short"]
+    votes = [{"model_a": a, "model_b": b, "winner": w} for a in names for b in names if a != b
+             for w in ("model_a", "model_b", "tie")] * 3
+    board = compute_leaderboard(votes, bootstrap_rounds=50, seed=0)
+    for figure in plots.FIGURES:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # "constrained_layout not applied because axes sizes collapsed to zero"
+            drawn = figure.draw(board)
+            png(drawn)
+        labels = [label.get_text() for label in drawn.axes[0].get_yticklabels()]
+        assert len(set(labels)) == 3 and max(map(len, labels)) <= 45 and any(label.endswith("-v2") for label in labels)
