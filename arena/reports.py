@@ -74,9 +74,14 @@ def head_to_head_rows(leaderboard: Leaderboard) -> list[list]:
     return rows
 
 
+def _as_text(cells: list[list]) -> list[list[str]]:
+    """Cells as printed: numbers to one decimal, as the page shows them."""
+    return [[f"{value:.1f}" if isinstance(value, float) else str(value) for value in line] for line in cells]
+
+
 def _text_rows(leaderboard: Leaderboard) -> tuple[list[str], list[list[str]]]:
     header, cells = display_rows(leaderboard)
-    return header, [[f"{value:.1f}" if isinstance(value, float) else str(value) for value in line] for line in cells]
+    return header, _as_text(cells)
 
 
 def _summary(leaderboard: Leaderboard) -> str:
@@ -159,10 +164,8 @@ def _export_markdown(leaderboard: Leaderboard, figures: Sequence[RenderedFigure]
     images = [f"![{figure.description}]({figure.file_name})\n" for figure in figures]
     text = [*images[:1], render(leaderboard, "md")]
     if leaderboard.rows and len(leaderboard.models) > 1:
-        pairs = [[f"{value:.1f}" if isinstance(value, float) else str(value) for value in row]
-                 for row in head_to_head_rows(leaderboard)]
         table = [_markdown_row(HEAD_TO_HEAD_HEADER), _markdown_alignment(len(HEAD_TO_HEAD_HEADER), {0, 1}),
-                 *(_markdown_row(row) for row in pairs)]
+                 *(_markdown_row(row) for row in _as_text(head_to_head_rows(leaderboard)))]
         text += ["## Head to head\n", *images[1:],
                  "<details><summary>The heatmaps' numbers: every pair once, in leaderboard order</summary>\n",
                  "\n".join(table) + "\n", "</details>\n"]
