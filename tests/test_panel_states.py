@@ -99,17 +99,31 @@ def test_side_by_side_panels_are_labelled_with_the_picked_models(start_arena, br
     assert f"Model A: {picked[0]}" in page.locator("#named-chat-a").inner_text()
 
 
+# Every value the battle's prompt box shows, with the time, sampled every 20 ms.
+TRACE_PROMPT_VALUES = """
+window.promptValues = [];
+setInterval(() => {
+  const box = document.querySelector('#battle-prompt textarea');
+  const last = window.promptValues[window.promptValues.length - 1];
+  if (box && (!last || last[1] !== box.value)) window.promptValues.push([Math.round(performance.now()), box.value]);
+}, 20);
+"""
+
+
 def test_an_answer_keeps_its_status_and_gives_the_keyboard_back(start_arena, browser_page):
     """Asked within the first seconds of a page load, when the page polled for loading news and overwrote it."""
     arena = start_arena(SLOW_ECHO)
     page = browser_page
+    page.add_init_script(TRACE_PROMPT_VALUES)
     open_and_ask(page, arena.url, "Hello there")
     page.wait_for_function("!document.querySelector('#battle-vote-a').disabled", timeout=30_000)
     time.sleep(3)
     assert page.locator("#battle-status").inner_text().startswith("Both answers are in")
     assert page.locator("#loading-banner").inner_text().strip() == ""
     page.keyboard.type("A follow-up")  # no click: the prompt box has the focus again
-    assert page.locator("#battle-prompt textarea").input_value() == "A follow-up"
+    # Seen once in a fresh-clone run (not reproduced since): "Hello thereA follow-up", the sent prompt still
+    # in the box. The trace of the box's values tells "never emptied" from "emptied, then put back".
+    assert page.locator("#battle-prompt textarea").input_value() == "A follow-up", page.evaluate("window.promptValues")
     clear = page.locator("#battle-chat-a button[aria-label='Clear']")
     assert clear.count() == 1 and clear.is_hidden()  # it blanked one answer before the vote
     page.locator("#battle-new-round").click()  # answered, unvoted: its answers vanish, and the status says why
