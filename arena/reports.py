@@ -188,7 +188,8 @@ def write_exports(leaderboard: Leaderboard, records: Iterable[Mapping], out_dir:
     paths = [out_dir / f"leaderboard.{fmt}" for fmt in tables] + [out_dir / "battles.jsonl", out_dir / "export.json"]
     paths += [out_dir / figure.file_name for figure in figures]
     with atomic_text_writers(paths) as streams:
-        boards, (battles, about), drawings = streams[:3], streams[3:5], streams[5:]
+        boards, rest = streams[:len(tables)], streams[len(tables):]
+        (battles, about), drawings = rest[:2], rest[2:]
         for stream, text in zip(boards, tables.values()):
             stream.write(text)
         for stream, figure in zip(drawings, figures):
