@@ -120,7 +120,7 @@ _SCRIPT = """
       // Every event passes through the queue for a moment: only a wait of over a second is said.
       const trackers = document.querySelectorAll(
         `#${panel.status} [data-testid="status-tracker"], #${panel.prompt} [data-testid="status-tracker"]`);
-      const place = [...trackers].map((tracker) => tracker.textContent.match(/queue:\s*(\d+)\s*\/\s*(\d+)/))
+      const place = [...trackers].map((tracker) => tracker.textContent.match(/queue:\\s*(\\d+)\\s*\\/\\s*(\\d+)/))
         .find(Boolean);
       const line = place ? `Waiting for a free answering slot: you are ${place[1]} of ${place[2]} in line.` : "";
       if (line && line !== queued[panel.status]) {
