@@ -9,8 +9,10 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -27,6 +29,7 @@ log = logging.getLogger("arena")
 def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: Path) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     _log_to_stderr()
+    _stop_on_terminate()
     from starlette.middleware import Middleware
 
     from arena.ui.app import build_app  # gradio is slow to import; commands that do not serve skip it
@@ -97,6 +100,21 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
         roster.close()
         store.close()
     return 0
+
+
+def _stop_on_terminate() -> None:
+    """Make SIGTERM (systemd, `docker stop`, `kill`) stop the arena as Ctrl-C does.
+
+    Python's default for it ends the process on the spot: no vote is lost (the write-ahead log holds them),
+    but they stay in arena.db-wal, and a copy of arena.db alone, the obvious backup, lacks them. Closing the
+    store folds them into the file. A second SIGTERM during that close is ignored, not allowed to cut it short.
+    """
+    def interrupt(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():  # Python takes signal handlers there only
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 def _can_listen(host: str, port: int) -> bool:

@@ -530,12 +530,18 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
     if not path.is_file():
         raise DatabaseFileError(f"{path}: no such database file")
     # A file we may write gets a read-write connection made query-only, which removes its -wal and
-    # -shm files on closing (a mode=ro one leaves them behind). A file nobody may write cannot change
-    # while it is read, so when SQLite cannot make a -shm beside it (a read-only folder), it is read
-    # as immutable.
-    queries = ["mode=rw" if os.access(path, os.W_OK) else "mode=ro"]
-    if not path.stat().st_mode & 0o222:
-        queries.append("immutable=1")
+    # -shm files on closing. A mode=ro one would leave them behind, and as another user's, the owner
+    # could not write them: their next serve or import would fail. A file with no write-ahead log beside
+    # it is open in no writer and has no votes waiting in a log, so where read-write fails (a read-only
+    # folder) or is not allowed, it is read as immutable: SQLite then makes no files beside it. With a
+    # log, mode=ro reads it; and a file nobody may write cannot change while it is read, so when SQLite
+    # cannot make a -shm beside it (a read-only folder), it is read as immutable too.
+    writable = os.access(path, os.W_OK)
+    queries = ["mode=rw"] if writable else []
+    if not path.with_name(path.name + "-wal").exists():
+        queries.append("mode=ro&immutable=1")
+    elif not writable:
+        queries += ["mode=ro"] + (["immutable=1"] if not path.stat().st_mode & 0o222 else [])
     for query in queries:
         connection = sqlite3.connect(f"{path.resolve().as_uri()}?{query}", uri=True, check_same_thread=False, timeout=30)
         try:

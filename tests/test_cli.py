@@ -294,6 +294,27 @@ def test_ratings_and_export_read_a_read_only_database(tmp_path):
         shutil.rmtree(shared)
 
 
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root to act as a second user")
+def test_a_reader_who_may_not_write_the_database_leaves_nothing_beside_it(tmp_path):
+    """Another user's `ratings` in a folder everyone may write must leave no -wal or -shm file of theirs
+    beside the database: its owner could not write them, and their next `import` or `serve` would fail."""
+    (tmp_path / "votes.jsonl").write_text('{"model_a": "x", "model_b": "y", "winner": "model_a"}\n')
+    shared = Path(tempfile.mkdtemp(prefix="arena-shared-"))
+    try:
+        shared.chmod(0o1777)
+        db = shared / "arena.db"
+        arena("import", tmp_path / "votes.jsonl", "--db", db)
+        db.chmod(0o644)
+        done = arena("ratings", "--db", db, "--bootstrap", 0, prefix=("setpriv", "--reuid=65534", "--regid=65534",
+                                                                      "--clear-groups"))
+        assert "1 vote, 2 models" in done.stdout
+        assert sorted(p.name for p in shared.iterdir()) == ["arena.db"]
+        (tmp_path / "more.jsonl").write_text('{"model_a": "x", "model_b": "z", "winner": "tie"}\n')
+        assert "1 vote added" in arena("import", tmp_path / "more.jsonl", "--db", db).stdout
+    finally:
+        shutil.rmtree(shared)
+
+
 def test_import_says_which_fields_it_does_not_keep_and_ratings_refuses_bad_numbers(tmp_path):
     votes = tmp_path / "votes.json"  # a JSON array: problems are reported by the line an element starts on
     votes.write_text('[\n{"model_a": "x", "model_b": "y", "winner": "tie", "prompt_id": 7, "judge": "j1"},\n'

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import threading
@@ -73,3 +74,18 @@ def test_acknowledged_votes_survive_kill_9(tmp_path):
             "select m.content from votes v join messages m on m.battle_id = v.battle_id where m.role = 'user'")}
     lost = [prompt for prompt in acknowledged if prompt not in stored]
     assert not lost, f"{len(lost)} acknowledged votes lost: {lost[:5]}"
+
+
+def test_sigterm_stops_cleanly_with_every_vote_in_the_database_file(tmp_path):
+    """systemd and `docker stop` send SIGTERM: the votes must end up in arena.db itself, so a copy of that
+    one file (the obvious backup) holds them, not in a write-ahead log left beside it."""
+    arena = RunningArena(write_config(tmp_path, FAST_MODELS), tmp_path / "arena.db")
+    client = Client(arena.url, verbose=False)
+    client.submit("kept", api_name="/battle_ask").result()
+    assert "your vote is recorded" in json.dumps(client.predict(api_name="/battle_vote_a"))
+    arena.process.send_signal(signal.SIGTERM)
+    assert arena.process.wait(30) == 0
+    assert not arena.db.with_name("arena.db-wal").exists()
+    backup = shutil.copy(arena.db, tmp_path / "backup.db")
+    with sqlite3.connect(backup) as connection:
+        assert connection.execute("select count(*) from votes").fetchone() == (1,)
