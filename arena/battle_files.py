@@ -380,9 +380,23 @@ def read_battle_file(
                     report(line, f"battle_id {_shown(record['battle_id'])} is also on line {first_line}, with another vote")
                 continue
         records.append(record)
+    if problem_count and not is_array and _one_object_over_lines(data):
+        lines = data.strip(_JSON_WHITESPACE).count(b"\n") + 1
+        raise BattleFileError(path, [(1, f"one JSON object spread over {lines} lines: a vote file holds one vote "
+                                         "per line (JSONL) or a JSON array of votes")])
     if problem_count:
         raise BattleFileError(path, problems, problem_count)
     return BattleFile(records, sha256)
+
+
+def _one_object_over_lines(data: bytes) -> bool:
+    """Whether the file is a single pretty-printed object, which would otherwise be refused line by line."""
+    if b"\n" not in data.strip(_JSON_WHITESPACE):
+        return False
+    try:
+        return isinstance(json.loads(data), dict)
+    except (ValueError, RecursionError):  # JSONL fails at its second line, without reading the rest
+        return False
 
 
 def vote_identity(record: Mapping) -> tuple[str, str, str, bool, bool]:

@@ -206,6 +206,9 @@ def _import(args) -> int:
     from arena.storage import DatabaseFileError, KnownVotesError
 
     battle_file = _read_battle_file(args.file, args.max_file_mb, "nothing imported")
+    if not battle_file.records:  # likely the wrong file: say so, and leave the database (or its absence) alone
+        print(f"warning: {args.file} holds no votes; nothing imported, {args.db} not opened", file=sys.stderr)
+        return 0
     store = _open_store(args.db, read_only=False)
     try:
         summary = store.import_votes(battle_file.records, battle_file.sha256, source=str(args.file), known=args.known)

@@ -260,9 +260,25 @@ def _take(raw: dict, key: str, entry: str, problems: _Problems, check: Callable[
     message = check(value)
     if message:
         shown = "a value not shown: it may be a secret" if key in _SECRET_KEYS else repr(value)
-        problems.add(entry, key, f"{message} (got {shown})")
+        problems.add(entry, key, f"{message} (got {shown}{_yaml_reading(message, value)})")
         return default
     return value
+
+
+def _yaml_reading(message: str, value: Any) -> str:
+    """Why an unquoted value that looks right was refused: YAML 1.1 reads `no` as false, `1.10` as the
+    number 1.1, and `1e3` (no dot) as text."""
+    if "string" in message and isinstance(value, (bool, int, float)):
+        return f"; YAML reads it unquoted as {'true/false' if isinstance(value, bool) else 'a number'}: put it in quotes"
+    if "number" in message and isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return ""
+        if math.isfinite(number):
+            written = repr(number)  # 1000.0 or 1e+20; YAML 1.1 wants a dot before an exponent too
+            return f"; YAML reads it as text: write it as {written if '.' in written else written.replace('e', '.0e')}"
+    return ""
 
 
 def _is_text(value: Any) -> str | None:
@@ -364,7 +380,7 @@ def _parse_model(raw: Any, index: int, base_dir: Path, problems: _Problems) -> M
     if raw_name is None:
         problems.add(label, "name", "missing: every model needs a non-empty 'name'")
     elif name_problem:
-        problems.add(label, "name", f"{name_problem} (got {raw_name!r})")
+        problems.add(label, "name", f"{name_problem} (got {raw_name!r}{_yaml_reading(name_problem, raw_name)})")
     else:
         label = f"model '{name}'"
     backend = raw.get("backend")
@@ -457,6 +473,10 @@ def _parse_transformers(raw: dict, entry: ModelEntry, label: str, base_dir: Path
         source, gguf_file = str(bundled.parent), gguf_file or bundled.name
     elif source.startswith(("/", "./", "../", "~")) or (base_dir / source).exists():
         directory = (base_dir / Path(source).expanduser()).resolve()
+        if directory.is_file():
+            problems.add(label, "source", f"is a file, not a directory of weights: {directory} (a .gguf file: its "
+                                          "folder goes in source, its name in gguf_file)")
+            return entry
         if not directory.is_dir():
             problems.add(label, "source", f"weights directory not found: {directory}")
             return entry

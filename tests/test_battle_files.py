@@ -107,6 +107,17 @@ def test_undecodable_bytes_are_a_problem_on_their_line(tmp_path):
     assert problems_of(array) == [(3, "not valid UTF-8")]
 
 
+def test_one_pretty_printed_vote_is_named_as_such_not_refused_line_by_line(tmp_path):
+    path = tmp_path / "vote.json"
+    path.write_text(json.dumps(GOOD, indent=2) + "\n")
+    lines = len(json.dumps(GOOD, indent=2).splitlines())
+    assert problems_of(path) == [(1, f"one JSON object spread over {lines} lines: a vote file holds one vote per line "
+                                     "(JSONL) or a JSON array of votes")]
+    two = tmp_path / "two.json"  # two objects, each over lines: not one object, so refused line by line
+    two.write_text(json.dumps(GOOD, indent=2) + "\n" + json.dumps(GOOD, indent=2))
+    assert len(problems_of(two)) == 2 * lines
+
+
 def test_all_problems_are_collected_and_nothing_is_returned(tmp_path):
     lines = [json.dumps(GOOD) if i % 3 else "not json" for i in range(60)]
     path = write_lines(tmp_path / "votes.jsonl", *lines)

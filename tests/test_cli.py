@@ -315,6 +315,13 @@ def test_a_reader_who_may_not_write_the_database_leaves_nothing_beside_it(tmp_pa
         shutil.rmtree(shared)
 
 
+def test_importing_a_file_with_no_votes_says_so_and_touches_no_database(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("\n")
+    done = arena("import", tmp_path / "empty.jsonl", "--db", tmp_path / "arena.db")
+    assert f"warning: {tmp_path / 'empty.jsonl'} holds no votes; nothing imported" in done.stderr
+    assert not (tmp_path / "arena.db").exists()
+
+
 def test_import_says_which_fields_it_does_not_keep_and_ratings_refuses_bad_numbers(tmp_path):
     votes = tmp_path / "votes.json"  # a JSON array: problems are reported by the line an element starts on
     votes.write_text('[\n{"model_a": "x", "model_b": "y", "winner": "tie", "prompt_id": 7, "judge": "j1"},\n'

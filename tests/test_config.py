@@ -145,6 +145,25 @@ def test_an_entry_with_a_bad_backend_or_name_still_has_its_other_fields_checked(
     assert "got 5" in str(error) and "missing" not in str(error)
 
 
+def test_values_yaml_reads_as_another_type_say_so(tmp_path):
+    """YAML 1.1 reads an unquoted `no` as false, `1.10` as 1.1 and `1e3` (no dot) as text: the error says why."""
+    (tmp_path / "weights.gguf").write_bytes(b"GGUF")
+    error = str(problems_of(tmp_path, f"""
+        models:
+          - {{name: no, backend: scripted, script: echo}}
+          - {{name: 1.10, backend: scripted, script: echo, weight: 1e3}}
+          - {{name: three, backend: scripted, script: echo, system_prompt: 12, weight: 2.5e-1}}
+          - {{name: four, backend: transformers, source: ./weights.gguf}}
+          - {GOOD_ENTRY.replace("one", "five")}
+    """))
+    assert "field 'name': must be a string (got False; YAML reads it unquoted as true/false: put it in quotes)" in error
+    assert "field 'name': must be a string (got 1.1; YAML reads it unquoted as a number: put it in quotes)" in error
+    assert "field 'weight': must be a number (got '1e3'; YAML reads it as text: write it as 1000.0)" in error
+    assert "(got 12; YAML reads it unquoted as a number: put it in quotes)" in error
+    assert "model 'four': field 'source': is a file, not a directory of weights" in error
+    assert error.count("YAML reads") == 4  # 2.5e-1 is a number to YAML as well
+
+
 def test_a_key_pasted_in_place_of_its_variable_name_is_not_echoed(tmp_path):
     error = problems_of(tmp_path, f"""
         models:

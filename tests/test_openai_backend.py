@@ -216,7 +216,7 @@ def test_a_battle_between_a_local_and_a_remote_model(served, make_service):
 
 # --- local listeners that misbehave on purpose -----------------------------------
 
-Reply = Callable[[BaseHTTPRequestHandler], "tuple[int, str | Iterable[str]] | tuple[int, str, str] | None"]
+Reply = Callable[[BaseHTTPRequestHandler], tuple[int, str | Iterable[str]] | tuple[int, str, str] | None]
 
 
 class Listener:
