@@ -229,6 +229,9 @@ def _import(args) -> int:
               f"they are not added twice{', whatever --all-new says' if args.known == 'new' else ''}")
     if summary.new_models:
         print(f"new models: {', '.join(summary.new_models)}")
+    for name, other in summary.case_only_differences:
+        print(f"warning: model '{name}' differs from '{other}' only in case: they are rated as two models; if they "
+              "are one, correct the name in the file (models.yaml refuses such names)", file=sys.stderr)
     if summary.fields_not_kept:
         print(f"fields not kept (the database has no place for them): {', '.join(summary.fields_not_kept)}")
     return 0

@@ -65,6 +65,8 @@ class ImportSummary:
     new_models: list[str]
     imported_before: float | None = None  # when the same votes (same file, any layout) were first imported
     fields_not_kept: list[str] = field(default_factory=list)  # record fields the database has no place for
+    # (new model, another it differs from only in case): likely one model spelt two ways, rated as two
+    case_only_differences: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -441,8 +443,13 @@ class ArenaStore:
             self.db["imports"].insert({"file_key": file_key, "source": source, "imported": now, "records": len(records),
                                        "added": added, "known": policy})
         not_kept = sorted({key for record in records for key in record} - IMPORTED_FIELDS)
+        first_spelling: dict[str, str] = {}
+        for name in sorted(known_models) + new_models:
+            first_spelling.setdefault(name.casefold(), name)
+        case_only = [(name, first_spelling[name.casefold()]) for name in new_models
+                     if first_spelling[name.casefold()] != name]
         return ImportSummary(added=added, already_present=len(records) - added, new_models=new_models,
-                             imported_before=earlier_import, fields_not_kept=not_kept)
+                             imported_before=earlier_import, fields_not_kept=not_kept, case_only_differences=case_only)
 
     def _vote_id_key(self) -> bytes:
         """The secret that keys imported votes' ids (derived from the salt, never exported)."""

@@ -322,6 +322,19 @@ def test_importing_a_file_with_no_votes_says_so_and_touches_no_database(tmp_path
     assert not (tmp_path / "arena.db").exists()
 
 
+def test_import_warns_of_a_new_name_that_differs_from_another_only_in_case(tmp_path):
+    """models.yaml refuses such a pair; a vote file may hold one (two files spelling a model two ways)."""
+    (tmp_path / "first.jsonl").write_text('{"model_a": "alpha", "model_b": "beta", "winner": "tie"}\n')
+    (tmp_path / "second.jsonl").write_text('{"model_a": "ALPHA", "model_b": "beta", "winner": "tie"}\n'
+                                           '{"model_a": "gamma", "model_b": "Gamma", "winner": "tie"}\n')
+    db = tmp_path / "arena.db"
+    assert "warning" not in arena("import", tmp_path / "first.jsonl", "--db", db).stderr
+    warnings = arena("import", tmp_path / "second.jsonl", "--db", db).stderr.splitlines()
+    assert [line.split(":")[0:2] for line in warnings] == [
+        ["warning", " model 'ALPHA' differs from 'alpha' only in case"],
+        ["warning", " model 'gamma' differs from 'Gamma' only in case"]]
+
+
 def test_import_says_which_fields_it_does_not_keep_and_ratings_refuses_bad_numbers(tmp_path):
     votes = tmp_path / "votes.json"  # a JSON array: problems are reported by the line an element starts on
     votes.write_text('[\n{"model_a": "x", "model_b": "y", "winner": "tie", "prompt_id": 7, "judge": "j1"},\n'
