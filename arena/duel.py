@@ -7,6 +7,7 @@ fails alone: it never takes the other side's thread or the server with it.
 
 from __future__ import annotations
 
+import bisect
 import queue
 import threading
 import time
@@ -38,10 +39,20 @@ class SideResult:
 @dataclass
 class DuelFrame:
     sides: dict[str, SideResult] = field(default_factory=dict)
+    # What the page may show of each answer now, where it lags the answers themselves (see _StartAligner).
+    shown: dict[str, str] | None = None
 
     @property
     def done(self) -> bool:
         return all(side.done for side in self.sides.values())
+
+    @property
+    def settled(self) -> bool:
+        """Done, and shown whole: the last frame."""
+        return self.done and self.shown is None
+
+    def shown_text(self, name: str) -> str:
+        return self.sides[name].text if self.shown is None else self.shown[name]
 
     @property
     def failed_sides(self) -> list[str]:
@@ -64,11 +75,48 @@ def frame_interval(battles_generating: int) -> float:
     return min(high, max(low, battles_generating / UPDATES_PER_SECOND))
 
 
-def run_duel(streams: dict[str, StreamFactory], *, stall_timeout_s: float, frame_interval_s: float = FRAME_INTERVAL_BOUNDS_S[0]) -> Iterator[DuelFrame]:
-    """Yield snapshots of all sides until every side is done or has failed.
+class _StartAligner:
+    """Shows the answers as if they had started at the same moment, each at its own pace.
+
+    Which side starts first can name the model: the decoder reads waiting prompts shortest first, so
+    under load the model with the shorter system prompt is always first. Each answer is replayed
+    from when the later one started, so the earlier one is held back by the difference, at its end too.
+    """
+
+    def __init__(self, names) -> None:
+        self.arrivals: dict[str, list[float]] = {name: [] for name in names}  # when its text grew
+        self.lengths: dict[str, list[int]] = {name: [] for name in names}  # to how many characters
+
+    def record(self, name: str, now: float, length: int) -> None:
+        if length > (self.lengths[name][-1] if self.lengths[name] else 0):
+            self.arrivals[name].append(now)
+            self.lengths[name].append(length)
+
+    def shown(self, frame: DuelFrame, now: float) -> dict[str, str] | None:
+        """Each side's text to show now; None once all is shown, or when the battle failed (no vote to protect)."""
+        if frame.failed_sides:
+            return None
+        if not all(self.arrivals.values()):
+            return {name: "" for name in frame.sides}
+        start = max(arrivals[0] for arrivals in self.arrivals.values())
+        shown = {}
+        for name, arrivals in self.arrivals.items():
+            as_if_started_at_start = now - (start - arrivals[0])
+            count = bisect.bisect_right(arrivals, as_if_started_at_start)
+            shown[name] = frame.sides[name].text[:self.lengths[name][count - 1]]
+        if frame.done and all(shown[name] == side.text for name, side in frame.sides.items()):
+            return None
+        return shown
+
+
+def run_duel(streams: dict[str, StreamFactory], *, stall_timeout_s: float, frame_interval_s: float = FRAME_INTERVAL_BOUNDS_S[0],
+             align_starts: bool = False) -> Iterator[DuelFrame]:
+    """Yield snapshots of all sides until every side is done or has failed, and is shown whole.
 
     When one side fails the others are cancelled: the battle cannot be
     voted on, so their compute is better spent on the next volunteer.
+    With `align_starts` (anonymous battles), `frame.shown` lags the answers so that
+    neither is seen to start first (`_StartAligner`).
     """
     events: queue.Queue = queue.Queue()
     cancels = {name: threading.Event() for name in streams}
@@ -90,9 +138,10 @@ def run_duel(streams: dict[str, StreamFactory], *, stall_timeout_s: float, frame
     for name, factory in streams.items():
         threading.Thread(target=pump, args=(name, factory), name=f"duel-{name}", daemon=True).start()
 
+    aligner = _StartAligner(streams) if align_starts else None
     last_yield = 0.0
     try:
-        while not frame.done:
+        while not frame.settled:
             try:
                 name, item = events.get(timeout=frame_interval_s)
             except queue.Empty:
@@ -108,6 +157,8 @@ def run_duel(streams: dict[str, StreamFactory], *, stall_timeout_s: float, frame
                         if side.first_token_s is None and item.text:
                             side.first_token_s = now - started
                         last_progress[name] = now
+                        if aligner:
+                            aligner.record(name, now, len(side.text))
                 elif isinstance(item, Exception):
                     _fail(side, lone_surrogates_replaced(f"{type(item).__name__}: {item}"), now - started)
                 elif item is _FINISHED and not side.done:
@@ -125,7 +176,9 @@ def run_duel(streams: dict[str, StreamFactory], *, stall_timeout_s: float, frame
                     if not side.done:
                         side.done = side.stopped = True
                         side.latency_s = now - started
-            if frame.done or now - last_yield >= frame_interval_s:
+            if aligner:
+                frame.shown = aligner.shown(frame, now)
+            if frame.settled or now - last_yield >= frame_interval_s:
                 last_yield = now
                 yield frame
     finally:  # also when the caller stops listening (a volunteer closed the page)

@@ -286,13 +286,13 @@ class ArenaService:
             interval = frame_interval(self._generating)
         try:
             with closing(run_duel(streams, stall_timeout_s=self.config.settings.generation_timeout_s,
-                                  frame_interval_s=interval)) as frames:
+                                  frame_interval_s=interval, align_starts=battle.mode is Mode.ANONYMOUS)) as frames:
                 for frame in frames:
                     for side in SIDES:
-                        exchange.answers[side] = frame.sides[side].text
+                        exchange.answers[side] = frame.shown_text(side)
                     if battle.left_while_answering.is_set():
                         break  # closing the duel cancels both sides
-                    if not frame.done:  # the last frame is shown once the turn is settled (failed or votable)
+                    if not frame.settled:  # the last frame is shown once the turn is settled (failed or votable)
                         yield self._view(battle, generating=True)
         except GeneratorExit:  # the page stopped listening (closed, reloaded): the volunteer left, no model failed
             battle.left_while_answering.set()

@@ -976,3 +976,27 @@ def test_a_side_by_side_receipt_says_whether_the_vote_counts_instead_of_naming_t
     assert "Model A was **my\\_model\\_v2**, Model B was **\\*star\\***" in receipt_text(odd)  # as written
     flagged = VoteReceipt("echo-one", "echo-two", "model_a", flagged_term="EchoCorp")
     assert "left out of the leaderboard" in receipt_text(flagged, Mode.NAMED, named_votes_counted=True)
+
+
+COUNTING = " ".join(f"w{n}" for n in range(60))  # 0.6 s at the scripted model's 10 ms a word
+SLOW_STARTER = f"""
+    settings: {{sampling: uniform}}
+    models:
+      - {{name: prompt-bot, backend: scripted, script: "reply: {COUNTING}"}}
+      - {{name: late-bot, backend: scripted, script: "after 0.5: reply: {COUNTING}"}}
+"""
+
+
+@pytest.mark.parametrize("mode", [Mode.ANONYMOUS, Mode.NAMED])
+def test_an_anonymous_battle_never_shows_which_answer_started_first(make_service, mode):
+    """Under load the decoder starts the shorter prompt first, so the side seen to start first could name its
+    model: anonymous answers are shown as if both started together, each at its own pace."""
+    service = make_service(SLOW_STARTER)
+    shown = []  # words of answer a and answer b in every update the page gets
+    for view in service.ask(None, "Count", CLIENT, mode, ("prompt-bot", "late-bot") if mode is Mode.NAMED else None):
+        shown.append(tuple(len(view.conversations[side][-1]["content"].split()) for side in "ab"))
+    assert shown[-1] == (60, 60) and len(shown) > 5
+    if mode is Mode.ANONYMOUS:  # the same words at the same pace: never one seen ahead (a thread's jitter aside)
+        assert all(abs(a - b) <= 2 and bool(a) == bool(b) for a, b in shown), shown
+    else:  # side by side the names are known, and each answer shows as it comes
+        assert any(a > 0 and b == 0 for a, b in shown), shown

@@ -10,6 +10,8 @@ hang, an empty answer, hostile markup), like httpx's mock transport.
   error         raise an exception mid-answer
   hang          produce nothing until cancelled
   empty         finish without a word
+  after S: SCRIPT
+                wait S seconds, then do SCRIPT (a model slow to start)
 """
 
 from __future__ import annotations
@@ -40,6 +42,15 @@ class ScriptedBackend(Backend):
 
     def stream(self, messages: list[Message], settings: GenerationSettings, cancel: threading.Event) -> Iterator[Delta]:
         script = (self.entry.script or "").strip()
+        if script.startswith("after "):
+            delay, _, script = script[len("after "):].partition(":")
+            try:
+                seconds = float(delay)
+            except ValueError:
+                raise GenerationError(f"unknown script {self.entry.script!r}") from None
+            if cancel.wait(seconds):
+                return
+            script = script.strip()
         if script == "hang":
             cancel.wait()
             return
