@@ -19,6 +19,8 @@ from arena.text import lone_surrogates_replaced
 
 StreamFactory = Callable[[threading.Event], Iterator[Delta]]
 
+EMPTY_ANSWER = "returned an empty answer"
+
 
 @dataclass
 class SideResult:
@@ -34,6 +36,11 @@ class SideResult:
     @property
     def completed(self) -> bool:
         return self.done and not self.stopped and self.error is None
+
+    @property
+    def empty(self) -> bool:
+        """Finished without a word: a failed answer, but as often the prompt's doing as the model's."""
+        return self.error == EMPTY_ANSWER
 
 
 @dataclass
@@ -165,7 +172,7 @@ def run_duel(streams: dict[str, StreamFactory], *, stall_timeout_s: float, frame
                     side.done = True
                     side.latency_s = now - started
                     if not side.text.strip():
-                        side.error = "returned an empty answer"
+                        side.error = EMPTY_ANSWER
             for stalled, side in frame.sides.items():
                 if not side.done and now - last_progress[stalled] > stall_timeout_s:
                     _fail(side, f"no output for {stall_timeout_s:g} s (timeout)", now - started)

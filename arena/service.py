@@ -335,7 +335,10 @@ class ArenaService:
         battle.failed_sides = frame.failed_sides
         battle.cut_sides = [side for side in SIDES if side in frame.sides and frame.sides[side].cut]
         for side in SIDES if battle.mode is Mode.ANONYMOUS else ():  # side by side, the volunteer chose the model
-            if side in frame.failed_sides or frame.sides.get(side, SideResult()).completed:  # not one merely stopped
+            result = frame.sides.get(side, SideResult())
+            if result.empty:  # a prompt can silence a greedy model at will: it fails the battle, not the model's turn
+                continue
+            if side in frame.failed_sides or result.completed:  # not one merely stopped
                 model = battle.models[side]
                 streak, rest = self.streaks.record(model, side in frame.failed_sides, battle.rests_at_turn_start.get(model))
                 if rest:

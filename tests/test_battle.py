@@ -1000,3 +1000,19 @@ def test_an_anonymous_battle_never_shows_which_answer_started_first(make_service
         assert all(abs(a - b) <= 2 and bool(a) == bool(b) for a, b in shown), shown
     else:  # side by side the names are known, and each answer shows as it comes
         assert any(a > 0 and b == 0 for a, b in shown), shown
+
+
+def test_an_empty_answer_fails_its_battle_but_does_not_rest_the_model(make_service):
+    """Any client can find a prompt a greedy model answers with nothing: were that counted, three such
+    battles would take the model out of everyone's anonymous battles."""
+    service = make_service("""
+        settings: {sampling: uniform, limits: {battles_per_hour: 1000}}
+        models:
+          - {name: echo-one, backend: scripted, script: echo}
+          - {name: silent, backend: scripted, script: empty}
+    """)
+    service.streaks.failures["silent"] = 2  # two real failures before: an empty answer neither adds nor clears
+    for _ in range(FailureStreaks.STREAK + 1):
+        view = finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS))
+        assert view.failed
+    assert service.streaks.resting() == set() and service.streaks.failures == {"silent": 2}

@@ -85,7 +85,16 @@ class TransformersBackend(Backend):
         return len(self._prompt_ids(messages)) if self.tokenizer is not None else None
 
     def _prompt_ids(self, messages: list[Message]) -> list[int]:
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
+        """The ids the model reads: the one encoding both answering and counting use.
+
+        Messages are text, whoever wrote them: a control token written in a prompt or an earlier answer
+        (`<|im_end|>`, `<|im_start|>assistant`) is encoded as the characters it is made of, never as the
+        turn marker, so a volunteer cannot write turns of their own into the conversation (and make a
+        greedy model answer nothing, failing its battles). The template's own markers stay tokens, and a
+        conversation without such text is encoded exactly as `apply_chat_template` always did.
+        """
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True,
+                                                  sanitize_control_tokens=True)["input_ids"]
 
     def settings_problem(self, settings: GenerationSettings) -> str | None:
         limit = self.context_length()
