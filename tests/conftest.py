@@ -45,6 +45,14 @@ def write_config(directory: Path, text: str, name: str = "models.yaml") -> Path:
     return path
 
 
+# Two models that answer at once, for tests that drive a real server hard.
+FAST_MODELS = """
+    settings: {sampling: uniform, limits: {battles_per_hour: 100000}}
+    models:
+      - {name: quick-one, backend: scripted, script: "reply: First."}
+      - {name: quick-two, backend: scripted, script: "reply: Second."}
+"""
+
 SCRIPTED_MODELS = """
     settings:
       sampling: uniform

@@ -19,15 +19,9 @@ import time
 
 from gradio_client import Client
 
-from tests.conftest import RunningArena, wait_until, write_config
+from tests.conftest import FAST_MODELS, RunningArena, wait_until, write_config
 
 KILLS = 6
-FAST_MODELS = """
-    settings: {sampling: uniform, limits: {battles_per_hour: 100000}}
-    models:
-      - {name: quick-one, backend: scripted, script: "reply: First."}
-      - {name: quick-two, backend: scripted, script: "reply: Second."}
-"""
 
 
 def drive(url: str, prefix: str, acknowledged: list[str], stop: threading.Event) -> None:
