@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -47,12 +47,14 @@ class Contestant:
     def name(self) -> str:
         return self.entry.name
 
-    def stream(self, turns: list[Message], cancel: threading.Event, max_new_tokens: int | None = None) -> Iterator[Delta]:
-        """The answer to `turns`; `max_new_tokens` lowers the entry's own limit (see `ArenaService`)."""
+    def stream(self, turns: list[Message], cancel: threading.Event, max_new_tokens: int | None = None,
+               group: Hashable | None = None) -> Iterator[Delta]:
+        """The answer to `turns`; `max_new_tokens` lowers the entry's own limit (see `ArenaService`); answers
+        of one `group` start together where the backend can see to it (`Backend.stream`)."""
         settings = self.entry.generation
         if max_new_tokens is not None and max_new_tokens < settings.max_new_tokens:
             settings = replace(settings, max_new_tokens=max_new_tokens)
-        return self.backend.stream(self._messages(turns), settings, cancel)
+        return self.backend.stream(self._messages(turns), settings, cancel, group)
 
     def prompt_tokens(self, turns: list[Message]) -> int | None:
         """Tokens the model reads for `turns`, its system prompt included (None: only a remote server knows)."""

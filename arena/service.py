@@ -267,8 +267,9 @@ class ArenaService:
     def _generate(self, battle: Battle) -> Iterator[BattleView]:
         contestants = {side: self.roster.contestants[battle.models[side]] for side in SIDES}
         cap = self.anonymous_answer_tokens() if battle.mode is Mode.ANONYMOUS else None
+        together = (battle.id, len(battle.exchanges), battle.attempt)  # this turn's two answers start together
         streams = {
-            side: (lambda cancel, side=side: contestants[side].stream(battle.conversation(side), cancel, cap))
+            side: (lambda cancel, side=side: contestants[side].stream(battle.conversation(side), cancel, cap, group=together))
             for side in SIDES
         }
         exchange = battle.exchanges[-1]

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from arena.decoding import next_token
+from arena.decoding.batching import _Request, prefill_order
 from arena.backends.base import GenerationError
 from arena.backends.transformers_local import TransformersBackend
 from arena.config import GenerationSettings, ModelEntry, bundled_model_path
@@ -310,3 +311,19 @@ def test_rare_characters_cost_many_tokens_so_the_default_limit_is_counted_in_tok
     assert len(cuneiform) < Limits().max_prompt_chars
     assert backend.prompt_tokens(chat(cuneiform)) > Limits().max_conversation_tokens
     assert backend.prompt_tokens(chat("What is the capital of France?")) < 50
+
+
+def test_the_two_prompts_of_a_battle_are_read_one_after_the_other():
+    """Least left to read first, but a battle's two prompts count together: read apart, with other prompts
+    between them, one side started seconds after the other, and an anonymous battle waits for both."""
+    def request(length: int, group: str | None = None) -> _Request:
+        return _Request(list(range(length)), GREEDY, threading.Event(), group)
+
+    first_side, alone, second_side, long_pair = request(31, "b1"), request(33), request(36, "b1"), request(5, "b2")
+    other_side = request(900, "b2")
+    order = prefill_order([first_side, alone, second_side, long_pair, other_side])
+    assert order == [alone, first_side, second_side, long_pair, other_side]
+    # Read: its partner is all that is left of the battle, and goes first of all
+    assert prefill_order([alone, second_side], started={"b1"}) == [second_side, alone]
+    ungrouped = [request(31), request(33), request(36)]
+    assert prefill_order(ungrouped[::-1]) == ungrouped  # as before for prompts outside battles

@@ -131,9 +131,9 @@ def test_follow_up_goes_to_both_models_with_their_own_history(make_service, monk
     """)
     received: dict[str, list] = {}
     for name, contestant in service.roster.contestants.items():
-        def spy(messages, settings, cancel, name=name, stream=contestant.backend.stream):
+        def spy(messages, settings, cancel, group=None, *, name=name, stream=contestant.backend.stream):
             received.setdefault(name, []).append([(m["role"], m["content"]) for m in messages])
-            return stream(messages, settings, cancel)
+            return stream(messages, settings, cancel, group)
         monkeypatch.setattr(contestant.backend, "stream", spy)
     first = finish(service.ask(None, "First question", CLIENT, Mode.ANONYMOUS))
     second = finish(service.ask(first.battle_id, "Second question", CLIENT, Mode.ANONYMOUS))

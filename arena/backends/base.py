@@ -73,9 +73,12 @@ class Backend(ABC):
         return None
 
     @abstractmethod
-    def stream(self, messages: list[Message], settings: GenerationSettings, cancel: threading.Event) -> Iterator[Delta]:
+    def stream(self, messages: list[Message], settings: GenerationSettings, cancel: threading.Event,
+               group: Hashable | None = None) -> Iterator[Delta]:
         """Yield the answer to `messages` piece by piece until done or `cancel` is set.
 
+        Answers sharing a `group` (the two sides of a battle) are to start together: a backend that
+        schedules prompts (the batched decoder) reads them one after the other. Others may ignore it.
         Raises GenerationError (or anything else, which callers treat the same)
         when the model cannot answer.
         """

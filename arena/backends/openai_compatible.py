@@ -79,7 +79,8 @@ class OpenAICompatibleBackend(Backend):
         else:
             self._check_unlisted_model(served, report)
 
-    def stream(self, messages: list[Message], settings: GenerationSettings, cancel: threading.Event) -> Iterator[Delta]:
+    def stream(self, messages: list[Message], settings: GenerationSettings, cancel: threading.Event,
+               group: Hashable | None = None) -> Iterator[Delta]:
         if self.client is None:
             raise GenerationError("the endpoint is not loaded")
         if cancel.is_set():

@@ -40,7 +40,8 @@ class ScriptedBackend(Backend):
         """A token a word, as its answers count them."""
         return sum(len(m["content"].split()) for m in messages)
 
-    def stream(self, messages: list[Message], settings: GenerationSettings, cancel: threading.Event) -> Iterator[Delta]:
+    def stream(self, messages: list[Message], settings: GenerationSettings, cancel: threading.Event,
+               group: Hashable | None = None) -> Iterator[Delta]:
         script = (self.entry.script or "").strip()
         if script.startswith("after "):
             delay, _, script = script[len("after "):].partition(":")

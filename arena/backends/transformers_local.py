@@ -70,7 +70,8 @@ class TransformersBackend(Backend):
             self._write_conversion(cache_path, report)
         self.decoder = BatchedDecoder(self.model, _stop_ids(self.model, self.tokenizer))
 
-    def stream(self, messages: list[Message], settings: GenerationSettings, cancel: threading.Event) -> Iterator[Delta]:
+    def stream(self, messages: list[Message], settings: GenerationSettings, cancel: threading.Event,
+               group: Hashable | None = None) -> Iterator[Delta]:
         if self.decoder is None:
             raise GenerationError("model is not loaded")
         prompt = self._prompt_ids(messages)
@@ -78,7 +79,7 @@ class TransformersBackend(Backend):
         if limit and len(prompt) + settings.max_new_tokens > limit:
             raise GenerationError(f"the conversation is too long for this model: {len(prompt)} tokens, plus up to "
                                   f"{settings.max_new_tokens} new ones, is more than the {limit} it can read")
-        yield from _text_deltas(self.tokenizer, self.decoder.generate(prompt, settings, cancel),
+        yield from _text_deltas(self.tokenizer, self.decoder.generate(prompt, settings, cancel, group),
                                 limit=settings.max_new_tokens, stop_ids=self.decoder.stop_ids)
 
     def prompt_tokens(self, messages: list[Message]) -> int | None:

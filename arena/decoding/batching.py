@@ -20,7 +20,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Container, Hashable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -33,14 +34,16 @@ from arena.config import GenerationSettings
 
 log = logging.getLogger("arena")
 
+_STARTED_GROUPS_KEPT = 1024  # far more battles than start at once
 _END = object()
 
 
-@dataclass
+@dataclass(eq=False)  # each request is itself, not its fields: it is looked up in lists
 class _Request:
     prompt: list[int]
     settings: GenerationSettings
     cancel: threading.Event
+    group: Hashable | None = None  # answers to start together (the two sides of a battle)
     outbox: queue.Queue = field(default_factory=queue.Queue)
     cache: object = None  # the request's own key/value cache while its prompt is prefilled
     prefilled: int = 0
@@ -50,6 +53,10 @@ class _Request:
 
     def __post_init__(self):
         self.row = RowState(self.settings, torch.tensor(sorted(set(self.prompt)), dtype=torch.long))
+
+    @property
+    def left_to_read(self) -> int:
+        return len(self.prompt) - self.prefilled
 
     def accept(self, token: int, stop_ids: frozenset[int]) -> bool:
         """Hand a new token to the reader; True once the answer is complete."""
@@ -175,6 +182,25 @@ class _ReservedLayer(DynamicLayer):
 _LENGTH_RATIO, _LENGTH_MARGIN = 2, 256
 
 
+def prefill_order(waiting: list[_Request], started: Container[Hashable] = ()) -> list[_Request]:
+    """Least left to read first, a group's prompts counted together and read one after the other, and a
+    group already `started` (a prompt of it read, in part or whole) before any other.
+
+    Taken one by one, the two sides of a battle were read apart whenever other prompts came between
+    them, and the one left waiting started seconds later; an anonymous battle shows both answers only
+    once both have started (`arena/duel.py`), so the first waited too.
+    """
+    def group(request: _Request) -> Hashable:
+        return request if request.group is None else request.group  # alone, a request is its own group
+
+    left: dict[Hashable, int] = {}  # insertion order: ties go to the group that came first
+    for request in waiting:
+        left[group(request)] = left.get(group(request), 0) + request.left_to_read
+    arrival = {key: position for position, key in enumerate(left)}
+    return sorted(waiting, key=lambda r: (r.group is None or r.group not in started, left[group(r)], arrival[group(r)],
+                                          r.left_to_read))
+
+
 def _similar_length(width: int, length: int) -> bool:
     return max(width, length) <= _LENGTH_RATIO * min(width, length) + _LENGTH_MARGIN
 
@@ -213,6 +239,7 @@ class BatchedDecoder:
                         type(model).__name__)
         self.inbox: queue.Queue = queue.Queue()
         self.waiting: list[_Request] = []
+        self.started_groups: OrderedDict[Hashable, None] = OrderedDict()  # the latest groups whose reading began
         self.batches: list[_KVBatch] = []
         self.stopping = threading.Event()
         self.widest_batch = 0  # the most rows one step has decoded: shows batching happened
@@ -223,11 +250,13 @@ class BatchedDecoder:
     def rows(self) -> int:
         return sum(len(batch) for batch in self.batches)
 
-    def generate(self, prompt: list[int], settings: GenerationSettings, cancel: threading.Event) -> Iterator[int]:
-        """Yield the answer's token ids one at a time, as the batch produces them."""
+    def generate(self, prompt: list[int], settings: GenerationSettings, cancel: threading.Event,
+                 group: Hashable | None = None) -> Iterator[int]:
+        """Yield the answer's token ids one at a time, as the batch produces them; prompts of one `group`
+        are read one after the other, so that their answers start at nearly the same step."""
         if self.stopping.is_set():
             raise GenerationError("the model was unloaded")
-        request = _Request(list(prompt), settings, cancel)
+        request = _Request(list(prompt), settings, cancel, group)
         self.inbox.put(request)
         try:
             while True:
@@ -316,7 +345,7 @@ class BatchedDecoder:
         prompt behind it wait for all of it; this way a short prompt starts at once.
         """
         spent = 0
-        for request in sorted(self.waiting, key=lambda r: len(r.prompt) - r.prefilled):
+        for request in prefill_order(self.waiting, self.started_groups):
             budget = (self.busy_prefill_chunk if self.rows else self.prefill_chunk) - spent  # a row seated just now counts
             if budget <= 0 or self.rows >= self.max_rows:
                 return
@@ -330,6 +359,10 @@ class BatchedDecoder:
     def _prefill_chunk(self, request: _Request, budget: int) -> int:
         """Feed the next part of a prompt; once it is all in, pick the first token and seat the row."""
         chunk = request.prompt[request.prefilled:request.prefilled + budget]
+        if request.group is not None:  # its partner goes next (a battle's answers come a few at a time)
+            self.started_groups[request.group] = None
+            while len(self.started_groups) > _STARTED_GROUPS_KEPT:
+                self.started_groups.popitem(last=False)
         device = self.model.device
         output = self.model(input_ids=torch.tensor([chunk], device=device), past_key_values=request.cache,
                             position_ids=torch.arange(request.prefilled, request.prefilled + len(chunk), device=device).unsqueeze(0),
