@@ -12,6 +12,7 @@ from arena.backends import backend_class
 from arena.battle_files import DEFAULT_MAX_BYTES
 from arena.config import ConfigError, load_config
 from arena.reports import FORMATS
+from arena.text import padded
 from arena.wording import counted
 
 DEFAULT_CONFIG = "models.yaml"
@@ -109,7 +110,7 @@ def _models(args) -> int:
             where = f"{where}/{entry.gguf_file}"
         state = "enabled " if entry.enabled else "disabled"
         g = entry.generation
-        print(f"  {state} {entry.name:<24} {entry.backend:<12} weight={entry.weight:<5g} "
+        print(f"  {state} {padded(entry.name, 24)} {entry.backend:<12} weight={entry.weight:<5g} "
               f"temperature={g.temperature:g} top_p={g.top_p:g} max_new_tokens={g.max_new_tokens}  {where}")
     for entry in config.enabled_models:  # the file is fine, but this shell could not serve it as it is
         problem = backend_class(entry).preflight_problem(entry)

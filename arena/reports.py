@@ -15,7 +15,7 @@ from pathlib import Path
 
 from arena.battle_files import DEFAULT_MAX_BYTES, atomic_text_writers, write_battle_lines
 from arena.leaderboard import Leaderboard, LeaderboardOptions
-from arena.text import markdown_text
+from arena.text import display_width, markdown_text, padded
 from arena.wording import counted
 
 FORMATS = ("table", "json", "csv", "md")
@@ -94,12 +94,11 @@ def _table(leaderboard: Leaderboard) -> str:
     if not leaderboard.rows:
         return "\n".join([_EMPTY, *(f"note: {note}" for note in leaderboard.notes)]) + "\n"
     header, cells = _text_rows(leaderboard)
-    widths = [max(len(line[column]) for line in [header, *cells]) for column in range(len(header))]
+    widths = [max(display_width(line[column]) for line in [header, *cells]) for column in range(len(header))]
     left_aligned = {1}
 
     def line(values: list[str]) -> str:
-        padded = [v.ljust(w) if i in left_aligned else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths))]
-        return "  ".join(padded).rstrip()
+        return "  ".join(padded(v, w, right=i not in left_aligned) for i, (v, w) in enumerate(zip(values, widths))).rstrip()
 
     text = [line(header), line(["-" * w for w in widths]), *(line(values) for values in cells)]
     text += ["", _summary(leaderboard)]

@@ -96,3 +96,14 @@ def as_read(text: str) -> str:
 def markdown_text(text: str) -> str:
     """Plain text (a model name, a note naming models) that Markdown shows as written."""
     return _MARKDOWN_SPECIAL.sub(r"\\\g<0>", text)
+
+
+def display_width(text: str) -> int:
+    """Columns a terminal gives `text`: a wide character (CJK, most emoji) takes two, a combining mark none."""
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def padded(text: str, width: int, *, right: bool = False) -> str:
+    """`text` filled with spaces to `width` columns as displayed (str.ljust counts characters, not columns)."""
+    gap = " " * max(0, width - display_width(text))
+    return gap + text if right else text + gap

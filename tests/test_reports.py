@@ -10,6 +10,7 @@ import pytest
 from arena.battle_files import read_battles
 from arena.leaderboard import compute_leaderboard
 from arena.reports import COLUMNS, RenderedFigure, head_to_head_rows, recompute_command, render, write_exports
+from arena.text import display_width
 
 
 def vote(a, b, winner="model_a", **extra):
@@ -61,6 +62,17 @@ def test_table_aligns_columns_and_shows_intervals_and_notes(board):
     assert f"+{first['ci_upper'] - first['rating']:.1f}/-{first['rating'] - first['ci_lower']:.1f}" in body[0]
     assert "100 bootstrap rounds" in text
     assert "note: 2 of 68 votes left out: 1 flagged and 1 named" in text
+
+
+def test_table_columns_line_up_as_a_terminal_shows_wide_names():
+    """A CJK or emoji character takes two columns: counted as one, every column after such a name slid."""
+    votes = [vote("北京-模型", "beta"), vote("🙂-bot", "beta"), vote("plain", "beta", "model_b")]
+    lines = render(compute_leaderboard(votes, bootstrap_rounds=0, seed=0), "table").splitlines()
+    rows = lines[2:6]
+    assert {row.split()[1] for row in rows} == {"北京-模型", "🙂-bot", "plain", "beta"}
+    # The rating column starts at the same column on every row, header included.
+    starts = {display_width(line[:line.index(line.split()[2])]) for line in [lines[0], *rows]}
+    assert len(starts) == 1, lines
 
 
 @pytest.mark.parametrize("fmt", ["table", "md"])
