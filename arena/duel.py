@@ -86,8 +86,10 @@ class _StartAligner:
     """Shows the answers as if they had started at the same moment, each at its own pace.
 
     Which side starts first can name the model: the decoder reads waiting prompts shortest first, so
-    under load the model with the shorter system prompt is always first. Each answer is replayed
-    from when the later one started, so the earlier one is held back by the difference, at its end too.
+    under load the model with the shorter system prompt was always first (it now reads a battle's two
+    one after the other, but the shorter still starts a step or two sooner, and other backends differ
+    more). Each answer is replayed from when the later one started, so the earlier one is held back by
+    the difference, at its end too.
     """
 
     def __init__(self, names) -> None:
