@@ -92,6 +92,9 @@ class Limits:
     max_prompt_chars: int = 4000
     max_turns: int = 6
     sessions_per_hour: int = 300  # new page sessions per client network; see arena/ui/request_guard.py
+    # Events one client network may have in Gradio's queue at once (waiting, running, or answered but not
+    # yet read): a page has one or two, so this is about how many volunteers one address can hold.
+    queued_events_per_address: int = 64
     # The whole conversation a model reads (history, prompt, system prompt), in its own tokens: characters
     # alone let 2,000 rare ones (cuneiform, CJK) make 8,000 tokens that hold the model for minutes.
     max_conversation_tokens: int = 4096

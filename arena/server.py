@@ -63,18 +63,20 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
     app = page.blocks
     # api_open=False: a generation must wait its turn in the queue; a raw POST to /run/predict would
     # start it beside the queue and past max_concurrent_battles. Quick events (votes) are unaffected.
-    # max_size: at most 2,048 events wait, whoever sent them (the request guard bounds what one client may
-    # have in the queue: 64 events, its IPv6 /48 1,024, so no one subscriber fills it). That bounds memory
-    # (a body is at most ~110 KB at the default max_prompt_chars, so 230 MB if every one were that large; a
-    # page's are under 20 KB) and the place messages each move of the queue sends; a place beyond it would
-    # be hours of waiting at a few answers at a time. A join past it gets Gradio's 503 "Queue is full".
-    app.queue(default_concurrency_limit=8, api_open=False, max_size=2048)
+    # max_size: at most 32 addresses' shares wait, whoever sent them, 2,048 events by default (the request
+    # guard bounds what one client may have in the queue: 64 events, its IPv6 /48 16 times that, so no one
+    # subscriber fills it). That bounds memory (a body is at most ~110 KB at the default max_prompt_chars,
+    # so 230 MB if every one were that large; a page's are under 20 KB) and the place messages each move of
+    # the queue sends; a place beyond it would be hours of waiting at a few answers at a time. A join past
+    # it gets Gradio's 503 "Queue is full".
+    app.queue(default_concurrency_limit=8, api_open=False, max_size=32 * config.settings.limits.queued_events_per_address)
     try:
         app.launch(server_name=host, server_port=port, prevent_thread_lock=True, show_error=False, quiet=True,
                    footer_links=["gradio", "settings"], css=PAGE_CSS, theme=page_theme(), js=page.script,
                    enable_monitoring=False,  # the request guard turns /monitoring away too
                    app_kwargs={"middleware": [Middleware(RequestGuard, sessions_per_hour=config.settings.limits.sessions_per_hour,
-                                                         max_prompt_chars=config.settings.limits.max_prompt_chars),
+                                                         max_prompt_chars=config.settings.limits.max_prompt_chars,
+                                                         events_per_network=config.settings.limits.queued_events_per_address),
                                               Middleware(MediaFromHereOnly)]})
     except OSError:  # taken since the check; Gradio's own message suggests a variable that --port overrides
         store.close()

@@ -96,6 +96,14 @@ def test_one_address_cannot_pile_events_across_sessions(start_arena):
     assert "The network your address belongs to (2001:db8:5::/56) already has 256 requests" in refused.text
 
 
+def test_an_operator_sets_what_one_address_may_queue(start_arena):
+    """A classroom behind one address may need more room than 64; a small arena may want less."""
+    arena = start_arena(FAST_MODELS.replace("100000}", "100000, queued_events_per_address: 5}"))
+    fn = ask_id(arena.url)
+    assert [join(arena.url, fn, f"page-{i}", "203.0.113.66").status_code for i in range(6)] == [200] * 5 + [429]
+    assert join(arena.url, fn, "elsewhere", "203.0.113.67").status_code == 200
+
+
 SLOW_MODELS = """
     settings: {sampling: uniform, max_concurrent_battles: 8, limits: {battles_per_hour: 100000}}
     models:

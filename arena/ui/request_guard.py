@@ -15,7 +15,7 @@ waiting event is sent its new place; those messages pile up for a client that
 never reads them. One session joining 6,000 events (empty prompts, refused at
 once) took the server to 13 GB and held a volunteer's battle back 154 s. So
 a session may have `EVENTS_PER_SESSION` events in Gradio's hands at once, and a
-client network `EVENTS_PER_NETWORK` (an IPv6 /56 and /48 4 and 16 times that,
+client network `limits.queued_events_per_address` (an IPv6 /56 and /48 4 and 16 times that,
 as for every limit); beyond that a join is answered 429. An event is in
 Gradio's hands while it waits, while it runs, and after it ran until its page
 has read the result: a client that never reads what it asked for gets no more.
@@ -47,11 +47,10 @@ JOIN_ROUTES = tuple(API + route for route in ("queue/join", "call/"))
 # A page has a few events under way at once (a page load starts two, an answer one, a vote's leaderboard
 # refresh one): 16 is ample, and bounds what one session can make the server hold.
 EVENTS_PER_SESSION = 16
-# A page holds about one event at a time, so 64 volunteers behind one address (a campus NAT) can all wait
-# or be answered at the same moment; the 120 battles an hour that address may start (`limits.battles_per_hour`)
-# keep far fewer busy. An IPv6 /48's share, 16 x 64 = 1,024 events, is half of the whole queue (`max_size` in
-# arena/server.py), so no one subscriber fills it.
-EVENTS_PER_NETWORK = 64
+# Per client network, `limits.queued_events_per_address` (64): a page holds about one event at a time, so 64
+# volunteers behind one address (a campus NAT) can all wait or be answered at the same moment; the 120 battles
+# an hour that address may start (`limits.battles_per_hour`) keep far fewer busy. An IPv6 /48's share, 16 times
+# that, is half of the whole queue (`max_size` in arena/server.py), so no one subscriber fills it.
 
 
 def body_limit(max_prompt_chars: int) -> int:
@@ -69,9 +68,11 @@ def body_limit(max_prompt_chars: int) -> int:
 class RequestGuard:
     """ASGI middleware in front of Gradio; every other request passes untouched."""
 
-    def __init__(self, app, sessions_per_hour: int, max_prompt_chars: int = 4000, clock=time.monotonic):
+    def __init__(self, app, sessions_per_hour: int, max_prompt_chars: int = 4000, events_per_network: int = 64,
+                 clock=time.monotonic):
         self.app = app
         self.limiter = RateLimiter(sessions_per_hour, clock=clock)
+        self.events_per_network = events_per_network
         self.clock = clock
         self.max_prompt_chars = max_prompt_chars
         self.max_body = body_limit(max_prompt_chars)
@@ -154,7 +155,7 @@ class RequestGuard:
             return (f"This page already has {EVENTS_PER_SESSION} requests waiting or running here, the most one page "
                     "may have at once. Please wait for them to finish.")
         now = self.clock()
-        for level, allowed in _levels(network):
+        for level, allowed in self._levels(network):
             holders = self.holders.get(level, {})
             # Forget sessions that hold nothing, and those that joined nothing for an hour: whatever Gradio
             # might still keep for a session no one uses stops counting against its address.
@@ -174,9 +175,14 @@ class RequestGuard:
         """The events Gradio holds for a session (see `_in_gradio`), with its joins on their way if `waiting`."""
         return _in_gradio(queue, session) + (self.joining["session", session] if waiting else 0)
 
+    def _levels(self, network: str) -> list[tuple[str, int]]:
+        """(network, events it may have at once): the client's own, then the wider IPv6 networks around it."""
+        return [(network, self.events_per_network),
+                *((wider, self.events_per_network * multiple) for wider, multiple in wider_networks(network))]
+
     async def _join(self, scope, receive, send, network: str, session: str | None) -> None:
         """Hand a join to Gradio, counted as on its way until answered, then note its session as a holder."""
-        counted = [("network", level) for level, _ in _levels(network)]
+        counted = [("network", level) for level, _ in self._levels(network)]
         counted += [("session", session)] if session is not None else []
         answer = bytearray()
 
@@ -197,14 +203,10 @@ class RequestGuard:
         # A join that names no session (`call/`) gets one from Gradio: the id of its event.
         holder = session or _json_text(bytes(answer), "event_id")
         if holder is not None:
-            for level, _ in _levels(network):
+            for level, _ in self._levels(network):
                 self.holders.setdefault(level, {})[holder] = self.clock()
 
 
-def _levels(network: str) -> list[tuple[str, int]]:
-    """(network, events it may have at once): the client's own, then the wider IPv6 networks around it."""
-    return [(network, EVENTS_PER_NETWORK),
-            *((wider, EVENTS_PER_NETWORK * multiple) for wider, multiple in wider_networks(network))]
 
 
 def _in_gradio(queue, session: str) -> int:
