@@ -96,10 +96,12 @@ class _StartAligner:
         self.arrivals: dict[str, list[float]] = {name: [] for name in names}  # when its text grew
         self.lengths: dict[str, list[int]] = {name: [] for name in names}  # to how many characters
 
-    def record(self, name: str, now: float, length: int) -> None:
-        if length > (self.lengths[name][-1] if self.lengths[name] else 0):
+    def record(self, name: str, now: float, text: str) -> None:
+        if not self.lengths[name] and not text.strip():
+            return  # an answer starts when something shows: a first "\n" alone would put it a step early
+        if len(text) > (self.lengths[name][-1] if self.lengths[name] else 0):
             self.arrivals[name].append(now)
-            self.lengths[name].append(length)
+            self.lengths[name].append(len(text))
 
     def shown(self, frame: DuelFrame, now: float) -> dict[str, str] | None:
         """Each side's text to show now; None once all is shown, or when the battle failed (no vote to protect)."""
@@ -167,7 +169,7 @@ def run_duel(streams: dict[str, StreamFactory], *, stall_timeout_s: float, frame
                             side.first_token_s = now - started
                         last_progress[name] = now
                         if aligner:
-                            aligner.record(name, now, len(side.text))
+                            aligner.record(name, now, side.text)
                 elif isinstance(item, Exception):
                     _fail(side, lone_surrogates_replaced(f"{type(item).__name__}: {item}"), now - started)
                 elif item is _FINISHED and not side.done:

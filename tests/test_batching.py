@@ -323,7 +323,9 @@ def test_the_two_prompts_of_a_battle_are_read_one_after_the_other():
     other_side = request(900, "b2")
     order = prefill_order([first_side, alone, second_side, long_pair, other_side])
     assert order == [alone, first_side, second_side, long_pair, other_side]
-    # Read: its partner is all that is left of the battle, and goes first of all
-    assert prefill_order([alone, second_side], started={"b1"}) == [second_side, alone]
+    # Read: its partner is all that is left of the battle, and goes first of all, if it is not long
+    assert prefill_order([alone, second_side], started={"b1"}, head_start=128) == [second_side, alone]
+    follow_ups = [request(3000, "b3"), request(3000, "b3")]
+    assert prefill_order([*follow_ups, alone], started={"b3"}, head_start=128) == [alone, *follow_ups]
     ungrouped = [request(31), request(33), request(36)]
     assert prefill_order(ungrouped[::-1]) == ungrouped  # as before for prompts outside battles

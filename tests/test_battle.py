@@ -1016,3 +1016,24 @@ def test_an_empty_answer_fails_its_battle_but_does_not_rest_the_model(make_servi
         view = finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS))
         assert view.failed
     assert service.streaks.resting() == set() and service.streaks.failures == {"silent": 2}
+
+
+def test_an_answer_counts_as_started_when_something_shows():
+    """A first token that is only a line break shows nothing: taken as the start, the other answer would
+    be seen to start first, a step early."""
+    from arena.backends import Delta
+    from arena.duel import run_duel
+
+    def answer(pieces):
+        def stream(cancel):
+            for delay, text in pieces:
+                time.sleep(delay)
+                yield Delta(text, 1)
+        return stream
+
+    streams = {"a": answer([(0.0, "\n"), (0.4, "Hello"), (0.05, " there.")]),
+               "b": answer([(0.4, "Hi"), (0.05, " again.")])}
+    shown = [(frame.shown_text("a").strip(), frame.shown_text("b").strip())
+             for frame in run_duel(streams, stall_timeout_s=5, frame_interval_s=0.02, align_starts=True)]
+    assert shown[-1] == ("Hello there.", "Hi again.")
+    assert all(bool(a) == bool(b) for a, b in shown), shown

@@ -182,9 +182,10 @@ class _ReservedLayer(DynamicLayer):
 _LENGTH_RATIO, _LENGTH_MARGIN = 2, 256
 
 
-def prefill_order(waiting: list[_Request], started: Container[Hashable] = ()) -> list[_Request]:
+def prefill_order(waiting: list[_Request], started: Container[Hashable] = (), head_start: int = 0) -> list[_Request]:
     """Least left to read first, a group's prompts counted together and read one after the other, and a
-    group already `started` (a prompt of it read, in part or whole) before any other.
+    group already `started` (a prompt of it read, in part or whole) before any other while it has at most
+    `head_start` tokens left: two long follow-ups must not hold back a short newcomer.
 
     Taken one by one, the two sides of a battle were read apart whenever other prompts came between
     them, and the one left waiting started seconds later; an anonymous battle shows both answers only
@@ -197,8 +198,10 @@ def prefill_order(waiting: list[_Request], started: Container[Hashable] = ()) ->
     for request in waiting:
         left[group(request)] = left.get(group(request), 0) + request.left_to_read
     arrival = {key: position for position, key in enumerate(left)}
-    return sorted(waiting, key=lambda r: (r.group is None or r.group not in started, left[group(r)], arrival[group(r)],
-                                          r.left_to_read))
+    def finishing(request: _Request) -> bool:
+        return request.group is not None and request.group in started and left[request.group] <= head_start
+
+    return sorted(waiting, key=lambda r: (not finishing(r), left[group(r)], arrival[group(r)], r.left_to_read))
 
 
 def _similar_length(width: int, length: int) -> bool:
@@ -339,13 +342,13 @@ class BatchedDecoder:
 
     def _prefill(self) -> None:
         """Spend up to `prefill_chunk` prompt tokens (`busy_prefill_chunk` while rows stream) on the waiting
-        requests, least left to read first.
+        requests, least left to read first (a battle's two prompts together: `prefill_order`).
 
         Oldest first, one long conversation (thousands of tokens of rare characters) made every
         prompt behind it wait for all of it; this way a short prompt starts at once.
         """
         spent = 0
-        for request in prefill_order(self.waiting, self.started_groups):
+        for request in prefill_order(self.waiting, self.started_groups, head_start=self.prefill_chunk):
             budget = (self.busy_prefill_chunk if self.rows else self.prefill_chunk) - spent  # a row seated just now counts
             if budget <= 0 or self.rows >= self.max_rows:
                 return
