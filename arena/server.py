@@ -29,7 +29,6 @@ log = logging.getLogger("arena")
 def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: Path) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     _log_to_stderr()
-    _stop_on_terminate()
     from starlette.middleware import Middleware
 
     from arena.ui.app import build_app  # gradio is slow to import; commands that do not serve skip it
@@ -37,6 +36,7 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
     from arena.ui.look import PAGE_CSS, page_theme
     from arena.ui.request_guard import RequestGuard
 
+    _stop_on_terminate()  # after the imports: a SIGTERM during them ends the process as before, with nothing open
     # Both checks come before the database is opened: a start that fails must change nothing in it.
     if not _can_listen(host, port):
         return _cannot_listen(host, port)

@@ -540,8 +540,10 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
     # -shm files on closing. A mode=ro one would leave them behind, and as another user's, the owner
     # could not write them: their next serve or import would fail. A file with no write-ahead log beside
     # it is open in no writer and has no votes waiting in a log, so where read-write fails (a read-only
-    # folder) or is not allowed, it is read as immutable: SQLite then makes no files beside it. With a
-    # log, mode=ro reads it; and a file nobody may write cannot change while it is read, so when SQLite
+    # folder) or is not allowed, it is read as immutable: SQLite then makes no files beside it (a writer
+    # that starts on it while it is read, in a folder it may write, could make that read fail or see a
+    # half-written state: the reads happen in the first moments, and rerunning the command settles it).
+    # With a log, mode=ro reads it; and a file nobody may write cannot change while it is read, so when SQLite
     # cannot make a -shm beside it (a read-only folder), it is read as immutable too.
     writable = os.access(path, os.W_OK)
     queries = ["mode=rw"] if writable else []
