@@ -127,3 +127,26 @@ def test_pages_closed_mid_answer_leave_their_address_its_room(start_arena):
                     break
     answered = Client(arena.url, verbose=False, headers={"X-Forwarded-For": campus})
     assert "First." in json.dumps(answered.submit("Hello", api_name="/battle_ask").result(timeout=60))
+
+
+def test_networks_that_do_not_come_back_are_forgotten():
+    """The guard notes which sessions joined from each network; one that never joins again must not stay
+    noted for good (many IPv6 /64s would add up), so every network is looked over once a minute."""
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    from arena.ui.request_guard import RequestGuard
+
+    blocks = gr.Blocks()
+    blocks.queue()  # Gradio's real queue, empty: no session holds anything
+    now = [0.0]
+    guard = RequestGuard(None, sessions_per_hour=300, clock=lambda: now[0])
+    scope = {"app": SimpleNamespace(get_blocks=lambda: blocks)}
+    guard.holders = {"198.51.100.1": {"gone-page": 0.0}}
+    now[0] = 30.0
+    assert guard._crowded(scope, "203.0.113.5", "a-page") is None
+    assert "198.51.100.1" in guard.holders  # not looked at yet: within the minute
+    now[0] = 61.0
+    assert guard._crowded(scope, "203.0.113.5", "a-page") is None
+    assert guard.holders == {}

@@ -47,6 +47,7 @@ JOIN_ROUTES = tuple(API + route for route in ("queue/join", "call/"))
 # A page has a few events under way at once (a page load starts two, an answer one, a vote's leaderboard
 # refresh one): 16 is ample, and bounds what one session can make the server hold.
 EVENTS_PER_SESSION = 16
+_SWEEP_INTERVAL_S = 60.0  # how often the holders of every network, not only the one joining, are looked over
 # Per client network, `limits.queued_events_per_address` (64): a page holds about one event at a time, so 64
 # volunteers behind one address (a campus NAT) can all wait or be answered at the same moment; the 120 battles
 # an hour that address may start (`limits.battles_per_hour`) keep far fewer busy. An IPv6 /48's share, 16 times
@@ -83,6 +84,7 @@ class RequestGuard:
         # Joins handed to Gradio and not yet answered, per ("session", hash) and ("network", network): Gradio
         # counts an event only once it is queued, and many joins can be on their way at once.
         self.joining: Counter[tuple[str, str]] = Counter()
+        self.last_sweep = clock()
 
     async def __call__(self, scope, receive, send):
         path = scope.get("path", "")
@@ -155,21 +157,29 @@ class RequestGuard:
             return (f"This page already has {EVENTS_PER_SESSION} requests waiting or running here, the most one page "
                     "may have at once. Please wait for them to finish.")
         now = self.clock()
+        if now - self.last_sweep >= _SWEEP_INTERVAL_S:  # networks that do not come back are forgotten too
+            self.last_sweep = now
+            for level in list(self.holders):
+                self._forget_idle(queue, level, now)
         for level, allowed in self._levels(network):
-            holders = self.holders.get(level, {})
-            # Forget sessions that hold nothing, and those that joined nothing for an hour: whatever Gradio
-            # might still keep for a session no one uses stops counting against its address.
-            for holder, joined in list(holders.items()):
-                if joined <= now - RateLimiter.WINDOW_S or not self._held(queue, holder):
-                    del holders[holder]
-            if not holders:
-                self.holders.pop(level, None)
+            holders = self._forget_idle(queue, level, now)
             held = sum(self._held(queue, holder, waiting=False) for holder in holders) + self.joining["network", level]
             if held >= allowed:
                 whose = RateLimited.whose(None if level == network else level)
                 return (f"{whose[0].upper()}{whose[1:]} already has {allowed:,} requests waiting or running here, the "
                         "most it may have at once. Please wait for them to finish.")
         return None
+
+    def _forget_idle(self, queue, level: str, now: float) -> dict[str, float]:
+        """A network's holders, less those that hold nothing and those that joined nothing for an hour:
+        whatever Gradio might still keep for a session no one uses stops counting against its address."""
+        holders = self.holders.get(level, {})
+        for holder, joined in list(holders.items()):
+            if joined <= now - RateLimiter.WINDOW_S or not self._held(queue, holder):
+                del holders[holder]
+        if not holders:
+            self.holders.pop(level, None)
+        return holders
 
     def _held(self, queue, session: str, waiting: bool = True) -> int:
         """The events Gradio holds for a session (see `_in_gradio`), with its joins on their way if `waiting`."""
