@@ -13,8 +13,10 @@ from collections import Counter
 
 import pytest
 
+from arena.backends import Delta
 from arena.battle import BattleBook, FailureStreaks, Leaving, Mode, RuleViolation, Status
 from arena.config import Limits
+from arena.duel import run_duel
 from arena.identity import identity_leak
 from arena.limits import RateLimiter, client_network
 from arena.sampling import make_sampler
@@ -1021,9 +1023,6 @@ def test_an_empty_answer_fails_its_battle_but_does_not_rest_the_model(make_servi
 def test_an_answer_counts_as_started_when_something_shows():
     """A first token that is only a line break shows nothing: taken as the start, the other answer would
     be seen to start first, a step early."""
-    from arena.backends import Delta
-    from arena.duel import run_duel
-
     def answer(pieces):
         def stream(cancel):
             for delay, text in pieces:

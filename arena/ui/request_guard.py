@@ -34,6 +34,7 @@ import json
 import time
 from collections import Counter, OrderedDict
 
+from arena.config import Limits
 from arena.limits import RateLimited, RateLimiter, client_network, wider_networks
 
 API = "/gradio_api/"
@@ -48,10 +49,6 @@ JOIN_ROUTES = tuple(API + route for route in ("queue/join", "call/"))
 # refresh one): 16 is ample, and bounds what one session can make the server hold.
 EVENTS_PER_SESSION = 16
 _SWEEP_INTERVAL_S = 60.0  # how often the holders of every network, not only the one joining, are looked over
-# Per client network, `limits.queued_events_per_address` (64): a page holds about one event at a time, so 64
-# volunteers behind one address (a campus NAT) can all wait or be answered at the same moment; the 120 battles
-# an hour that address may start (`limits.battles_per_hour`) keep far fewer busy. An IPv6 /48's share, 16 times
-# that, is half of the whole queue (`max_size` in arena/server.py), so no one subscriber fills it.
 
 
 def body_limit(max_prompt_chars: int) -> int:
@@ -69,10 +66,14 @@ def body_limit(max_prompt_chars: int) -> int:
 class RequestGuard:
     """ASGI middleware in front of Gradio; every other request passes untouched."""
 
-    def __init__(self, app, sessions_per_hour: int, max_prompt_chars: int = 4000, events_per_network: int = 64,
-                 clock=time.monotonic):
+    def __init__(self, app, sessions_per_hour: int, max_prompt_chars: int = Limits.max_prompt_chars,
+                 events_per_network: int = Limits.queued_events_per_address, clock=time.monotonic):
         self.app = app
         self.limiter = RateLimiter(sessions_per_hour, clock=clock)
+        # `limits.queued_events_per_address` (64): a page holds about one event at a time, so 64 volunteers
+        # behind one address (a campus NAT) can all wait or be answered at the same moment; the 120 battles an
+        # hour that address may start keep far fewer busy. An IPv6 /48's share, 16 times that, is half of the
+        # whole queue (`max_size` in arena/server.py), so no one subscriber fills it.
         self.events_per_network = events_per_network
         self.clock = clock
         self.max_prompt_chars = max_prompt_chars
@@ -215,8 +216,6 @@ class RequestGuard:
         if holder is not None:
             for level, _ in self._levels(network):
                 self.holders.setdefault(level, {})[holder] = self.clock()
-
-
 
 
 def _in_gradio(queue, session: str) -> int:
