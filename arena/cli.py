@@ -105,7 +105,7 @@ def _models(args) -> int:
     config = load_config(args.config)
     print(f"{config.path}: {len(config.models)} models, {len(config.enabled_models)} enabled, sampling: {config.settings.sampling}")
     for entry in config.models:
-        where = entry.source or entry.base_url or entry.script or ""
+        where = entry.location
         if entry.gguf_file:
             where = f"{where}/{entry.gguf_file}"
         state = "enabled " if entry.enabled else "disabled"

@@ -80,6 +80,16 @@ class ModelEntry:
     script: str | None = None
 
     @property
+    def location(self) -> str:
+        """Where the model comes from: its weights' folder or hub id, its server, its script."""
+        return getattr(self, BACKEND_KINDS[self.backend].location) or ""
+
+    def identity_settings(self) -> dict[str, Any]:
+        """Besides its location, what makes this model what it is; a change under the same name is warned of."""
+        return {"system_prompt": self.system_prompt, "generation": self.generation.__dict__,
+                **{name: getattr(self, name) for name in BACKEND_KINDS[self.backend].identity}}
+
+    @property
     def identity_terms(self) -> tuple[str, ...]:
         """Words that, if an answer contains them, reveal who wrote it."""
         terms = {self.name, *self.family}
@@ -349,27 +359,6 @@ def _parse_settings(raw: Any, problems: _Problems) -> ArenaSettings:
 _COMMON_KEYS = {"name", "backend", "system_prompt", "weight", "enabled", "family", "max_new_tokens", "temperature", "top_p", "repetition_penalty"}
 
 
-@dataclass(frozen=True)
-class BackendKind:
-    """A `backend:` value: the fields its entries take, and the class that serves them.
-
-    The class is named, not imported: `arena.backends.backend_class` imports only the ones in use, so an
-    arena of remote endpoints never imports torch.
-    """
-
-    fields: frozenset[str]
-    module: str
-    class_name: str
-
-
-BACKEND_KINDS = {
-    "transformers": BackendKind(frozenset({"source", "gguf_file", "dtype", "device"}),
-                                "arena.backends.transformers_local", "TransformersBackend"),
-    "openai": BackendKind(frozenset({"base_url", "model", "api_key_env", "request_timeout_s"}),
-                          "arena.backends.openai_compatible", "OpenAICompatibleBackend"),
-    "scripted": BackendKind(frozenset({"script"}), "arena.backends.scripted", "ScriptedBackend"),
-}
-BACKENDS = tuple(BACKEND_KINDS)
 _ENTRY_DEFAULTS = ModelEntry(name="", backend="")  # what a field left out of an entry means
 
 
@@ -416,19 +405,7 @@ def _parse_model(raw: Any, index: int, base_dir: Path, problems: _Problems) -> M
         return None  # which other fields belong depends on the backend
     # A bad name still gets its backend's fields checked, so one run reports every problem.
     entry = ModelEntry(name=name if not name_problem else label, backend=backend, **common)
-    if backend == "transformers":
-        entry = _parse_transformers(raw, entry, label, base_dir, problems)
-    elif backend == "openai":
-        entry = replace(
-            entry,
-            base_url=_require(raw, "base_url", label, problems, _is_url),
-            model=_require(raw, "model", label, problems, _is_text),
-            api_key_env=_take(raw, "api_key_env", label, problems, _is_env_name, None),
-            request_timeout_s=float(_take(raw, "request_timeout_s", label, problems, _number(0, 3600, low_open=True),
-                                          _ENTRY_DEFAULTS.request_timeout_s)),
-        )
-    else:
-        entry = replace(entry, script=_require(raw, "script", label, problems, _is_text))
+    entry = BACKEND_KINDS[backend].parse(raw, entry, label, base_dir, problems)
     return None if name_problem else entry
 
 
@@ -499,6 +476,52 @@ def _parse_transformers(raw: dict, entry: ModelEntry, label: str, base_dir: Path
         problems.add(label, "source", f"no config.json in {source}: not a transformers model directory "
                                       "(for a single .gguf file there, also set gguf_file)")
     return replace(entry, source=source, gguf_file=gguf_file, dtype=dtype, device=device)
+
+
+def _parse_openai(raw: dict, entry: ModelEntry, label: str, base_dir: Path, problems: _Problems) -> ModelEntry:
+    return replace(
+        entry,
+        base_url=_require(raw, "base_url", label, problems, _is_url),
+        model=_require(raw, "model", label, problems, _is_text),
+        api_key_env=_take(raw, "api_key_env", label, problems, _is_env_name, None),
+        request_timeout_s=float(_take(raw, "request_timeout_s", label, problems, _number(0, 3600, low_open=True),
+                                      _ENTRY_DEFAULTS.request_timeout_s)),
+    )
+
+
+def _parse_scripted(raw: dict, entry: ModelEntry, label: str, base_dir: Path, problems: _Problems) -> ModelEntry:
+    return replace(entry, script=_require(raw, "script", label, problems, _is_text))
+
+
+@dataclass(frozen=True)
+class BackendKind:
+    """Everything the arena knows of one `backend:` value; a new backend is one module and one row below.
+
+    The class is named, not imported: `arena.backends.backend_class` imports only the ones in use, so an
+    arena of remote endpoints never imports torch.
+    """
+
+    fields: frozenset[str]  # the entry fields models.yaml may give for it
+    parse: Callable[[dict, ModelEntry, str, Path, _Problems], ModelEntry]  # checks those fields into the entry
+    module: str
+    class_name: str
+    location: str  # the field naming where the model comes from, shown to the operator and stored
+    # Besides the location, system prompt and decoding: fields whose change makes it another model (a rating
+    # mixing both versions is warned of at start). Not those that change only where or how fast it runs.
+    identity: tuple[str, ...] = ()
+
+
+BACKEND_KINDS = {
+    "transformers": BackendKind(frozenset({"source", "gguf_file", "dtype", "device"}), _parse_transformers,
+                                "arena.backends.transformers_local", "TransformersBackend",
+                                location="source", identity=("gguf_file", "dtype")),
+    "openai": BackendKind(frozenset({"base_url", "model", "api_key_env", "request_timeout_s"}), _parse_openai,
+                          "arena.backends.openai_compatible", "OpenAICompatibleBackend",
+                          location="base_url", identity=("model",)),
+    "scripted": BackendKind(frozenset({"script"}), _parse_scripted, "arena.backends.scripted", "ScriptedBackend",
+                            location="script"),
+}
+BACKENDS = tuple(BACKEND_KINDS)
 
 
 def _is_device(value: Any) -> str | None:

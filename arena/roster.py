@@ -90,7 +90,7 @@ class Roster:
             if problem:  # before any loading: minutes of it would be wasted under "stop"
                 self._give_up([entry], GenerationError(problem), report)
                 continue
-            groups.setdefault(backend_class(entry).sharing_key(entry), []).append(entry)
+            groups.setdefault((entry.backend, backend_class(entry).sharing_key(entry)), []).append(entry)
         # Quick checks first (remote endpoints): their failures show before the weights load.
         ordered = sorted(groups.values(), key=lambda entries: not backend_class(entries[0]).loads_quickly)
         for index, entries in enumerate(ordered, start=1):
@@ -121,7 +121,7 @@ class Roster:
     def _give_up(self, entries: list[ModelEntry], exc: Exception, report: Callable[[str], None]) -> None:
         """`on_load_failure`: "stop" raises ModelLoadError naming the model; "disable" leaves these entries out."""
         if self.config.settings.on_load_failure == "stop":
-            raise _failed_to_load(entries[0].name, exc, entries[0].source or entries[0].base_url or "") from exc
+            raise _failed_to_load(entries[0].name, exc, entries[0].location) from exc
         for entry in entries:
             self.failures[entry.name] = cause_text(exc)
         report(f"    FAILED, disabled {', '.join(e.name for e in entries)}: {cause_text(exc)}")

@@ -252,14 +252,8 @@ class ArenaStore:
         changes = []
         with self._transaction():
             for entry in entries:
-                settings = {
-                    "system_prompt": entry.system_prompt,
-                    "generation": entry.generation.__dict__,
-                    "gguf_file": entry.gguf_file,
-                    "model": entry.model,
-                }
-                row = {"name": entry.name, "backend": entry.backend, "source": entry.source or entry.base_url or "",
-                       "origin": "config", "settings": json.dumps(settings)}
+                row = {"name": entry.name, "backend": entry.backend, "source": entry.location,
+                       "origin": "config", "settings": json.dumps(entry.identity_settings())}
                 stored = next(self.db["models"].rows_where("name = ?", [entry.name]), None)
                 if stored is None:
                     self.db["models"].insert({**row, "first_seen": now})
@@ -605,6 +599,8 @@ def _changed_fields(stored: dict, row: dict) -> list[str]:
         before = {}
     after = json.loads(row["settings"])
     for key, value in after.items():
+        if key not in before:  # stored by a version that did not record it: unknown, so not a change
+            continue
         if key == "generation" and isinstance(before.get(key), dict):
             changed += [name for name in value if before[key].get(name) != value[name]]
         elif before.get(key) != value:

