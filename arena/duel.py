@@ -85,11 +85,10 @@ def frame_interval(battles_generating: int) -> float:
 class _StartAligner:
     """Shows the answers as if they had started at the same moment, each at its own pace.
 
-    Which side starts first can name the model: the decoder reads waiting prompts shortest first, so
-    under load the model with the shorter system prompt was always first (it now reads a battle's two
-    one after the other, but the shorter still starts a step or two sooner, and other backends differ
-    more). Each answer is replayed from when the later one started, so the earlier one is held back by
-    the difference, at its end too.
+    Which side starts first can name the model: the decoder reads a battle's two prompts one after the
+    other, shorter first, so the model with the shorter system prompt starts a step or two sooner, and
+    other backends differ more. Each answer is replayed from when the later one started, so the earlier
+    one is held back by the difference, at its end too.
     """
 
     def __init__(self, names) -> None:

@@ -1,6 +1,6 @@
 """Choose which two models meet in the next anonymous battle.
 
-Three policies share one interface (``PairSampler``):
+Three policies share one interface (``PairSampler``), each named in ``_SAMPLER_FACTORIES``:
 
 * ``uniform``  -- every unordered pair of enabled models is equally likely;
 * ``weighted`` -- models are picked in proportion to a configured weight;
@@ -21,8 +21,6 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 import numpy as np
 
 from arena.ratings import aggregate, outcome_score
-
-POLICIES = ("uniform", "weighted", "active")
 
 # Start-up fit of the history: stop when no strength moves more than this
 # (natural-log units), or after this many MM sweeps.
@@ -338,6 +336,15 @@ class ActiveSampler(PairSampler):
         return self._probabilities.copy()
 
 
+# A policy's name in models.yaml and how its sampler is built from (models, weights, history).
+_SAMPLER_FACTORIES = {
+    "uniform": lambda models, weights, history: UniformSampler(models),
+    "weighted": lambda models, weights, history: WeightedSampler(models, weights),
+    "active": lambda models, weights, history: ActiveSampler(models, history),
+}
+POLICIES = tuple(_SAMPLER_FACTORIES)
+
+
 def make_sampler(
     policy: str,
     models: Sequence[str],
@@ -345,10 +352,6 @@ def make_sampler(
     history: Iterable[Mapping] = (),
 ) -> PairSampler:
     """Build the sampler for ``policy``; ``history`` (vote records) warms ``active``."""
-    if policy == "uniform":
-        return UniformSampler(models)
-    if policy == "weighted":
-        return WeightedSampler(models, weights)
-    if policy == "active":
-        return ActiveSampler(models, history)
-    raise ValueError(f"unknown sampling policy {policy!r}; valid policies: {', '.join(POLICIES)}")
+    if policy not in _SAMPLER_FACTORIES:
+        raise ValueError(f"unknown sampling policy {policy!r}; valid policies: {', '.join(POLICIES)}")
+    return _SAMPLER_FACTORIES[policy](models, weights, history)

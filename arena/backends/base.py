@@ -44,7 +44,11 @@ class Backend(ABC):
     @staticmethod
     @abstractmethod
     def sharing_key(entry: ModelEntry) -> Hashable:
-        """Entries with equal keys are served by one instance (one copy in memory)."""
+        """Entries of this backend with equal keys are served by one instance (one copy in memory).
+
+        That instance is built from the first such entry, so `self.entry` may be read only for fields the
+        key includes; what differs between them (system prompt, decoding) comes with each `stream` call.
+        """
 
     # Loads in a moment (a remote check, no weights): loaded first, so its failure shows before minutes of loading.
     loads_quickly = False
@@ -58,7 +62,11 @@ class Backend(ABC):
         """Prepare for generation; slow work reports progress through `report`."""
 
     def prompt_tokens(self, messages: list[Message]) -> int | None:
-        """How many tokens the model reads for `messages`, or None where only the server knows."""
+        """How many tokens the model reads for `messages`, or None where only the server knows.
+
+        None leaves this model out of `limits.max_conversation_tokens` and `limits.prompt_tokens_per_hour`
+        (in an anonymous battle the other side's count still applies).
+        """
         return None
 
     def context_length(self) -> int | None:
@@ -77,6 +85,14 @@ class Backend(ABC):
                group: Hashable | None = None) -> Iterator[Delta]:
         """Yield the answer to `messages` piece by piece until done or `cancel` is set.
 
+        What callers rely on:
+        - one instance streams for many battles at once, from as many threads;
+        - each `Delta` carries the tokens its text took (0 where unknown); after `settings.max_new_tokens`
+          of them the answer stops with `Delta("", 0, cut=True)`. Anonymous battles cap both sides at the
+          smallest `max_new_tokens` served, so that an answer's length names no model;
+        - `cancel` is checked between pieces: once it is set, return without raising; later pieces are dropped;
+        - a side with no new text for `generation_timeout_s` fails its battle, as does an answer that is
+          only whitespace.
         Answers sharing a `group` (the two sides of a battle) are to start together: a backend that
         schedules prompts (the batched decoder) reads them one after the other. Others may ignore it.
         Raises GenerationError (or anything else, which callers treat the same)

@@ -9,11 +9,12 @@ Inter-op parallelism is unused by decoding, so that pool is kept to one thread.
 OpenMP's default is to spin between parallel regions. When anything else
 wants a core -- the web server streaming answers, the tokenizer, SQLite,
 another process -- a spinning worker loses its time slice and every one of
-the ~500 parallel regions of a step waits for it: measured on the 2-core box,
-a single busy process elsewhere cut decoding from 29 to 3 tokens/s. Passive
-waiting costs a thread wake-up per region instead, so the pool degrades to
-one core's speed under contention rather than collapsing. Numbers: README,
-"Serving"; `benchmarks/decode.py` prints the setting in force.
+the ~500 parallel regions of a step waits for it: measured on the 2-core box
+with one busy process elsewhere, 8 battles decoded 31 tokens/s spinning against
+96 waiting passively. Passive waiting costs a thread wake-up per region instead,
+so the pool degrades to one core's speed under contention rather than
+collapsing. More numbers: README, "Serving"; `benchmarks/decode.py` prints the
+setting in force.
 """
 
 from __future__ import annotations
