@@ -97,6 +97,8 @@ def _serve(args) -> int:
     cache_dir = Path(args.cache_dir) if args.cache_dir else Path(args.db).resolve().parent / ".arena-cache"
     try:
         return serve(load_config(args.config), Path(args.db), args.host, args.port, cache_dir)
+    except KeyboardInterrupt:  # a second Ctrl-C while stopping: the rest has closed all the same
+        return 130
     except DatabaseFileError as exc:
         raise SystemExit(f"error: {exc}") from None
 

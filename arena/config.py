@@ -81,8 +81,9 @@ class ModelEntry:
 
     @property
     def location(self) -> str:
-        """Where the model comes from: its weights' folder or hub id, its server, its script."""
-        return getattr(self, BACKEND_KINDS[self.backend].location) or ""
+        """Where the model comes from: its weights' folder or hub id, its server ("" for a stand-in)."""
+        field_name = BACKEND_KINDS[self.backend].location
+        return (getattr(self, field_name) if field_name else None) or ""
 
     def identity_settings(self) -> dict[str, Any]:
         """Besides its location, what makes this model what it is; a change under the same name is warned of."""
@@ -505,7 +506,7 @@ class BackendKind:
     parse: Callable[[dict, ModelEntry, str, Path, _Problems], ModelEntry]  # checks those fields into the entry
     module: str
     class_name: str
-    location: str  # the field naming where the model comes from, shown to the operator and stored
+    location: str | None  # the field naming where the model comes from, shown to the operator and stored
     # Besides the location, system prompt and decoding: fields whose change makes it another model (a rating
     # mixing both versions is warned of at start). Not those that change only where or how fast it runs.
     identity: tuple[str, ...] = ()
@@ -519,7 +520,7 @@ BACKEND_KINDS = {
                           "arena.backends.openai_compatible", "OpenAICompatibleBackend",
                           location="base_url", identity=("model",)),
     "scripted": BackendKind(frozenset({"script"}), _parse_scripted, "arena.backends.scripted", "ScriptedBackend",
-                            location="script"),
+                            location=None, identity=("script",)),
 }
 BACKENDS = tuple(BACKEND_KINDS)
 

@@ -6,6 +6,7 @@ a "still loading" page instead of a refused connection.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -48,6 +49,53 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
     except DatabaseFileError:  # not an arena database: leave nothing beside it that this start made
         serving.give_up()
         raise
+    # What is open closes in reverse order however serving ends, each part even if a second Ctrl-C cuts
+    # the one before it short: the store last, so that the votes are folded into arena.db.
+    with contextlib.ExitStack() as on_stop:
+        on_stop.callback(store.close)
+        _report_database(store, db_path, config)
+        roster = Roster(config, cache_dir=cache_dir)
+        on_stop.callback(roster.close)
+        service = ArenaService(config, roster, store)
+        page = build_app(service)
+        app = page.blocks
+        # api_open=False: a generation must wait its turn in the queue; a raw POST to /run/predict would
+        # start it beside the queue and past max_concurrent_battles. Quick events (votes) are unaffected.
+        # max_size: at most 32 addresses' shares wait, whoever sent them, 2,048 events by default (the request
+        # guard bounds what one client may have in the queue: 64 events, its IPv6 /48 16 times that, so no one
+        # subscriber fills it). That bounds memory (a body is at most ~110 KB at the default max_prompt_chars,
+        # so 230 MB if every one were that large; a page's are under 20 KB) and the place messages each move of
+        # the queue sends; a place beyond it would be hours of waiting at a few answers at a time. A join past
+        # it gets Gradio's 503 "Queue is full".
+        app.queue(default_concurrency_limit=8, api_open=False, max_size=32 * config.settings.limits.queued_events_per_address)
+        try:
+            app.launch(server_name=host, server_port=port, prevent_thread_lock=True, show_error=False, quiet=True,
+                       footer_links=["gradio", "settings"], css=PAGE_CSS, theme=page_theme(), js=page.script,
+                       enable_monitoring=False,  # the request guard turns /monitoring away too
+                       app_kwargs={"middleware": [Middleware(RequestGuard, sessions_per_hour=config.settings.limits.sessions_per_hour,
+                                                             max_prompt_chars=config.settings.limits.max_prompt_chars,
+                                                             events_per_network=config.settings.limits.queued_events_per_address),
+                                                  Middleware(MediaFromHereOnly)]})
+        except OSError:  # taken since the check; Gradio's own message suggests a variable that --port overrides
+            return _cannot_listen(host, port)
+        on_stop.callback(app.close)
+        print(f"Arena page: http://{host}:{port}  (models loading…)", flush=True)
+        try:
+            roster.load(report=lambda message: print(message, flush=True))
+        except (ModelLoadError, KeyboardInterrupt) as exc:
+            stopped = "stopped while loading the models" if isinstance(exc, KeyboardInterrupt) else str(exc)
+            print(f"error: {stopped}", file=sys.stderr, flush=True)
+            return 130 if isinstance(exc, KeyboardInterrupt) else 1
+        _report_ready(service, host, port)
+        try:
+            app.block_thread()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def _report_database(store: ArenaStore, db_path: Path, config: ArenaConfig) -> None:
+    """What the operator should know of the database before the models load: which file, what changed."""
     abandoned = store.close_unfinished_battles()
     votes = store.counts(("votes",))["votes"]
     print(f"Database: {db_path.resolve()} ({counted(votes, 'vote')})", flush=True)  # a mistyped --db starts an empty one
@@ -57,57 +105,17 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
         print(f"warning: model '{change.name}' has {counted(change.votes, 'vote')} cast under other settings "
               f"({', '.join(change.fields)} changed): its rating now mixes both; to rate the new version apart, give it "
               "a new name (the earlier settings are kept in the model_history table)", flush=True)
-    roster = Roster(config, cache_dir=cache_dir)
-    service = ArenaService(config, roster, store)
-    page = build_app(service)
-    app = page.blocks
-    # api_open=False: a generation must wait its turn in the queue; a raw POST to /run/predict would
-    # start it beside the queue and past max_concurrent_battles. Quick events (votes) are unaffected.
-    # max_size: at most 32 addresses' shares wait, whoever sent them, 2,048 events by default (the request
-    # guard bounds what one client may have in the queue: 64 events, its IPv6 /48 16 times that, so no one
-    # subscriber fills it). That bounds memory (a body is at most ~110 KB at the default max_prompt_chars,
-    # so 230 MB if every one were that large; a page's are under 20 KB) and the place messages each move of
-    # the queue sends; a place beyond it would be hours of waiting at a few answers at a time. A join past
-    # it gets Gradio's 503 "Queue is full".
-    app.queue(default_concurrency_limit=8, api_open=False, max_size=32 * config.settings.limits.queued_events_per_address)
-    try:
-        app.launch(server_name=host, server_port=port, prevent_thread_lock=True, show_error=False, quiet=True,
-                   footer_links=["gradio", "settings"], css=PAGE_CSS, theme=page_theme(), js=page.script,
-                   enable_monitoring=False,  # the request guard turns /monitoring away too
-                   app_kwargs={"middleware": [Middleware(RequestGuard, sessions_per_hour=config.settings.limits.sessions_per_hour,
-                                                         max_prompt_chars=config.settings.limits.max_prompt_chars,
-                                                         events_per_network=config.settings.limits.queued_events_per_address),
-                                              Middleware(MediaFromHereOnly)]})
-    except OSError:  # taken since the check; Gradio's own message suggests a variable that --port overrides
-        store.close()
-        return _cannot_listen(host, port)
-    print(f"Arena page: http://{host}:{port}  (models loading…)", flush=True)
-    try:
-        roster.load(report=lambda message: print(message, flush=True))
-    except (ModelLoadError, KeyboardInterrupt) as exc:
-        stopped = "stopped while loading the models" if isinstance(exc, KeyboardInterrupt) else str(exc)
-        print(f"error: {stopped}", file=sys.stderr, flush=True)
-        app.close()
-        roster.close()
-        store.close()
-        return 130 if isinstance(exc, KeyboardInterrupt) else 1
+
+
+def _report_ready(service: ArenaService, host: str, port: int) -> None:
+    roster = service.roster
     answer_limits = sorted({c.entry.generation.max_new_tokens for c in roster.contestants.values()})
     if len(answer_limits) > 1:
         print(f"note: the models' max_new_tokens differ ({', '.join(map(str, answer_limits))}); anonymous answers all "
               f"stop at {service.anonymous_answer_tokens()} tokens, so that their length names no model", flush=True)
     print(f"Ready: {len(roster.contestants)} contestants on http://{host}:{port}", flush=True)
-    if roster.failures:
-        for name, cause in roster.failures.items():
-            print(f"disabled {name}: {cause}", file=sys.stderr, flush=True)
-    try:
-        app.block_thread()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        app.close()
-        roster.close()
-        store.close()
-    return 0
+    for name, cause in roster.failures.items():
+        print(f"disabled {name}: {cause}", file=sys.stderr, flush=True)
 
 
 def _stop_on_terminate() -> None:

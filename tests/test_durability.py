@@ -19,7 +19,7 @@ import time
 
 from gradio_client import Client
 
-from tests.conftest import FAST_MODELS, RunningArena, wait_until, write_config
+from tests.conftest import FAST_MODELS, ROOT, RunningArena, wait_until, write_config
 
 KILLS = 6
 
@@ -83,3 +83,27 @@ def test_sigterm_stops_cleanly_with_every_vote_in_the_database_file(tmp_path):
     backup = shutil.copy(arena.db, tmp_path / "backup.db")
     with sqlite3.connect(backup) as connection:
         assert connection.execute("select count(*) from votes").fetchone() == (1,)
+
+
+def test_a_second_interrupt_while_stopping_still_folds_the_votes_into_the_file(tmp_path):
+    """Ctrl-C twice: the second may land while the models are being released; the database still closes.
+
+    Where a second Ctrl-C lands cannot be timed from outside, so releasing the models raises it here, through
+    a sitecustomize that only the child process reads.
+    """
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nimport arena.roster\n"
+        "def interrupted(self):\n    raise KeyboardInterrupt\n"
+        "arena.roster.Roster.close = interrupted\n")
+    arena = RunningArena(write_config(tmp_path, FAST_MODELS), tmp_path / "arena.db", env={"PYTHONPATH": str(hook)})
+    client = Client(arena.url, verbose=False)
+    client.submit("kept", api_name="/battle_ask").result()
+    assert "your vote is recorded" in json.dumps(client.predict(api_name="/battle_vote_a"))
+    arena.process.send_signal(signal.SIGINT)
+    assert arena.process.wait(30) == 130
+    assert not arena.db.with_name("arena.db-wal").exists()
+    with sqlite3.connect(arena.db) as connection:
+        assert connection.execute("select count(*) from votes").fetchone() == (1,)
+    assert "Traceback" not in "".join(arena.output)

@@ -399,7 +399,7 @@ def test_what_a_backend_counts_as_another_model_is_its_own(store):
         ModelChange("alpha", 1, ["dtype"]), ModelChange("beta", 1, ["model"])]
     scripted = ModelEntry(name="alpha", backend="scripted", script="echo")
     store.register_models([scripted])
-    assert store.register_models([replace(scripted, script="reply: hi")]) == [ModelChange("alpha", 1, ["source"])]
+    assert store.register_models([replace(scripted, script="reply: hi")]) == [ModelChange("alpha", 1, ["script"])]
 
 
 def test_settings_an_earlier_version_did_not_store_are_no_change(store):
