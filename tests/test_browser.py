@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 
 import pytest
 
@@ -69,21 +70,31 @@ def test_full_battle_in_chromium(start_arena, browser_page, tmp_path):
     assert not [line for line in arena.output if "\r" in line or "it/s]" in line], arena.output
     page = browser_page
     payloads: list[str] = []
+    asked_since_battle: set = set()  # requests sent once the battle began (the page's own may name models)
+    battle_began = threading.Event()
+
+    def note(request):
+        if battle_began.is_set():
+            asked_since_battle.add(request)
 
     def keep(response):
-        if "/gradio_api/" in response.url or response.url.rstrip("/") == arena.url:
+        if response.request in asked_since_battle and (
+                "/gradio_api/" in response.url or response.url.rstrip("/") == arena.url):
             try:
                 payloads.append(response.text())
             except Exception:  # a streamed body that closed early has nothing more to show
                 pass
 
+    page.on("request", note)
     page.on("response", keep)
     page.add_init_script(CAPTURE_STREAMS)
     page.goto(arena.url)
     prompt = page.locator("#battle-prompt textarea")
     prompt.wait_for()
-    page.wait_for_timeout(3000)  # let the page's start-up requests (leaderboard, loading banner) finish
-    before_battle = len(payloads)  # the page and the public list of contestants (side-by-side tab)
+    # The page's two load events (leaderboard, contestants for the side-by-side tab) name models in public:
+    # their answers must be in before the battle's part of the streams begins.
+    page.wait_for_function("() => window.__arenaStreams.join('').split('process_completed').length > 2")
+    battle_began.set()
     streams_before_battle = page.evaluate("window.__arenaStreams.length")
     prompt.fill("What is the capital of France?")
     prompt.press("Enter")
@@ -95,10 +106,11 @@ def test_full_battle_in_chromium(start_arena, browser_page, tmp_path):
     assert "What is the capital of France?" in battle_tab
     streamed = page.evaluate(f"window.__arenaStreams.slice({streams_before_battle}).join('')")
     assert "capital of France" in streamed and len(streamed) > 200  # the streamed updates were captured
+    assert payloads, "no response to the battle's requests was seen"
     payloads.append(streamed)
     for name in NAMES:
         assert name not in battle_tab
-        assert not [p for p in payloads[before_battle:] if name in p], f"{name} leaked in a response before the vote"
+        assert not [p for p in payloads if name in p], f"{name} leaked in a response before the vote"
     answers = [page.locator(f"#battle-chat-{side}").inner_text() for side in "ab"]
     assert all(len(text.strip()) > 0 for text in answers)
 
