@@ -71,7 +71,7 @@ class Roster:
     cache_dir: Path | None = None
     contestants: dict[str, Contestant] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
-    loading_stage: str = "not started"
+    loading_stage: str = "starting"  # for volunteers: how far loading has come, no model named
     ready: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -95,7 +95,7 @@ class Roster:
         ordered = sorted(groups.values(), key=lambda entries: not backend_class(entries[0]).loads_quickly)
         for index, entries in enumerate(ordered, start=1):
             names = ", ".join(e.name for e in entries)
-            self.loading_stage = f"weights {index} of {len(groups)}: {names}"
+            self.loading_stage = f"{index - 1} of {len(groups)} loaded"
             report(f"[{index}/{len(groups)}] {names}")
             started = time.monotonic()
             backend = backend_class(entries[0])(entries[0], cache_dir=self.cache_dir)

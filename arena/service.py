@@ -105,7 +105,8 @@ class ArenaService:
     def loading_message(self) -> str:
         if self.ready:
             return ""
-        return f"The models are still loading ({self.roster.loading_stage}). Battles start as soon as they are ready."
+        return (f"The arena is starting: its models are still loading ({self.roster.loading_stage}). You can send "
+                "a prompt as soon as they are ready.")
 
     def model_names(self) -> list[str]:
         """The models that can battle, in the roster's order (sorted) whether or not they have loaded: the

@@ -125,8 +125,11 @@ def free_port() -> int:
 class RunningArena:
     """`python -m arena serve` in a child process, as an operator would start it."""
 
-    def __init__(self, config: Path, db: Path, ready_timeout_s: float = 240, env: dict[str, str] | None = None):
+    def __init__(self, config: Path, db: Path, ready_timeout_s: float = 240, env: dict[str, str] | None = None,
+                 ready_line: str = "Ready:"):
+        """Returns once the server prints `ready_line` ("Arena page:": the page is up, the models still loading)."""
         self.db = db
+        self.ready_line = ready_line
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         # A free port can be taken by another test process's server before this one binds it: try another.
         for _ in range(3):
@@ -154,7 +157,7 @@ class RunningArena:
         def read():
             for line in self.process.stdout:
                 self.output.append(line)
-                if line.startswith("Ready:"):
+                if line.startswith(self.ready_line):
                     ready.set()
 
         reader = threading.Thread(target=read, daemon=True)
@@ -183,9 +186,10 @@ class RunningArena:
 def start_arena(tmp_path):
     arenas = []
 
-    def start(config_text: str, db_name: str = "arena.db", env: dict[str, str] | None = None) -> RunningArena:
+    def start(config_text: str, db_name: str = "arena.db", env: dict[str, str] | None = None,
+              ready_line: str = "Ready:") -> RunningArena:
         config = write_config(tmp_path, config_text, name=f"models-{len(arenas)}.yaml")
-        arena = RunningArena(config, tmp_path / db_name, env=env)
+        arena = RunningArena(config, tmp_path / db_name, env=env, ready_line=ready_line)
         arenas.append(arena)
         return arena
 

@@ -998,8 +998,9 @@ def test_an_anonymous_battle_never_shows_which_answer_started_first(make_service
     for view in service.ask(None, "Count", CLIENT, mode, ("prompt-bot", "late-bot") if mode is Mode.NAMED else None):
         shown.append(tuple(len(view.conversations[side][-1]["content"].split()) for side in "ab"))
     assert shown[-1] == (60, 60) and len(shown) > 5
-    if mode is Mode.ANONYMOUS:  # the same words at the same pace: never one seen ahead (a thread's jitter aside)
-        assert all(abs(a - b) <= 2 and bool(a) == bool(b) for a, b in shown), shown
+    if mode is Mode.ANONYMOUS:  # the same words at the same pace: never one seen ahead (a thread's jitter aside:
+        # 5 words are 50 ms of a word-a-10-ms stream falling behind on a busy machine, a tenth of the head start)
+        assert all(abs(a - b) <= 5 and bool(a) == bool(b) for a, b in shown), shown
     else:  # side by side the names are known, and each answer shows as it comes
         assert any(a > 0 and b == 0 for a, b in shown), shown
 

@@ -7,6 +7,7 @@ that would leave a battle must wait while its answers stream.
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import time
 
@@ -25,6 +26,29 @@ SLOW_ECHO = """
       - {name: echo-three, backend: scripted, script: echo}
 """
 LONG_PROMPT = " ".join(f"word{i}" for i in range(300))
+
+
+def test_while_the_models_load_send_waits_and_a_prompt_sent_early_is_told_why(start_arena, browser_page):
+    """The page is up before the models: Enter says why nothing starts, and the next poll must not hide that."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # a remote endpoint that never answers holds loading
+        arena = start_arena(SLOW_ECHO.replace("sampling: uniform", "sampling: uniform, on_load_failure: disable") + f"""
+      - {{name: far-away, backend: openai, base_url: "http://127.0.0.1:{silent.getsockname()[1]}/v1", model: m,
+          request_timeout_s: 8}}
+""", ready_line="Arena page:")
+        page = browser_page
+        page.goto(arena.url)
+        banner, status = page.locator("#loading-banner"), page.locator("#battle-status")
+        banner.get_by_text("The arena is starting").wait_for(timeout=5_000)
+        assert "echo-one" not in banner.inner_text()  # a volunteer's page, not the operator's log
+        page.wait_for_function("document.querySelector('#battle-send').disabled", timeout=5_000)
+        prompt = page.locator("#battle-prompt textarea")
+        prompt.fill("Too early")
+        prompt.press("Enter")
+        status.get_by_text("still loading").wait_for(timeout=5_000)
+        time.sleep(4.5)  # two polls for loading news
+        assert "still loading" in status.inner_text() and prompt.input_value() == "Too early"
+        page.wait_for_function("!document.querySelector('#battle-send').disabled", timeout=30_000)
+        assert status.inner_text().startswith("Ask anything") and banner.inner_text().strip() == ""
 
 
 def test_a_page_opened_after_loading_shows_the_intro_not_the_loading_notice(start_arena, browser_page):

@@ -178,17 +178,19 @@ class DuelPanel:
     @property
     def idle_outputs(self) -> list:
         """What `idle_state` sets: the page is built once, before the models load, and shown many times after."""
-        return [self.status, *self.pickers]
+        return [self.status, self.send, *self.pickers]
 
     def idle_state(self, battle_id: str | None, *chosen: str | None) -> list:
-        """The status line and pickers of a panel with no battle: the intro, and the models that can battle.
+        """A panel with no battle: Send once the models are ready, the intro, and the models that can battle.
 
         A panel holding a battle is left alone: its status is the battle's, and a new picker value would end it.
-        The loading news is the page's banner, not repeated here.
+        The loading news is the page's banner, not repeated here; while it shows, the status keeps what it says
+        (a prompt sent too early is told why, and the answer must not vanish at the next poll).
         """
         if battle_id is not None:
             return [gr.skip() for _ in self.idle_outputs]
-        return [self._intro(), *self.refresh_pickers(*chosen)]
+        ready = self.service.ready
+        return [self._intro() if ready else gr.skip(), gr.update(interactive=ready), *self.refresh_pickers(*chosen)]
 
     def refresh_pickers(self, *chosen: str | None) -> list:
         """Offer the models that can battle now: the page is built before they load, and some may fail to."""
