@@ -48,6 +48,8 @@ class DuelFrame:
     sides: dict[str, SideResult] = field(default_factory=dict)
     # What the page may show of each answer now, where it lags the answers themselves (see _StartAligner).
     shown: dict[str, str] | None = None
+    # How long an answer has been held back because another has not started (0 when none is).
+    held_back_s: float = 0.0
 
     @property
     def done(self) -> bool:
@@ -101,6 +103,11 @@ class _StartAligner:
         if len(text) > (self.lengths[name][-1] if self.lengths[name] else 0):
             self.arrivals[name].append(now)
             self.lengths[name].append(len(text))
+
+    def held_back_s(self, now: float) -> float:
+        """How long since the first answer started while another still has not (0 once all have)."""
+        firsts = [arrivals[0] for arrivals in self.arrivals.values() if arrivals]
+        return now - min(firsts) if firsts and len(firsts) < len(self.arrivals) else 0.0
 
     def shown(self, frame: DuelFrame, now: float) -> dict[str, str] | None:
         """Each side's text to show now; None once all is shown, or when the battle failed (no vote to protect)."""
@@ -188,6 +195,7 @@ def run_duel(streams: dict[str, StreamFactory], *, stall_timeout_s: float, frame
                         side.latency_s = now - started
             if aligner:
                 frame.shown = aligner.shown(frame, now)
+                frame.held_back_s = aligner.held_back_s(now)
             if frame.settled or now - last_yield >= frame_interval_s:
                 last_yield = now
                 yield frame

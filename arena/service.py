@@ -31,6 +31,8 @@ from arena.storage import ArenaStore, DuplicateVote
 log = logging.getLogger("arena")
 
 SAME_MODEL_TWICE = "Pick two different models."
+# An answer held back this long for the other to start is a slow or stalled model, not the usual step or two.
+SLOW_START_NOTICE_S = 5.0
 
 
 @dataclass
@@ -46,6 +48,9 @@ class BattleView:
     cut_sides: tuple[str, ...] = ()  # answers that reached their length limit
     names: dict[str, str] | None = None  # only in named mode, or once the vote is in
     left: bool = False  # the volunteer left while it answered: the page starts afresh
+    # Anonymous: one answer has waited a while for the other to start (both show together), which the
+    # volunteer is told, so that blank panels do not look like a hung page. Neither side is named.
+    waiting_for_a_start: bool = False
 
 
 @dataclass(frozen=True)
@@ -295,7 +300,7 @@ class ArenaService:
                     if battle.left_while_answering.is_set():
                         break  # closing the duel cancels both sides
                     if not frame.settled:  # the last frame is shown once the turn is settled (failed or votable)
-                        yield self._view(battle, generating=True)
+                        yield self._view(battle, generating=True, waiting=frame.held_back_s >= SLOW_START_NOTICE_S)
         except GeneratorExit:  # the page stopped listening (closed, reloaded): the volunteer left, no model failed
             battle.left_while_answering.set()
             closed_by_page = True
@@ -355,7 +360,7 @@ class ArenaService:
         if self.book.finish(battle, status) is Status.ABANDONED and status is Status.READY:
             self.store.mark_abandoned(battle.id)  # left in the moment between storing and settling
 
-    def _view(self, battle: Battle, generating: bool = False) -> BattleView:
+    def _view(self, battle: Battle, generating: bool = False, waiting: bool = False) -> BattleView:
         named = battle.mode is Mode.NAMED or battle.outcome is not None
         return BattleView(
             battle_id=battle.id,
@@ -366,6 +371,7 @@ class ArenaService:
             failed_sides=tuple(battle.failed_sides),
             cut_sides=tuple(battle.cut_sides),
             names=dict(battle.models) if named else None,
+            waiting_for_a_start=waiting,
         )
 
     # --- votes ------------------------------------------------------------

@@ -20,7 +20,7 @@ from arena.duel import run_duel
 from arena.identity import identity_leak
 from arena.limits import RateLimiter, client_network
 from arena.sampling import make_sampler
-from arena.service import VoteReceipt
+from arena.service import SLOW_START_NOTICE_S, VoteReceipt
 from arena.ui.battle_text import FAILED_NOTE, STOPPED_NOTE, receipt_text, shown_conversations, status_line
 from tests.conftest import SCRIPTED_MODELS, wait_until
 
@@ -1003,6 +1003,21 @@ def test_an_anonymous_battle_never_shows_which_answer_started_first(make_service
         assert all(abs(a - b) <= 5 and bool(a) == bool(b) for a, b in shown), shown
     else:  # side by side the names are known, and each answer shows as it comes
         assert any(a > 0 and b == 0 for a, b in shown), shown
+
+
+def test_an_answer_held_back_for_a_slow_starter_is_explained_without_naming_a_side(make_service):
+    """Start alignment hides a ready answer until the other starts: blank panels for long must be explained."""
+    service = make_service(SLOW_STARTER.replace("after 0.5", f"after {SLOW_START_NOTICE_S + 1.5}"))
+    started = time.monotonic()
+    seen = []  # (seconds since asking, status shown, words shown on each side)
+    for view in service.ask(None, "Count", CLIENT, Mode.ANONYMOUS):
+        seen.append((time.monotonic() - started, status_line(view),
+                     [len(view.conversations[side][-1]["content"].split()) for side in "ab"]))
+    waiting = [moment for moment, status, _ in seen if "has not started its answer yet" in status]
+    assert waiting and min(waiting) >= SLOW_START_NOTICE_S, seen
+    assert all(words == [0, 0] for moment, status, words in seen if moment in waiting), seen
+    assert not any(side in status for _, status, _ in seen for side in ("Model A", "Model B")), seen
+    assert seen[-1][1].startswith("Both answers are in"), seen
 
 
 def test_an_empty_answer_fails_its_battle_but_does_not_rest_the_model(make_service):

@@ -30,6 +30,9 @@ def _sides(sides: tuple[str, ...]) -> str:
 
 
 def status_line(view: BattleView) -> str:
+    if view.generating and view.waiting_for_a_start:
+        return ("One model has not started its answer yet. Both answers appear together once it does, so that "
+                "neither is known by its speed. (New round stops them.)")
     if view.generating:
         return "Both models are answering… (New round stops them.)"
     if view.failed and not view.failed_sides:  # the server, not a model: the turn could not be stored
