@@ -51,6 +51,7 @@ class BattleView:
     # Anonymous: one answer has waited a while for the other to start (both show together), which the
     # volunteer is told, so that blank panels do not look like a hung page. Neither side is named.
     waiting_for_a_start: bool = False
+    unanswered_prompt: str | None = None  # the battle ended on it (a model failed, New round): offered again
 
 
 @dataclass(frozen=True)
@@ -316,7 +317,7 @@ class ArenaService:
         if battle.left_while_answering.is_set():
             # The stream is the panel's one writer while it runs, so it is what clears the panel: a reset
             # sent by New round itself could arrive before this stream's last frame and be overwritten.
-            yield BattleView(battle_id=None, left=True)
+            yield BattleView(battle_id=None, left=True, unanswered_prompt=battle.exchanges[-1].prompt)
         else:
             yield self._view(battle)
 
@@ -372,6 +373,7 @@ class ArenaService:
             cut_sides=tuple(battle.cut_sides),
             names=dict(battle.models) if named else None,
             waiting_for_a_start=waiting,
+            unanswered_prompt=battle.exchanges[-1].prompt if battle.status is Status.FAILED else None,
         )
 
     # --- votes ------------------------------------------------------------

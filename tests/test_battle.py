@@ -206,6 +206,7 @@ def test_a_failing_model_ends_its_battle_cleanly(make_service, script, cause):
     service = make_service(FAILING.format(script=script))
     view = finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS))
     assert view.failed and not view.votable
+    assert view.unanswered_prompt == "Hello"  # the box offers it again for a new round
     status = status_line(view)
     assert "could not answer" in status and "not counted" in status
     assert "broken" not in status and "healthy" not in status  # anonymity holds in failure too
@@ -814,6 +815,7 @@ def test_leaving_a_battle_mid_answer_stops_it_and_ends_it_as_abandoned(make_serv
     rest = list(views)  # the stream ends at once, not at the 60 s timeout
     if leave == "new round":  # the page is still listening: the stream's last view starts it afresh
         assert [(view.left, view.battle_id, view.conversations) for view in rest] == [(True, None, {"a": [], "b": []})]
+        assert rest[0].unanswered_prompt == "Hello"  # given back to the box, as for a failed battle
     stored = service.store.battle(first.battle_id)
     assert stored["status"] == "abandoned" and stored["ended"] is not None
     assert stored["failure"].startswith("left by the volunteer while answering (still answering:")
@@ -980,6 +982,14 @@ def test_a_side_by_side_receipt_says_whether_the_vote_counts_instead_of_naming_t
     assert "left out of the leaderboard" in receipt_text(flagged, Mode.NAMED, named_votes_counted=True)
 
 
+@pytest.mark.parametrize("mode", [Mode.ANONYMOUS, Mode.NAMED])
+def test_a_receipt_repeats_the_choice_so_a_mis_tap_shows(mode):
+    said = {outcome: receipt_text(VoteReceipt("echo-one", "echo-two", outcome, flagged_term=None), mode)
+            for outcome in ("model_a", "model_b", "tie", "tie (bothbad)")}
+    assert "You chose: A is better." in said["model_a"] and "You chose: B is better." in said["model_b"]
+    assert "You chose: Tie." in said["tie"] and "You chose: Both are bad." in said["tie (bothbad)"]
+
+
 COUNTING = " ".join(f"w{n}" for n in range(60))  # 0.6 s at the scripted model's 10 ms a word
 SLOW_STARTER = f"""
     settings: {{sampling: uniform}}
@@ -998,9 +1008,10 @@ def test_an_anonymous_battle_never_shows_which_answer_started_first(make_service
     for view in service.ask(None, "Count", CLIENT, mode, ("prompt-bot", "late-bot") if mode is Mode.NAMED else None):
         shown.append(tuple(len(view.conversations[side][-1]["content"].split()) for side in "ab"))
     assert shown[-1] == (60, 60) and len(shown) > 5
-    if mode is Mode.ANONYMOUS:  # the same words at the same pace: never one seen ahead (a thread's jitter aside:
-        # 5 words are 50 ms of a word-a-10-ms stream falling behind on a busy machine, a tenth of the head start)
-        assert all(abs(a - b) <= 5 and bool(a) == bool(b) for a, b in shown), shown
+    if mode is Mode.ANONYMOUS:  # never one seen to start first, and then each at its pace, here the same: a
+        # busy machine's thread lag aside (15 words: 150 ms of a word-a-10-ms stream, under a third of the head start)
+        apart = [(number, a, b) for number, (a, b) in enumerate(shown) if abs(a - b) > 15 or bool(a) != bool(b)]
+        assert not apart, (apart, shown)
     else:  # side by side the names are known, and each answer shows as it comes
         assert any(a > 0 and b == 0 for a, b in shown), shown
 

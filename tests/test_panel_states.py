@@ -12,6 +12,7 @@ import sqlite3
 import time
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 
 from tests.conftest import open_and_ask, wait_until
 
@@ -82,11 +83,20 @@ def test_new_round_stops_a_battle_mid_answer_but_the_pickers_wait(start_arena, b
     assert page.locator(f"#{key}-prompt textarea").is_enabled() and page.locator(f"#{key}-vote-a").is_disabled()
     assert page.locator(f"#{key}-status").inner_text().startswith("The last battle ended without a vote")
     assert page.locator(f"#{key}-prompt textarea").get_attribute("placeholder") == "Type a prompt and press Enter"
+    assert page.locator(f"#{key}-prompt textarea").input_value() == LONG_PROMPT  # given back, to send again
     for selector in pickers:
         assert page.locator(selector).is_enabled(), selector
     with sqlite3.connect(arena.db) as db:
         rows = db.execute("select status, failure from battles").fetchall()
     assert len(rows) == 1 and rows[0][0] == "abandoned" and rows[0][1].startswith("left by the volunteer while answering")
+    if pickers:  # answered and unvoted, the pair stays until the vote or New round
+        page.locator(f"#{key}-prompt textarea").fill("Hello there")
+        page.locator(f"#{key}-prompt textarea").press("Enter")
+        page.wait_for_function(f"!document.querySelector('#{key}-vote-a').disabled", timeout=30_000)
+        assert all(page.locator(selector).is_disabled() for selector in pickers)
+        page.locator(f"#{key}-vote-b").click()
+        page.locator(f"#{key}-status").get_by_text("You chose: B is better.").wait_for(timeout=15_000)
+        assert all(page.locator(selector).is_enabled() for selector in pickers)
 
 
 def test_new_round_waits_while_a_sent_prompt_has_no_battle_yet(start_arena, browser_page):
@@ -201,3 +211,37 @@ def test_picking_one_model_twice_is_said_at_once(make_service):
     status = panel._outputs.index(panel.status)
     assert panel._leave(None, names[0], names[0])[status] == "⚠️ Pick two different models."
     assert panel._leave(None, names[0], names[1])[status].startswith("Pick two models and compare them.")
+
+
+def test_leaving_a_battle_answering_or_unvoted_asks_first(start_arena, chromium):
+    """A reload drops the battle: phones reload tabs left in the background, so the browser asks."""
+    arena = start_arena(SLOW_ECHO)
+
+    def leaving_asks(page) -> bool:
+        try:
+            with page.expect_event("dialog", timeout=5_000) as asked:
+                page.close(run_before_unload=True)
+        except PlaywrightError:  # closed without asking
+            assert page.is_closed()
+            return False
+        kind = asked.value.type
+        asked.value.dismiss()  # stay
+        return kind == "beforeunload" and not page.is_closed()
+
+    context = chromium.new_context()
+    page = context.new_page()
+    page.goto(arena.url)
+    page.locator("#battle-prompt textarea").wait_for()
+    assert not leaving_asks(page)  # nothing to lose yet
+    for moment in ("answering", "answered", "voted"):
+        page = context.new_page()
+        open_and_ask(page, arena.url, LONG_PROMPT if moment == "answering" else "Hello there")
+        if moment == "answering":
+            page.wait_for_function("document.querySelector('#battle-chat-a').innerText.includes('word5')", timeout=15_000)
+        else:
+            page.wait_for_function("!document.querySelector('#battle-vote-a').disabled", timeout=30_000)
+        if moment == "voted":
+            page.locator("#battle-vote-a").click()
+            page.locator("#battle-status").get_by_text("your vote is recorded").wait_for(timeout=15_000)
+        assert leaving_asks(page) == (moment != "voted"), moment
+    context.close()

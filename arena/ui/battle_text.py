@@ -12,6 +12,8 @@ from arena.text import markdown_text
 from arena.wording import NEW_ROUND
 
 SIDE_LABELS = {"a": "Model A", "b": "Model B"}
+# Each outcome stored and its button's words, which the receipt repeats so that a mis-tap shows.
+VOTE_LABELS = {"model_a": "A is better", "model_b": "B is better", "tie": "Tie", "tie (bothbad)": "Both are bad"}
 FAILED_NOTE = "*⚠️ This model could not answer.*"
 STOPPED_NOTE = "*The other model could not answer, so this battle ended.*"
 LEFT_UNVOTED = f"The last battle ended without a vote, so it is not counted. {NEW_ROUND}"
@@ -62,11 +64,12 @@ def shown_conversations(view: BattleView) -> dict[str, list[dict[str, str]]]:
 
 
 def receipt_text(receipt: VoteReceipt, mode: Mode = Mode.ANONYMOUS, named_votes_counted: bool = False) -> str:
+    chose = f"You chose: {VOTE_LABELS[receipt.outcome]}."
     if mode is Mode.NAMED and not receipt.flagged_term:  # the volunteer picked the models: say whether it counts
         counts = "counted" if named_votes_counted else "kept for research, not counted"
-        return f"Thanks, your vote is recorded: side-by-side votes are {counts} on the leaderboard. {NEW_ROUND}"
+        return f"Thanks, your vote is recorded: side-by-side votes are {counts} on the leaderboard. {chose} {NEW_ROUND}"
     model_a, model_b = markdown_text(receipt.model_a), markdown_text(receipt.model_b)
-    text = f"Thanks, your vote is recorded. Model A was **{model_a}**, Model B was **{model_b}**."
+    text = f"Thanks, your vote is recorded. {chose} Model A was **{model_a}**, Model B was **{model_b}**."
     if receipt.flagged_term:
         text += (
             f" An answer named a model ('{markdown_text(receipt.flagged_term)}'): the vote is kept, flagged, "

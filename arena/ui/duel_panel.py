@@ -18,13 +18,14 @@ import gradio as gr
 from arena.battle import SIDES, Leaving, Mode, RuleViolation
 from arena.limits import client_network
 from arena.service import SAME_MODEL_TWICE, ArenaService, BattleView
-from arena.ui.battle_text import LEFT_UNVOTED, SIDE_LABELS, intro, receipt_text, shown_conversations, status_line
+from arena.ui.battle_text import (LEFT_UNVOTED, SIDE_LABELS, VOTE_LABELS, intro, receipt_text, shown_conversations,
+                                  status_line)
 
 log = logging.getLogger("arena")
 
 # (outcome stored, button label, short name used in element ids and API names)
-VOTES = (("model_a", "A is better", "a"), ("model_b", "B is better", "b"), ("tie", "Tie", "tie"),
-         ("tie (bothbad)", "Both are bad", "bothbad"))
+VOTES = tuple((outcome, VOTE_LABELS[outcome], short)
+              for outcome, short in (("model_a", "a"), ("model_b", "b"), ("tie", "tie"), ("tie (bothbad)", "bothbad")))
 
 
 class DuelPanel:
@@ -111,7 +112,8 @@ class DuelPanel:
     def page_parts(self) -> dict:
         """The element ids the page's script works with (see `arena.ui.look.page_script`)."""
         return {"key": self.key, "status": self.status.elem_id, "prompt": self.prompt.elem_id,
-                "chat": self.chats["a"].elem_id, "pickers": [picker.elem_id for picker in self.pickers]}
+                "chat": self.chats["a"].elem_id, "vote": self.vote_buttons[0].elem_id,
+                "pickers": [picker.elem_id for picker in self.pickers]}
 
     # --- handlers -------------------------------------------------------------
 
@@ -132,7 +134,7 @@ class DuelPanel:
         `clear_prompt`: the first view empties the prompt box (a prompt that was sent)."""
         try:
             for number, view in enumerate(views()):
-                yield self._fresh(pick_a, pick_b, left=True) if view.left else self._render(
+                yield self._fresh(pick_a, pick_b, left=True, unanswered=view.unanswered_prompt) if view.left else self._render(
                     view, clear_prompt=clear_prompt and number == 0)
         except RuleViolation as refusal:
             yield self._refusal(refusal)
@@ -161,16 +163,18 @@ class DuelPanel:
             return tuple(gr.skip() for _ in self._outputs)  # the stopping stream clears the panel itself
         return self._fresh(pick_a, pick_b, left=leaving is Leaving.ENDED)
 
-    def _fresh(self, pick_a: str | None = None, pick_b: str | None = None, left: bool = False) -> tuple:
+    def _fresh(self, pick_a: str | None = None, pick_b: str | None = None, left: bool = False,
+               unanswered: str | None = None) -> tuple:
         """An empty panel; side by side, its chats are labelled with the models picked for the next battle.
 
         `left`: a battle was just ended unvoted, which the status says, as its answers vanish with it.
+        `unanswered`: the prompt it was answering, given back to the box.
         """
         picked = {"a": pick_a, "b": pick_b} if self.mode is Mode.NAMED and pick_a and pick_b else None
         status = LEFT_UNVOTED if left else self._intro()
         if picked is not None and pick_a == pick_b:  # said at once, not only after Send
             status = f"⚠️ {SAME_MODEL_TWICE}" + (f" {LEFT_UNVOTED}" if left else "")
-        return self._render(BattleView(battle_id=None, names=picked), status=status)
+        return self._render(BattleView(battle_id=None, names=picked, unanswered_prompt=unanswered), status=status)
 
     def _intro(self) -> str:
         return intro(self.mode, self.service.config.settings.count_named_votes)
@@ -224,6 +228,8 @@ class DuelPanel:
         prompt = gr.update(placeholder=placeholder, interactive=not view.generating)
         if clear_prompt:
             prompt["value"] = ""
+        if view.unanswered_prompt:  # the box was off while it was answered: nothing typed since is lost
+            prompt["value"] = view.unanswered_prompt
         return (
             view.battle_id,
             *[gr.update(value=conversations[side], label=labels[side]) for side in SIDES],
@@ -233,8 +239,8 @@ class DuelPanel:
             gr.update(interactive=view.votable),
             *[gr.update(interactive=view.votable) for _ in VOTES],
             gr.update(interactive=True),  # New round: also while answering, to stop
-            # The pickers wait: changing the pair mid-answer would end the battle by accident.
-            *[gr.update(interactive=not view.generating) for _ in self.pickers],
+            # The pickers wait until the vote or New round: another pair would end the battle by accident.
+            *[gr.update(interactive=not (view.generating or view.votable)) for _ in self.pickers],
         )
 
     def _refusal(self, refusal: RuleViolation) -> tuple:

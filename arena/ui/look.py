@@ -170,6 +170,15 @@ _SCRIPT = """
       if (refocus && !touch) document.querySelector(`#${panel.prompt} textarea`)?.focus();
     }, 100);
   };
+  // Leaving the page (reload, close, a link) drops a battle still answering or answered and unvoted, and
+  // phones reload tabs left in the background: the browser asks first.
+  window.addEventListener("beforeunload", (event) => {
+    const open = panels.some((panel) => {
+      const vote = document.getElementById(panel.vote), prompt = document.querySelector(`#${panel.prompt} textarea`);
+      return (vote && !vote.disabled) || (prompt && prompt.disabled);  // answered and unvoted, or answering
+    });
+    if (open) { event.preventDefault(); event.returnValue = ""; }
+  });
   // Choosing a model with Enter closes the list and drops the keyboard focus on the page itself (Gradio
   // blurs the box); it goes on to the prompt, the next step, instead of back to the top of the page.
   document.addEventListener("keydown", (event) => {
@@ -187,7 +196,8 @@ _SCRIPT = """
 def page_script(panels: list[Mapping], plot_descriptions: Mapping[str, str]) -> str:
     """The page's script (Gradio runs it once the page is drawn): announcements, quiet streams, plot descriptions.
 
-    `panels`: each duel panel's key and the element ids of its status line, prompt, first chat and pickers.
+    `panels`: each duel panel's key and the element ids of its status line, prompt, first chat, first vote
+    button and pickers.
     """
     return (_SCRIPT.replace("__PANELS__", json.dumps(list(panels)))
             .replace("__PLOT_DESCRIPTIONS__", json.dumps(dict(plot_descriptions))))
