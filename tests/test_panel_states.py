@@ -245,3 +245,31 @@ def test_leaving_a_battle_answering_or_unvoted_asks_first(start_arena, chromium)
             page.locator("#battle-status").get_by_text("your vote is recorded").wait_for(timeout=15_000)
         assert leaving_asks(page) == (moment != "voted"), moment
     context.close()
+
+
+def test_long_answers_are_shown_from_their_newest_prompt_once_both_are_in(start_arena, browser_page):
+    """A chat following its answer down as it streams leaves it showing its last lines; a reader starts at
+    the top of the newest answer."""
+    long_reply = " ".join(f"line{i}" for i in range(400))
+    arena = start_arena(f"""
+        settings: {{sampling: uniform}}
+        models:
+          - {{name: one, backend: scripted, script: "reply: {long_reply}"}}
+          - {{name: two, backend: scripted, script: "reply: {long_reply}"}}
+    """)
+    page = browser_page
+    offsets = """() => [...document.querySelectorAll('#battle-chat-a [role="log"], #battle-chat-b [role="log"]')].map(log => {
+        const asked = log.querySelectorAll('.user-row');
+        return [Math.round(asked[asked.length - 1].getBoundingClientRect().top - log.getBoundingClientRect().top),
+                log.scrollHeight > log.clientHeight + 200];
+    })"""
+    for turn, prompt in enumerate(("First question", "A follow-up"), start=1):
+        if turn == 1:
+            open_and_ask(page, arena.url, prompt)
+        else:
+            page.locator("#battle-prompt textarea").fill(prompt)
+            page.locator("#battle-prompt textarea").press("Enter")
+        page.wait_for_function(f"document.querySelectorAll('#battle-chat-a .user-row').length === {turn} && "
+                               "!document.querySelector('#battle-vote-a').disabled", timeout=30_000)
+        time.sleep(0.5)  # no later update may scroll it back down
+        assert all(abs(top) <= 2 and overflowing for top, overflowing in page.evaluate(offsets)), (turn, page.evaluate(offsets))

@@ -51,7 +51,8 @@ class DuelPanel:
         labels = _chat_labels({side: picker.value for side, picker in zip(SIDES, self.pickers)} or None)
         with gr.Row():
             self.chats = {
-                side: gr.Chatbot(label=labels[side], height=420, feedback_options=None, buttons=["copy"],
+                # autoscroll off: the page's script brings each new prompt to the top (arena/ui/look.py).
+                side: gr.Chatbot(label=labels[side], height=420, feedback_options=None, buttons=["copy"], autoscroll=False,
                                  sanitize_html=True, render_markdown=True, elem_id=f"{self.key}-chat-{side}",
                                  elem_classes=["arena-chat"])
                 for side in SIDES
@@ -112,7 +113,8 @@ class DuelPanel:
     def page_parts(self) -> dict:
         """The element ids the page's script works with (see `arena.ui.look.page_script`)."""
         return {"key": self.key, "status": self.status.elem_id, "prompt": self.prompt.elem_id,
-                "chat": self.chats["a"].elem_id, "vote": self.vote_buttons[0].elem_id,
+                "chat": self.chats["a"].elem_id, "chats": [chat.elem_id for chat in self.chats.values()],
+                "vote": self.vote_buttons[0].elem_id,
                 "pickers": [picker.elem_id for picker in self.pickers]}
 
     # --- handlers -------------------------------------------------------------

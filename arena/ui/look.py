@@ -107,7 +107,7 @@ _SCRIPT = """
     return {text: prose ? prose.textContent.trim() : "",
             onScreen: () => status !== null && status.offsetParent !== null};
   };
-  const shown = {}, queued = {}, turns = {};
+  const shown = {}, queued = {}, turns = {}, prompted = {}, rising = {};
   const mend = () => {
     for (const panel of panels) {
       // A status line that changes in the tab on screen is read out (answering, answers in, the receipt).
@@ -134,6 +134,25 @@ _SCRIPT = """
         prompts[prompts.length - 1].scrollIntoView({block: "start"});
       }
       turns[panel.chat] = prompts.length;
+      // Elsewhere each chat is a window of its own, which does not follow the answer down as it streams (a
+      // long one would be left showing its last lines): a new prompt is brought to its top as soon as the
+      // answer below it is long enough, unless the reader scrolls first, and the answer is read from its start.
+      for (const id of touch ? [] : panel.chats) {
+        const log = document.querySelector(`#${id} [role="log"]`);
+        if (!log) continue;
+        if (!log.dataset.arenaReader) {
+          log.dataset.arenaReader = "1";
+          for (const kind of ["wheel", "pointerdown", "keydown"]) log.addEventListener(kind, () => { delete rising[id]; });
+        }
+        const asked = log.querySelectorAll(".user-row");
+        if (asked.length > (prompted[id] || 0)) rising[id] = asked.length;
+        prompted[id] = asked.length;
+        const row = rising[id] && asked[rising[id] - 1];
+        if (!row) continue;
+        const below = row.getBoundingClientRect().top - log.getBoundingClientRect().top;
+        if (below > 1) log.scrollTop += below;
+        if (row.getBoundingClientRect().top - log.getBoundingClientRect().top <= 1) delete rising[id];
+      }
     }
     // Answers stream a token at a time: read live, each would be re-read from its start on every token.
     // They are read when the status says they are in; each panel is named by its label ("Model A").
@@ -196,8 +215,8 @@ _SCRIPT = """
 def page_script(panels: list[Mapping], plot_descriptions: Mapping[str, str]) -> str:
     """The page's script (Gradio runs it once the page is drawn): announcements, quiet streams, plot descriptions.
 
-    `panels`: each duel panel's key and the element ids of its status line, prompt, first chat, first vote
-    button and pickers.
+    `panels`: each duel panel's key and the element ids of its status line, prompt, chats (also the first
+    alone), first vote button and pickers.
     """
     return (_SCRIPT.replace("__PANELS__", json.dumps(list(panels)))
             .replace("__PLOT_DESCRIPTIONS__", json.dumps(dict(plot_descriptions))))
