@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from arena.backends import Delta
+from arena.backends import Delta, cause_text
 from arena.text import lone_surrogates_replaced
 
 StreamFactory = Callable[[threading.Event], Iterator[Delta]]
@@ -177,7 +177,7 @@ def run_duel(streams: dict[str, StreamFactory], *, stall_timeout_s: float, frame
                         if aligner:
                             aligner.record(name, now, side.text)
                 elif isinstance(item, Exception):
-                    _fail(side, lone_surrogates_replaced(f"{type(item).__name__}: {item}"), now - started)
+                    _fail(side, lone_surrogates_replaced(cause_text(item)), now - started)
                 elif item is _FINISHED and not side.done:
                     side.done = True
                     side.latency_s = now - started

@@ -12,7 +12,7 @@ from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from arena.backends import Backend, Delta, GenerationError, Message, backend_class
+from arena.backends import Backend, Delta, GenerationError, Message, backend_class, cause_text
 from arena.config import ArenaConfig, ModelEntry
 from arena.wording import counted
 
@@ -31,11 +31,6 @@ def _too_few_models(loaded: list[str], failures: dict[str, str]) -> ModelLoadErr
     return ModelLoadError(
         f"only {counted(len(loaded), 'model')} loaded{' (' + ', '.join(loaded) + ')' if loaded else ''}"
         " and a battle needs two; failed and disabled: " + "; ".join(f"{name} ({cause})" for name, cause in failures.items()))
-
-
-def cause_text(exc: BaseException) -> str:
-    """Our own errors say what happened in words; anything else keeps its type, which may be all it says."""
-    return str(exc) if isinstance(exc, GenerationError) else f"{type(exc).__name__}: {exc}"
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-from arena.backends.base import Backend, Delta, GenerationError, Message
+from arena.backends.base import Backend, Delta, GenerationError, Message, cause_text
 from arena.config import BACKEND_KINDS, ModelEntry
 
 
@@ -18,4 +18,4 @@ def backend_class(entry: ModelEntry) -> type[Backend]:
     return getattr(importlib.import_module(kind.module), kind.class_name)
 
 
-__all__ = ["Backend", "Delta", "GenerationError", "Message", "backend_class"]
+__all__ = ["Backend", "Delta", "GenerationError", "Message", "backend_class", "cause_text"]

@@ -25,6 +25,11 @@ class GenerationError(RuntimeError):
     its server, so a volunteer never sees it (the battle's status says only that a side failed)."""
 
 
+def cause_text(exc: BaseException) -> str:
+    """Our own errors say what happened in words; anything else keeps its type, which may be all it says."""
+    return str(exc) if isinstance(exc, GenerationError) else f"{type(exc).__name__}: {exc}"
+
+
 @dataclass(frozen=True)
 class Delta:
     """A piece of an answer as it streams in."""
