@@ -165,6 +165,25 @@ def test_on_a_phone_the_leaderboard_says_its_table_scrolls_sideways(start_arena,
         assert page.locator("#leaderboard-swipe").is_visible() == phone == wider
 
 
+# Per header cell of a leaderboard table: its text, its size in px and on how many lines it is written.
+TABLE_HEADERS = """selector => [...document.querySelectorAll(`${selector} th .header`)].map(header => {
+  const text = document.createRange();
+  text.selectNodeContents(header);
+  return [header.textContent.trim(), parseFloat(getComputedStyle(header).fontSize), text.getClientRects().length]; })"""
+
+
+def test_on_a_phone_both_leaderboard_tables_have_small_text_and_headers_on_one_line(start_arena, browser_page):
+    """Not "Ba/tt/le/s" down a narrow column in full-size text: the head-to-head table as the leaderboard's."""
+    page = on_a_phone(browser_page, start_arena(MODELS).url)
+    page.get_by_role("tab", name="Leaderboard").click()
+    page.get_by_text("Head to head: the heatmaps' numbers").click()
+    for table in ("#leaderboard-table", "#leaderboard-head-to-head"):
+        page.locator(f"{table} table").wait_for()
+        headers = page.evaluate(TABLE_HEADERS, table)
+        assert len(headers) >= 5, (table, headers)
+        assert all(size <= 0.7 * 16 and lines == 1 for _, size, lines in headers), (table, headers)
+
+
 def test_on_a_phone_a_long_answer_is_shown_whole_from_its_start(start_arena, browser_page):
     """Read in a fixed window, a phone showed three lines of each answer, scrolled to its end."""
     page = on_a_phone(browser_page, start_arena(MODELS).url)

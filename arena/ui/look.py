@@ -72,9 +72,11 @@ footer .built-with, footer .settings { color: #52525b !important; opacity: 1 !im
   /* Side by side, each picker takes the whole width: half of it cut model names short under the arrow. */
   .arena-picker { min-width: 100% !important; }
   #leaderboard-swipe { display: block !important; }
-  #leaderboard-table * { font-size: 0.7rem !important; }
-  #leaderboard-table th, #leaderboard-table td { padding: 3px 4px !important; min-width: 0 !important; }
-  #leaderboard-table th * { white-space: nowrap; }  /* not "R/a/n/k" down a narrow column */
+  #leaderboard-table *, #leaderboard-head-to-head * { font-size: 0.7rem !important; }
+  #leaderboard-table th, #leaderboard-table td, #leaderboard-head-to-head th, #leaderboard-head-to-head td {
+    padding: 3px 4px !important; min-width: 0 !important; }
+  /* not "R/a/n/k" or "Ba/tt/le/s" down a narrow column */
+  #leaderboard-table th *, #leaderboard-head-to-head th * { white-space: nowrap; }
 }
 """
 
