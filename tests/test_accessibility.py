@@ -124,13 +124,22 @@ def test_text_and_the_prompts_focus_are_readable(start_arena, browser_page, sche
     assert page.evaluate(CONTRAST, ["#battle-prompt textarea", None, "outlineColor"]) >= 3.0  # a focus indicator
 
 
-def test_on_a_phone_the_pickers_show_whole_names_and_tabs_are_big_enough_to_tap(start_arena, browser_page):
+def font_size(page, selector: str) -> float:
+    return page.locator(selector).evaluate("element => parseFloat(getComputedStyle(element).fontSize)")
+
+
+def test_on_a_phone_the_pickers_show_whole_names_tabs_are_big_enough_to_tap_and_prompts_do_not_zoom(
+        start_arena, browser_page):
     page = on_a_phone(browser_page, start_arena(MODELS).url)
+    page.locator("#battle-prompt textarea").wait_for()
+    # iOS Safari zooms the page into a text field whose text is under 16 px when it gets the focus.
+    assert font_size(page, "#battle-prompt textarea") >= 16
     page.get_by_role("tab", name="Side by side").click()
     picker = page.locator("#named-pick-b input")
     picker.wait_for()
     page.wait_for_function(f"document.querySelector('#named-pick-b input').value === {NAMES[1]!r}", timeout=10_000)
     assert picker.evaluate("input => input.scrollWidth <= input.clientWidth")  # the whole name, not under the arrow
+    assert font_size(page, "#named-prompt textarea") >= 16
     heights = page.evaluate("() => [...document.querySelectorAll('button[role=tab]')].map(t => t.getBoundingClientRect().height)")
     assert heights and min(heights) >= 44
 

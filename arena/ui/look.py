@@ -67,6 +67,8 @@ footer .built-with, footer .settings { color: #52525b !important; opacity: 1 !im
   .arena-chat { height: auto !important; min-height: 170px; }
   .arena-chat .bubble-wrap { height: auto !important; max-height: none !important; overflow: visible !important; }
   #data-notice, #data-notice * { font-size: 0.75rem !important; }
+  /* iOS Safari zooms the page into a text field under 16 px when it gets the focus, and stays zoomed. */
+  .arena-prompt textarea { font-size: 16px !important; }
   .vote-button { font-size: 0.8rem !important; padding: 6px 2px !important; min-height: 44px; align-self: stretch; }
   button[role="tab"] { min-height: 44px; }
   /* Side by side, each picker takes the whole width: half of it cut model names short under the arrow. */
