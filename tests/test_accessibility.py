@@ -174,6 +174,35 @@ def test_on_a_phone_the_leaderboard_says_its_table_scrolls_sideways(start_arena,
         assert page.locator("#leaderboard-swipe").is_visible() == phone == wider
 
 
+# Per leaderboard figure: its width as shown, its own width, the width of the box holding it and how far that
+# box scrolls sideways; and how wide the page itself is.
+FIGURE_WIDTHS = """elemId => { const image = document.querySelector(`#${elemId} img`), box = image.parentElement;
+  return {shown: image.getBoundingClientRect().width, natural: image.naturalWidth, box: box.clientWidth,
+          scrolls: box.scrollWidth, page: document.documentElement.scrollWidth}; }"""
+
+
+def test_on_a_phone_the_leaderboard_figures_are_shown_at_their_own_size_in_boxes_that_scroll_sideways(
+        start_arena, browser_page):
+    """Shrunk to a phone's width (0.36 times), the figures' labels and numbers were 3 to 4 px tall."""
+    arena = start_arena(MODELS)
+    for page, phone in ((browser_page, False), (on_a_phone(browser_page, arena.url), True)):
+        page.goto(arena.url)
+        page.get_by_role("tab", name="Leaderboard").click()
+        for elem_id in PLOT_DESCRIPTIONS:
+            page.locator(f"#{elem_id} img").wait_for(timeout=15_000)
+            page.wait_for_function(f"document.querySelector('#{elem_id} img').naturalWidth > 0")
+            widths = page.evaluate(FIGURE_WIDTHS, elem_id)
+            assert widths["natural"] > 800, widths  # drawn about 900 px wide, with text of 9 to 10 points at 100 dpi
+            if phone:  # as drawn (labels of 12 px and more), and the rest of it a swipe away; the page stays put
+                assert widths["shown"] == pytest.approx(widths["natural"], abs=1), (elem_id, widths)
+                assert widths["box"] < widths["natural"] <= widths["scrolls"] + 1, (elem_id, widths)
+                assert widths["page"] <= 390, (elem_id, widths)
+            else:  # as before: shrunk to fit its box when wider, never enlarged, nothing to scroll
+                assert widths["shown"] == pytest.approx(min(widths["natural"], widths["box"]), abs=1), (elem_id, widths)
+                assert widths["scrolls"] <= widths["box"], (elem_id, widths)
+    assert page.locator("#leaderboard-swipe").is_visible()  # and the phone is told so
+
+
 # Per header cell of a leaderboard table: its text, its size in px and on how many lines it is written.
 TABLE_HEADERS = """selector => [...document.querySelectorAll(`${selector} th .header`)].map(header => {
   const text = document.createRange();

@@ -29,7 +29,8 @@ PLOT_DESCRIPTIONS = {
 
 
 def _plot(elem_id: str) -> gr.Plot:
-    return gr.Plot(label=PLOT_DESCRIPTIONS[elem_id], show_label=False, elem_id=elem_id)
+    # arena-figure: on phones shown as drawn, in a box that scrolls sideways (see arena/ui/look.py).
+    return gr.Plot(label=PLOT_DESCRIPTIONS[elem_id], show_label=False, elem_id=elem_id, elem_classes=["arena-figure"])
 
 
 class LeaderboardTab:
@@ -41,9 +42,9 @@ class LeaderboardTab:
     def build(self) -> None:
         # The figures carry their own titles: Gradio's label chips would cover them.
         self.summary = gr.Markdown(elem_id="leaderboard-summary")
+        # Shown on phones only (see arena/ui/look.py), where the figures and the table are wider than the screen.
+        gr.Markdown("Swipe the figures and the table sideways to see the rest of them.", elem_id="leaderboard-swipe")
         self.ratings_plot = _plot("leaderboard-ratings")
-        # Shown on phones only (see arena/ui/look.py), where the table is wider than the screen.
-        gr.Markdown("Swipe the table sideways for its other columns.", elem_id="leaderboard-swipe")
         # Tall enough for every row of a typical arena: a table scrolling inside the page hides its last models.
         self.table = gr.Dataframe(headers=list(DISPLAY_HEADER), interactive=False, elem_id="leaderboard-table",
                                   wrap=True, max_height=2400)

@@ -74,6 +74,10 @@ footer .built-with, footer .settings { color: #52525b !important; opacity: 1 !im
   /* Side by side, each picker takes the whole width: half of it cut model names short under the arrow. */
   .arena-picker { min-width: 100% !important; }
   #leaderboard-swipe { display: block !important; }
+  /* The figures as drawn, about 900 px wide with labels of 12 px and more, in boxes that scroll sideways as
+     the table does: shrunk to the screen, their labels and numbers were 3 to 4 px tall. */
+  .arena-figure .matplotlib { overflow-x: auto; align-items: flex-start !important; }
+  .arena-figure .matplotlib img { max-width: none !important; width: auto !important; height: auto !important; }
   #leaderboard-table *, #leaderboard-head-to-head * { font-size: 0.7rem !important; }
   #leaderboard-table th, #leaderboard-table td, #leaderboard-head-to-head th, #leaderboard-head-to-head td {
     padding: 3px 4px !important; min-width: 0 !important; }
