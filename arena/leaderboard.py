@@ -205,7 +205,9 @@ class Leaderboard:
     `win_fraction[i, j]` is the share of i-vs-j battles won by i (ties half) and
     `predicted_win_probability[i, j]` what the ratings predict for it; both are
     NaN on the diagonal, `win_fraction` where a pair never met, and the prediction
-    between models of different compared groups.
+    between models of different compared groups and where either model's rating
+    is the ridge's rather than its votes' (it has no interval; without a bootstrap,
+    it could have none): its odds would read as near-certain, or as measured.
     """
 
     rows: list[ModelRating]
@@ -285,14 +287,17 @@ class _Placement:
     measured: np.ndarray
     # No interval for too few wins or losses (none without a bootstrap; a ridge-bound group has its own note).
     too_few: np.ndarray
+    # Where the votes, not the ridge, set the rating: with a bootstrap, where it measured an interval; without
+    # one, wherever an interval could have been measured (not too few wins or losses, not ridge-bound).
+    by_votes: np.ndarray
 
     def shifted(self, shift: float) -> _Placement:
         return _Placement(self.ratings + shift, self.lower + shift, self.upper + shift, self.ranks, self.measured,
-                          self.too_few)
+                          self.too_few, self.by_votes)
 
     def reordered(self, order: list[int]) -> _Placement:
         return _Placement(self.ratings[order], self.lower[order], self.upper[order], self.ranks[order],
-                          self.measured[order], self.too_few[order])
+                          self.measured[order], self.too_few[order], self.by_votes[order])
 
 
 def _counted_votes(records: list[Mapping], include_named: bool,
@@ -339,7 +344,8 @@ def _place(counts: PairCounts, labels: np.ndarray, bound: list[tuple[list[int], 
     # and only they get a rank, which would otherwise come from the ridge's end of their interval.
     ranks = ranks_from_intervals(lower, upper, can_outrank=measured if bootstrap_rounds > 0 else None, groups=labels)
     unmeasured_for_few_votes = too_few if bootstrap_rounds > 0 else np.zeros_like(too_few)
-    return _Placement(ratings, lower, upper, ranks, measured, unmeasured_for_few_votes)
+    by_votes = measured if bootstrap_rounds > 0 else ~floating
+    return _Placement(ratings, lower, upper, ranks, measured, unmeasured_for_few_votes, by_votes)
 
 
 def _too_few_note(models: Sequence[str], too_few: np.ndarray) -> list[str]:
@@ -414,6 +420,9 @@ def compute_leaderboard(
     ratings = placement.ratings
     predicted = 1.0 / (1.0 + ELO_BASE ** ((ratings[None, :] - ratings[:, None]) / ELO_SCALE))
     predicted[labels[:, None] != labels[None, :]] = np.nan  # ratings of different groups say nothing of each other
+    # Nor does a rating the ridge sets: after one vote, 1681 against 319 would "predict" a certain win.
+    by_votes = placement.by_votes
+    predicted[~by_votes[:, None] | ~by_votes[None, :]] = np.nan
     np.fill_diagonal(predicted, np.nan)
 
     elo = online_elo(votes)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib import colormaps, rc_context
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from arena.leaderboard import Leaderboard
 from arena.wording import counted
@@ -86,10 +87,16 @@ def ratings_with_intervals(leaderboard: Leaderboard) -> Figure:
 
 def _heatmap(
     leaderboard: Leaderboard, values: np.ndarray, *, title: str, colour_label: str, cmap: str,
-    vmin: float | None, vmax: float | None, cell_format: str,
+    vmin: float | None, vmax: float | None, cell_format: str, blank: str | None = None, counts: bool = False,
 ) -> Figure:
+    """`blank`: what a grey cell off the diagonal means, said under the title when there is one; `counts`:
+    whole numbers on the colour bar."""
     if not leaderboard.rows:
         return _no_votes(title)
+    off_diagonal = ~np.eye(len(values), dtype=bool)
+    blank_cells = ~np.isfinite(values) & off_diagonal
+    if blank and blank_cells.any():
+        title += f"\n({blank})"
     models = [_label(name) for name in leaderboard.models]
     count = len(models)
     figure = Figure(figsize=(WIDTH_INCHES, WIDTH_INCHES * 0.85), layout="constrained")
@@ -103,10 +110,13 @@ def _heatmap(
     axes.set_xlabel("Opponent")
     axes.set_ylabel("Model")
     axes.set_title(title)
-    figure.colorbar(image, ax=axes, label=colour_label, shrink=0.8)
+    figure.colorbar(image, ax=axes, label=colour_label, shrink=0.8,
+                    ticks=MaxNLocator(integer=True) if counts else None)  # no "0.5 battles"
     if count <= _ANNOTATE_UP_TO:
         for (row, column), value in np.ndenumerate(values):
-            if np.isfinite(value):
+            if blank_cells[row, column]:  # as the head-to-head table has it: nothing to show, not a lost number
+                axes.text(column, row, "–", ha="center", va="center", fontsize=size - 1, color="black")
+            elif np.isfinite(value):
                 red, green, blue, _ = image.cmap(image.norm(value))
                 dark_cell = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
                 axes.text(column, row, format(value, cell_format), ha="center", va="center", fontsize=size - 1,
@@ -119,6 +129,7 @@ def win_fraction_heatmap(leaderboard: Leaderboard) -> Figure:
     return _heatmap(
         leaderboard, leaderboard.win_fraction, title="Observed win fraction against each opponent",
         colour_label="Share of battles won (ties count half)", cmap="RdBu", vmin=0.0, vmax=1.0, cell_format=".2f",
+        blank="grey: never met",
     )
 
 
@@ -128,16 +139,18 @@ def battle_count_heatmap(leaderboard: Leaderboard) -> Figure:
     counts[np.eye(len(counts), dtype=bool)] = np.nan
     return _heatmap(
         leaderboard, counts, title="Number of battles per model pair", colour_label="Battles",
-        cmap="Blues", vmin=0.0, vmax=None, cell_format=".0f",
+        cmap="Blues", vmin=0.0, vmax=None, cell_format=".0f", counts=True,
     )
 
 
 def predicted_win_probability_heatmap(leaderboard: Leaderboard) -> Figure:
-    """Win probability the ratings predict for the row model, to compare with the observed fractions."""
+    """Win probability the ratings predict for the row model, to compare with the observed fractions; grey
+    where the ratings cannot say (see `Leaderboard`), and the figure says why."""
     return _heatmap(
         leaderboard, leaderboard.predicted_win_probability,
         title="Predicted chance of beating each opponent", colour_label="Predicted win probability",
         cmap="RdBu", vmin=0.0, vmax=1.0, cell_format=".2f",
+        blank="grey: too few votes to predict (a model without an interval), or never compared",
     )
 
 

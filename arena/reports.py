@@ -62,7 +62,8 @@ def head_to_head_rows(leaderboard: Leaderboard) -> list[list]:
 
     Beyond a handful of models the heatmaps' cells carry no numbers, and a screen reader gets none from
     an image; a table gives both, and sorts (numbers stay numbers). "–" where a pair never met, and as
-    the prediction between models of different compared groups, whose ratings say nothing of each other.
+    the prediction between models of different compared groups, whose ratings say nothing of each other,
+    and where a model's rating is the regularisation's rather than its votes' (it has no interval).
     """
     models = leaderboard.models
     rows = []

@@ -95,6 +95,29 @@ def test_ratings_plot_marks_models_whose_interval_could_not_be_measured():
     assert all(labels[index].endswith("(no rank)") for index in unmeasured)
 
 
+@pytest.mark.parametrize("rounds", [200, 0], ids=["bootstrap", "no bootstrap"])
+def test_after_one_vote_the_predicted_heatmap_shows_no_odds_and_says_why(rounds):
+    """The ratings of one vote (about 1681 and 319) are the ridge's: no "1.00" and "0.00", no colour."""
+    board = compute_leaderboard([{"model_a": "x", "model_b": "y", "winner": "model_a"}], bootstrap_rounds=rounds, seed=0)
+    axes = plots.predicted_win_probability_heatmap(board).axes[0]
+    assert np.ma.getmaskarray(axes.images[0].get_array()).all()
+    assert [text.get_text() for text in axes.texts] == ["–", "–"]  # marked, as the head-to-head table has it
+    assert "grey: too few votes to predict" in axes.get_title()
+
+
+@pytest.mark.parametrize("pairs", [1, 3, 10])
+def test_the_battle_count_colour_bar_counts_whole_battles(pairs):
+    votes = [{"model_a": "x", "model_b": "y", "winner": "model_a"}] * pairs
+    votes += [{"model_a": "y", "model_b": "z", "winner": "tie"}]
+    figure = plots.battle_count_heatmap(compute_leaderboard(votes, bootstrap_rounds=0))
+    png(figure)  # the ticks are placed as it is drawn
+    colour_bar = figure.axes[1]
+    low, high = colour_bar.get_ylim()
+    labels = [label.get_text() for label, tick in zip(colour_bar.get_yticklabels(), colour_bar.get_yticks())
+              if low <= tick <= high]
+    assert len(labels) >= 2 and all(label.isdigit() for label in labels), labels  # not 0.2, 0.4 … of a battle
+
+
 def test_small_heatmaps_are_annotated():
     pairs = [("x", "y"), ("y", "z"), ("z", "x"), ("x", "z")]
     votes = [{"model_a": a, "model_b": b, "winner": "model_a"} for a, b in pairs]

@@ -421,6 +421,30 @@ def test_a_model_with_only_wins_has_no_interval_and_outranks_nobody_but_the_rest
     assert "too few wins" not in notes  # one note for unbeaten, not two
 
 
+# A young arena's first votes: after 1 and 3 no model has an interval yet, after 10 two of the three have one.
+FIRST_VOTES = {
+    1: [vote("a", "b")],
+    3: [vote("a", "b"), vote("a", "b"), vote("b", "a")],
+    10: [vote("a", "c"), vote("c", "a"), vote("a", "c", "tie")] * 2
+    + [vote("a", "b"), vote("c", "b"), vote("b", "a", "tie"), vote("c", "b")],
+}
+
+
+@pytest.mark.parametrize("rounds", [200, 0], ids=["bootstrap", "no bootstrap"])
+@pytest.mark.parametrize("count", sorted(FIRST_VOTES))
+def test_the_ratings_predict_nothing_for_a_model_its_votes_do_not_place_yet(count, rounds):
+    """After one vote the ratings are about 1681 and 319, the ridge's: a "1.00 chance of winning" the vote cannot
+    support. Only pairs of models the votes place (those with an interval) get a prediction, bootstrap or not."""
+    votes = FIRST_VOTES[count]
+    placed = {row.model: row.ci_lower is not None for row in compute_leaderboard(votes, bootstrap_rounds=200, seed=0).rows}
+    assert sum(placed.values()) == (2 if count == 10 else 0)
+    board = compute_leaderboard(votes, bootstrap_rounds=rounds, seed=0)
+    both_placed = np.array([[placed[i] and placed[j] and i != j for j in board.models] for i in board.models])
+    predicted = board.predicted_win_probability
+    assert np.array_equal(np.isfinite(predicted), both_placed)
+    assert ((0.3 < predicted[both_placed]) & (predicted[both_placed] < 0.7)).all()  # a, c: 3 wins each, 2 ties
+
+
 def test_zero_votes_give_an_empty_leaderboard():
     for records in ([], [vote("a", "b", flagged=True)]):
         board = compute_leaderboard(records, anchor=("a", 1000.0))
