@@ -166,7 +166,8 @@ class ModelRating:
     the ridge, not its votes, would set the ends. A zero-width or ridge-made
     interval would read as a measurement. `rank` is None too when the bootstrap
     ran but measured no interval. `group` numbers the compared groups (models
-    linked by battles), 1 holding the best-rated model: ratings and ranks compare
+    linked by battles), 1 holding the best-rated model of those with an interval
+    (without a bootstrap, of those that could have one): ratings and ranks compare
     only within a group.
     """
 
@@ -357,14 +358,18 @@ def _too_few_note(models: Sequence[str], too_few: np.ndarray) -> list[str]:
             f"than {_TAIL_PERCENT:g}% of the resamples leave {them} no win or no loss): {_named(models, few)}"]
 
 
-def _listing_order(models: Sequence[str], ratings: np.ndarray, labels: np.ndarray) -> tuple[list[int], dict[int, int]]:
-    """Model indices best first within each compared group, and each group's number (1: the best-rated model's).
+def _listing_order(models: Sequence[str], ratings: np.ndarray, labels: np.ndarray,
+                   by_votes: np.ndarray) -> tuple[list[int], dict[int, int]]:
+    """Model indices best first within each compared group, and each group's number (1: that of the best-rated
+    model of those `by_votes` places; groups with none of them come last).
 
     Groups never compared with each other are listed apart: interleaved by rating, a group's models would
-    seem to outrank another's.
+    seem to outrank another's. A rating the ridge sets does not order the groups: two newcomers' first vote,
+    1681 against 319, would put them above an arena of thousands of votes.
     """
     by_rating = sorted(range(len(models)), key=lambda i: (-ratings[i], models[i]))
-    group_numbers = {label: number for number, label in enumerate(dict.fromkeys(labels[by_rating].tolist()), start=1)}
+    placed_first = sorted(by_rating, key=lambda i: not by_votes[i])  # stable: by rating within each
+    group_numbers = {label: number for number, label in enumerate(dict.fromkeys(labels[placed_first].tolist()), start=1)}
     return sorted(by_rating, key=lambda i: group_numbers[labels[i]]), group_numbers  # stable: by rating in a group
 
 
@@ -409,7 +414,7 @@ def compute_leaderboard(
         placement = placement.shifted(anchor[1] - placement.ratings[counts.models.index(anchor[0])])
     notes += comparison_notes(counts, components, bound) + _too_few_note(counts.models, placement.too_few)
 
-    order, group_numbers = _listing_order(counts.models, placement.ratings, labels)
+    order, group_numbers = _listing_order(counts.models, placement.ratings, labels, placement.by_votes)
     counts = counts.subset([counts.models[i] for i in order])
     placement, labels = placement.reordered(order), labels[order]
     battles = counts.battles

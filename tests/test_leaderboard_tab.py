@@ -70,6 +70,8 @@ def test_leaderboard_shows_imported_votes_and_moves_after_a_vote(start_arena, tm
     client.predict(api_name="/battle_vote_a")
     after = table_of(client.predict(api_name="/leaderboard"))
     assert len(after) == 22
+    # The vote's winner is rated about 1681 by the ridge, above gpt-4: its group of two is still listed second.
+    assert after[0][1] == "gpt-4" and after[0][7] == 1 and {row[1] for row in after[-2:]} == {"lark-model", "wren-model"}
     rows = {row[1]: row for row in after}
     assert rows["lark-model"][5] == 1 and rows["wren-model"][5] == 1  # one vote each
     winner, loser = (("lark-model", "wren-model") if rows["lark-model"][2] > rows["wren-model"][2]

@@ -392,6 +392,17 @@ def test_ranks_count_only_models_of_the_same_compared_group():
     assert predicted[0, 1] > 0.9 and predicted[2, 3] > 0.6
 
 
+@pytest.mark.parametrize("rounds", [200, 0], ids=["bootstrap", "no bootstrap"])
+def test_a_pair_of_newcomers_with_one_vote_is_listed_after_the_arena_whatever_their_ratings(rounds):
+    """Its ridge-set 1681 is no reason to list a group of two models and one vote above eighty votes' ranking."""
+    votes = [vote("x", "y")] * 60 + [vote("y", "x")] * 20 + [vote("new-one", "new-two")]
+    board = compute_leaderboard(votes, bootstrap_rounds=rounds, seed=0)
+    rows = {row.model: row for row in board.rows}
+    assert rows["new-one"].rating > rows["x"].rating  # what listed them first
+    assert [row.model for row in board.rows] == ["x", "y", "new-one", "new-two"]
+    assert [row.group for row in board.rows] == [1, 1, 2, 2]
+
+
 @pytest.mark.parametrize("newcomer_votes, measured", [(5, False), (30, True)])
 def test_a_newcomer_gets_an_interval_and_a_rank_only_once_its_votes_set_them(newcomer_votes, measured):
     """With 5 votes, many resamples leave it no win (or no loss): the ridge would set its interval's ends."""
