@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from arena.ui.leaderboard_tab import PLOT_DESCRIPTIONS
+from arena.ui.leaderboard_tab import PHONE_CAPTIONS, PLOT_DESCRIPTIONS
 from tests.conftest import record_announcements
 
 pytestmark = pytest.mark.browser
@@ -175,10 +175,16 @@ def test_on_a_phone_the_leaderboard_says_its_table_scrolls_sideways(start_arena,
 
 
 # Per leaderboard figure: its width as shown, its own width, the width of the box holding it and how far that
-# box scrolls sideways; and how wide the page itself is.
+# box scrolls sideways; how wide the page itself is; and the text of the caption shown just above it, if any.
 FIGURE_WIDTHS = """elemId => { const image = document.querySelector(`#${elemId} img`), box = image.parentElement;
+  const figure = document.getElementById(elemId).getBoundingClientRect();
+  const caption = [...document.querySelectorAll('.arena-phone-caption')].find(element => {
+    const { bottom, height } = element.getBoundingClientRect();
+    return height > 0 && bottom <= figure.top && bottom > figure.top - 40; });
   return {shown: image.getBoundingClientRect().width, natural: image.naturalWidth, box: box.clientWidth,
-          scrolls: box.scrollWidth, page: document.documentElement.scrollWidth}; }"""
+          scrolls: box.scrollWidth, page: document.documentElement.scrollWidth,
+          caption: caption ? caption.textContent.trim() : null,
+          unheard: caption ? caption.querySelector('[aria-hidden="true"]') !== null : null}; }"""
 
 
 def test_on_a_phone_the_leaderboard_figures_are_shown_at_their_own_size_in_boxes_that_scroll_sideways(
@@ -197,9 +203,13 @@ def test_on_a_phone_the_leaderboard_figures_are_shown_at_their_own_size_in_boxes
                 assert widths["shown"] == pytest.approx(widths["natural"], abs=1), (elem_id, widths)
                 assert widths["box"] < widths["natural"] <= widths["scrolls"] + 1, (elem_id, widths)
                 assert widths["page"] <= 390, (elem_id, widths)
-            else:  # as before: shrunk to fit its box when wider, never enlarged, nothing to scroll
+                # Its title, centred in the figure, is out of sight: a caption says what it shows (screen readers
+                # have the image's description, so they do not hear it twice).
+                assert widths["caption"] == PHONE_CAPTIONS[elem_id] and widths["unheard"] is True, (elem_id, widths)
+            else:  # as before: shrunk to fit its box when wider, never enlarged, nothing to scroll, no caption
                 assert widths["shown"] == pytest.approx(min(widths["natural"], widths["box"]), abs=1), (elem_id, widths)
                 assert widths["scrolls"] <= widths["box"], (elem_id, widths)
+                assert widths["caption"] is None, (elem_id, widths)
     assert page.locator("#leaderboard-swipe").is_visible()  # and the phone is told so
 
 

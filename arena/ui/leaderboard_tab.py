@@ -7,6 +7,7 @@ encoding four figures costs about half a second of CPU.
 
 from __future__ import annotations
 
+import html
 import threading
 import time
 
@@ -26,9 +27,14 @@ PLOT_DESCRIPTIONS = {
         f"{figure.description}; {_WHERE_THE_NUMBERS_ARE.get(figure.name, 'the head-to-head table below has the numbers')}."
     for figure in plots.FIGURES
 }
+# On phones each figure opens at its left edge, its title (centred in the figure) out of sight: a caption over it
+# says what it shows. Hidden from screen readers, which read the image's description.
+PHONE_CAPTIONS = {f"leaderboard-{figure.name}": f"{figure.kind}: {figure.shows}" for figure in plots.FIGURES}
 
 
 def _plot(elem_id: str) -> gr.Plot:
+    gr.HTML(f'<p aria-hidden="true">{html.escape(PHONE_CAPTIONS[elem_id])}</p>', padding=False,
+            elem_classes=["arena-phone-caption"])
     # arena-figure: on phones shown as drawn, in a box that scrolls sideways (see arena/ui/look.py).
     return gr.Plot(label=PLOT_DESCRIPTIONS[elem_id], show_label=False, elem_id=elem_id, elem_classes=["arena-figure"])
 
@@ -49,8 +55,10 @@ class LeaderboardTab:
         self.table = gr.Dataframe(headers=list(DISPLAY_HEADER), interactive=False, elem_id="leaderboard-table",
                                   wrap=True, max_height=2400)
         with gr.Row():
-            self.win_fraction = _plot("leaderboard-win-fraction")
-            self.predicted = _plot("leaderboard-predicted")
+            with gr.Column():  # each figure with its caption
+                self.win_fraction = _plot("leaderboard-win-fraction")
+            with gr.Column():
+                self.predicted = _plot("leaderboard-predicted")
         self.battle_counts = _plot("leaderboard-battle-counts")
         with gr.Accordion("Head to head: the heatmaps' numbers", open=False, elem_id="leaderboard-head-to-head-box"):
             self.head_to_head = gr.Dataframe(headers=list(HEAD_TO_HEAD_HEADER), interactive=False,

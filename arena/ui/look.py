@@ -58,7 +58,7 @@ button[role="tab"][aria-selected="true"]::after { background-color: #c2410c !imp
 /* Gradio's footer links are pale grey (1.9:1); they lead to its settings (language, theme). */
 footer .built-with, footer .settings { color: #52525b !important; opacity: 1 !important; }
 .dark footer .built-with, .dark footer .settings { color: #d4d4d8 !important; }
-#leaderboard-swipe { display: none !important; }
+#leaderboard-swipe, .arena-phone-caption { display: none !important; }
 .arena-visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip-path: inset(50%);
                          white-space: nowrap; }
 @media (max-width: 640px) {
@@ -78,6 +78,8 @@ footer .built-with, footer .settings { color: #52525b !important; opacity: 1 !im
      the table does: shrunk to the screen, their labels and numbers were 3 to 4 px tall. */
   .arena-figure .matplotlib { overflow-x: auto; align-items: flex-start !important; }
   .arena-figure .matplotlib img { max-width: none !important; width: auto !important; height: auto !important; }
+  .arena-phone-caption { display: block !important; font-size: 0.85rem; }
+  .arena-phone-caption .html-container { padding: 0 !important; }  /* in line with the text around it */
   #leaderboard-table *, #leaderboard-head-to-head * { font-size: 0.7rem !important; }
   #leaderboard-table th, #leaderboard-table td, #leaderboard-head-to-head th, #leaderboard-head-to-head td {
     padding: 3px 4px !important; min-width: 0 !important; }
