@@ -238,3 +238,14 @@ def test_an_ipv6_host_may_come_in_brackets():
     assert _can_listen("[::1]", port) == _can_listen("::1", port)
     assert _can_listen("127.0.0.1", port) and not _can_listen("192.0.2.1", port)  # not this machine's: refused,
     # in the one line a taken port gets (test_a_port_that_is_taken_is_one_line)
+
+
+@pytest.mark.parametrize("script", ["bogus", "after soon: echo", "after 1: ecko"])
+def test_a_misspelled_script_fails_its_model_at_start_not_mid_battle(tmp_path, script):
+    config = write_config(tmp_path, f"""
+        models:
+          - {{name: one, backend: scripted, script: echo}}
+          - {{name: typo, backend: scripted, script: "{script}"}}
+    """)
+    with pytest.raises(ModelLoadError, match=rf"model 'typo' failed to load: unknown script '{script}'"):
+        Roster(load_config(config)).load(report=lambda message: None)

@@ -40,18 +40,19 @@ class ScriptedBackend(Backend):
         """A token a word, as its answers count them."""
         return sum(len(m["content"].split()) for m in messages)
 
+    @staticmethod
+    def preflight_problem(entry: ModelEntry) -> str | None:
+        try:
+            _parsed(entry.script)
+        except GenerationError as problem:
+            return str(problem)
+        return None
+
     def stream(self, messages: list[Message], settings: GenerationSettings, cancel: threading.Event,
                group: Hashable | None = None) -> Iterator[Delta]:
-        script = (self.entry.script or "").strip()
-        if script.startswith("after "):
-            delay, _, script = script[len("after "):].partition(":")
-            try:
-                seconds = float(delay)
-            except ValueError:
-                raise GenerationError(f"unknown script {self.entry.script!r}") from None
-            if cancel.wait(seconds):
-                return
-            script = script.strip()
+        seconds, script = _parsed(self.entry.script)
+        if seconds and cancel.wait(seconds):
+            return
         if script == "hang":
             cancel.wait()
             return
@@ -64,11 +65,9 @@ class ScriptedBackend(Backend):
         elif script.startswith("replies:"):
             replies = [reply.strip() for reply in script[len("replies:"):].split("|")]
             text = replies[min(next(self._calls), len(replies) - 1)]
-        elif script == "error":
+        else:  # "error"
             yield Delta("Starting to", 2)
             raise GenerationError("the scripted model failed on purpose")
-        else:
-            raise GenerationError(f"unknown script {script!r}")
         words = text.split(" ")
         for index, word in enumerate(words[: settings.max_new_tokens]):
             if cancel.is_set():
@@ -77,3 +76,22 @@ class ScriptedBackend(Backend):
             yield Delta(word if index == 0 else " " + word, 1)
         if len(words) > settings.max_new_tokens:
             yield Delta("", 0, cut=True)
+
+
+_PLAIN_SCRIPTS = ("echo", "error", "hang", "empty")
+
+
+def _parsed(text: str | None) -> tuple[float, str]:
+    """(seconds to wait first, the script): a script models.yaml misspells fails at start, not mid-battle."""
+    script, seconds = (text or "").strip(), 0.0
+    if script.startswith("after "):
+        delay, _, script = script[len("after "):].partition(":")
+        try:
+            seconds = float(delay)
+        except ValueError:
+            raise GenerationError(f"unknown script {text!r}: 'after' needs seconds, as in 'after 2: echo'") from None
+        script = script.strip()
+    if script not in _PLAIN_SCRIPTS and not script.startswith(("reply:", "replies:")):
+        raise GenerationError(f"unknown script {text!r}: one of {', '.join(_PLAIN_SCRIPTS)}, 'reply: TEXT', "
+                              "'replies: A | B', or 'after S: SCRIPT'")
+    return seconds, script
