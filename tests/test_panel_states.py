@@ -213,8 +213,9 @@ def test_picking_one_model_twice_is_said_at_once(make_service):
     assert panel._leave(None, names[0], names[1])[status].startswith("Pick two models and compare them.")
 
 
-def test_leaving_a_battle_answering_or_unvoted_asks_first(start_arena, chromium):
-    """A reload drops the battle: phones reload tabs left in the background, so the browser asks."""
+def test_leaving_an_answered_unvoted_battle_asks_first_and_staying_keeps_it(start_arena, chromium):
+    """A reload drops the battle, so the browser asks. Not mid-answer: Gradio's page closes its connection on
+    the same event whatever the volunteer chooses, and a page told to stay would be stuck."""
     arena = start_arena(SLOW_ECHO)
 
     def leaving_asks(page) -> bool:
@@ -243,7 +244,10 @@ def test_leaving_a_battle_answering_or_unvoted_asks_first(start_arena, chromium)
         if moment == "voted":
             page.locator("#battle-vote-a").click()
             page.locator("#battle-status").get_by_text("your vote is recorded").wait_for(timeout=15_000)
-        assert leaving_asks(page) == (moment != "voted"), moment
+        assert leaving_asks(page) == (moment == "answered"), moment
+        if moment == "answered":  # stayed: the battle is still there to vote on
+            page.locator("#battle-vote-a").click()
+            page.locator("#battle-status").get_by_text("your vote is recorded").wait_for(timeout=15_000)
     context.close()
 
 
@@ -260,10 +264,13 @@ def test_long_answers_are_shown_from_their_newest_prompt_once_both_are_in(start_
     page = browser_page
     offsets = """() => [...document.querySelectorAll('#battle-chat-a [role="log"], #battle-chat-b [role="log"]')].map(log => {
         const asked = log.querySelectorAll('.user-row');
-        return [Math.round(asked[asked.length - 1].getBoundingClientRect().top - log.getBoundingClientRect().top),
+        const box = asked[asked.length - 1].getBoundingClientRect(), top = log.getBoundingClientRect().top;
+        // a long prompt's last lines in the window's top third, the answer's start below them
+        return [Math.round(Math.max(box.top - top, box.bottom - top - log.clientHeight / 3)),
                 log.scrollHeight > log.clientHeight + 200];
     })"""
-    for turn, prompt in enumerate(("First question", "A follow-up"), start=1):
+    long_prompt = "\n".join(f"Point {n} of a long question." for n in range(40))  # taller than the chat's window
+    for turn, prompt in enumerate(("First question", "A follow-up", long_prompt), start=1):
         if turn == 1:
             open_and_ask(page, arena.url, prompt)
         else:

@@ -70,9 +70,13 @@
         prompted[id] = asked.length;
         const row = rising[id] && asked[rising[id] - 1];
         if (!row) continue;
-        const below = row.getBoundingClientRect().top - log.getBoundingClientRect().top;
-        if (below > 1) log.scrollTop += below;
-        if (row.getBoundingClientRect().top - log.getBoundingClientRect().top <= 1) delete rising[id];
+        // The prompt's top at the window's, or, for a long prompt, its last lines in the top third, the answer below.
+        const place = () => {
+          const box = row.getBoundingClientRect(), top = log.getBoundingClientRect().top;
+          return Math.max(box.top - top, box.bottom - top - log.clientHeight / 3);
+        };
+        if (place() > 1) log.scrollTop += place();
+        if (place() <= 1) delete rising[id];
       }
     }
     // Answers stream a token at a time: read live, each would be re-read from its start on every token.
@@ -110,14 +114,14 @@
       if (refocus && !touch) document.querySelector(`#${panel.prompt} textarea`)?.focus();
     }, 100);
   };
-  // Leaving the page (reload, close, a link) drops a battle still answering or answered and unvoted, and
-  // phones reload tabs left in the background: the browser asks first.
+  // Leaving the page (reload, close, a link) drops a battle answered and not yet voted on: the browser asks
+  // first. Not while it is answering: Gradio's own page closes its connection on this same event, whatever
+  // the volunteer then chooses, which ends the answering battle; asked to stay, the page would be stuck.
   window.addEventListener("beforeunload", (event) => {
-    const open = panels.some((panel) => {
-      const vote = document.getElementById(panel.vote), prompt = document.querySelector(`#${panel.prompt} textarea`);
-      return (vote && !vote.disabled) || (prompt && prompt.disabled);  // answered and unvoted, or answering
-    });
-    if (open) { event.preventDefault(); event.returnValue = ""; }
+    if (panels.some((panel) => { const vote = document.getElementById(panel.vote); return vote && !vote.disabled; })) {
+      event.preventDefault();
+      event.returnValue = "";
+    }
   });
   // Choosing a model with Enter closes the list and drops the keyboard focus on the page itself (Gradio
   // blurs the box); it goes on to the prompt, the next step, instead of back to the top of the page.
