@@ -94,6 +94,7 @@ def test_new_round_stops_a_battle_mid_answer_but_the_pickers_wait(start_arena, b
         page.locator(f"#{key}-prompt textarea").press("Enter")
         page.wait_for_function(f"!document.querySelector('#{key}-vote-a').disabled", timeout=30_000)
         assert all(page.locator(selector).is_disabled() for selector in pickers)
+        assert "To pick other models, vote or start a new round." in page.locator(f"#{key}-status").inner_text()
         page.locator(f"#{key}-vote-b").click()
         page.locator(f"#{key}-status").get_by_text("You chose: B is better.").wait_for(timeout=15_000)
         assert all(page.locator(selector).is_enabled() for selector in pickers)

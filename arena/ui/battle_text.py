@@ -42,6 +42,8 @@ def status_line(view: BattleView) -> str:
     if view.failed:
         return f"{_sides(view.failed_sides)} could not answer. This battle ended and is not counted. {NEW_ROUND}"
     status = "Both answers are in. Which is better? Vote, or ask a follow-up question to both."
+    if view.names:  # side by side, before the vote: the pickers wait, and say why here
+        status += " To pick other models, vote or start a new round."
     if len(view.cut_sides) == 2:
         status += " (Both answers were cut at the length limit, so they may end mid-sentence.)"
     elif view.cut_sides:
