@@ -51,7 +51,7 @@ class DuelPanel:
         labels = _chat_labels({side: picker.value for side, picker in zip(SIDES, self.pickers)} or None)
         with gr.Row():
             self.chats = {
-                # autoscroll off: the page's script brings each new prompt to the top (arena/ui/look.py).
+                # autoscroll off: the page's script brings each new prompt to the top (arena/ui/page.js).
                 side: gr.Chatbot(label=labels[side], height=420, feedback_options=None, buttons=["copy"], autoscroll=False,
                                  sanitize_html=True, render_markdown=True, elem_id=f"{self.key}-chat-{side}",
                                  elem_classes=["arena-chat"])
@@ -103,7 +103,7 @@ class DuelPanel:
                                        api_name=f"{self.key}_new_round", api_visibility="undocumented", queue=False)
         for picker in self.pickers:  # another pair means another battle
             picker.change(self._leave, [self.battle_id, *self.pickers], self._outputs, api_visibility="private")
-        # The page's script (arena/ui/look.py) then reads out a status the event left as it was (the same
+        # The page's script (arena/ui/page.js) then reads out a status the event left as it was (the same
         # refusal twice), and gives the prompt box back the keyboard focus it lost while disabled.
         for event in (asking, regenerating, *self.vote_events):
             event.then(None, js=f"() => window.arenaEventDone?.('{self.key}', true)", queue=False, api_visibility="private")

@@ -35,7 +35,7 @@ PHONE_CAPTIONS = {f"leaderboard-{figure.name}": f"{figure.kind}: {figure.shows}"
 def _plot(elem_id: str) -> gr.Plot:
     gr.HTML(f'<p aria-hidden="true">{html.escape(PHONE_CAPTIONS[elem_id])}</p>', padding=False,
             elem_classes=["arena-phone-caption"])
-    # arena-figure: on phones shown as drawn, in a box that scrolls sideways (see arena/ui/look.py).
+    # arena-figure: on phones shown as drawn, in a box that scrolls sideways (see arena/ui/page.css).
     return gr.Plot(label=PLOT_DESCRIPTIONS[elem_id], show_label=False, elem_id=elem_id, elem_classes=["arena-figure"])
 
 
@@ -48,7 +48,7 @@ class LeaderboardTab:
     def build(self) -> None:
         # The figures carry their own titles: Gradio's label chips would cover them.
         self.summary = gr.Markdown(elem_id="leaderboard-summary")
-        # Shown on phones only (see arena/ui/look.py), where the figures and the table are wider than the screen.
+        # Shown on phones only (see arena/ui/page.css), where the figures and the table are wider than the screen.
         gr.Markdown("Swipe the figures and the table sideways to see the rest of them.", elem_id="leaderboard-swipe")
         self.ratings_plot = _plot("leaderboard-ratings")
         # Tall enough for every row of a typical arena: a table scrolling inside the page hides its last models.
