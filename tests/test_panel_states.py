@@ -12,7 +12,6 @@ import sqlite3
 import time
 
 import pytest
-from playwright.sync_api import Error as PlaywrightError
 
 from tests.conftest import open_and_ask, wait_until
 
@@ -212,44 +211,6 @@ def test_picking_one_model_twice_is_said_at_once(make_service):
     status = panel._outputs.index(panel.status)
     assert panel._leave(None, names[0], names[0])[status] == "⚠️ Pick two different models."
     assert panel._leave(None, names[0], names[1])[status].startswith("Pick two models and compare them.")
-
-
-def test_leaving_an_answered_unvoted_battle_asks_first_and_staying_keeps_it(start_arena, chromium):
-    """A reload drops the battle, so the browser asks. Not mid-answer: Gradio's page closes its connection on
-    the same event whatever the volunteer chooses, and a page told to stay would be stuck."""
-    arena = start_arena(SLOW_ECHO)
-
-    def leaving_asks(page) -> bool:
-        try:
-            with page.expect_event("dialog", timeout=5_000) as asked:
-                page.close(run_before_unload=True)
-        except PlaywrightError:  # closed without asking
-            assert page.is_closed()
-            return False
-        kind = asked.value.type
-        asked.value.dismiss()  # stay
-        return kind == "beforeunload" and not page.is_closed()
-
-    context = chromium.new_context()
-    page = context.new_page()
-    page.goto(arena.url)
-    page.locator("#battle-prompt textarea").wait_for()
-    assert not leaving_asks(page)  # nothing to lose yet
-    for moment in ("answering", "answered", "voted"):
-        page = context.new_page()
-        open_and_ask(page, arena.url, LONG_PROMPT if moment == "answering" else "Hello there")
-        if moment == "answering":
-            page.wait_for_function("document.querySelector('#battle-chat-a').innerText.includes('word5')", timeout=15_000)
-        else:
-            page.wait_for_function("!document.querySelector('#battle-vote-a').disabled", timeout=30_000)
-        if moment == "voted":
-            page.locator("#battle-vote-a").click()
-            page.locator("#battle-status").get_by_text("your vote is recorded").wait_for(timeout=15_000)
-        assert leaving_asks(page) == (moment == "answered"), moment
-        if moment == "answered":  # stayed: the battle is still there to vote on
-            page.locator("#battle-vote-a").click()
-            page.locator("#battle-status").get_by_text("your vote is recorded").wait_for(timeout=15_000)
-    context.close()
 
 
 def test_long_answers_are_shown_from_their_newest_prompt_once_both_are_in(start_arena, browser_page):

@@ -114,7 +114,6 @@ class DuelPanel:
         """The element ids the page's script works with (see `arena.ui.look.page_script`)."""
         return {"key": self.key, "status": self.status.elem_id, "prompt": self.prompt.elem_id,
                 "chat": self.chats["a"].elem_id, "chats": [chat.elem_id for chat in self.chats.values()],
-                "vote": self.vote_buttons[0].elem_id,
                 "pickers": [picker.elem_id for picker in self.pickers]}
 
     # --- handlers -------------------------------------------------------------

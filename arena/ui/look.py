@@ -48,7 +48,7 @@ def page_script(panels: list[Mapping], plot_descriptions: Mapping[str, str]) -> 
     """The page's script (Gradio runs it once the page is drawn): announcements, quiet streams, plot descriptions.
 
     `panels`: each duel panel's key and the element ids of its status line, prompt, chats (also the first
-    alone), first vote button and pickers.
+    alone) and pickers.
     """
     return (_SCRIPT.replace("__PANELS__", json.dumps(list(panels)))
             .replace("__PLOT_DESCRIPTIONS__", json.dumps(dict(plot_descriptions))))

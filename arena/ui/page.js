@@ -114,15 +114,6 @@
       if (refocus && !touch) document.querySelector(`#${panel.prompt} textarea`)?.focus();
     }, 100);
   };
-  // Leaving the page (reload, close, a link) drops a battle answered and not yet voted on: the browser asks
-  // first. Not while it is answering: Gradio's own page closes its connection on this same event, whatever
-  // the volunteer then chooses, which ends the answering battle; asked to stay, the page would be stuck.
-  window.addEventListener("beforeunload", (event) => {
-    if (panels.some((panel) => { const vote = document.getElementById(panel.vote); return vote && !vote.disabled; })) {
-      event.preventDefault();
-      event.returnValue = "";
-    }
-  });
   // Choosing a model with Enter closes the list and drops the keyboard focus on the page itself (Gradio
   // blurs the box); it goes on to the prompt, the next step, instead of back to the top of the page.
   document.addEventListener("keydown", (event) => {
