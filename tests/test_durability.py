@@ -74,15 +74,21 @@ def test_sigterm_stops_cleanly_with_every_vote_in_the_database_file(tmp_path):
     """systemd and `docker stop` send SIGTERM: the votes must end up in arena.db itself, so a copy of that
     one file (the obvious backup) holds them, not in a write-ahead log left beside it."""
     arena = RunningArena(write_config(tmp_path, FAST_MODELS), tmp_path / "arena.db")
+    assert vote_then_stop(arena, signal.SIGTERM) == 0
+
+
+def vote_then_stop(arena: RunningArena, stop: signal.Signals) -> int:
+    """One battle voted on, then `stop`: the exit code, once the vote is seen in a copy of arena.db alone."""
     client = Client(arena.url, verbose=False)
     client.submit("kept", api_name="/battle_ask").result()
     assert "your vote is recorded" in json.dumps(client.predict(api_name="/battle_vote_a"))
-    arena.process.send_signal(signal.SIGTERM)
-    assert arena.process.wait(30) == 0
-    assert not arena.db.with_name("arena.db-wal").exists()
-    backup = shutil.copy(arena.db, tmp_path / "backup.db")
+    arena.process.send_signal(stop)
+    code = arena.process.wait(30)
+    assert not arena.db.with_name(arena.db.name + "-wal").exists()
+    backup = shutil.copy(arena.db, arena.db.with_name("backup.db"))
     with sqlite3.connect(backup) as connection:
         assert connection.execute("select count(*) from votes").fetchone() == (1,)
+    return code
 
 
 def test_a_second_interrupt_while_stopping_still_folds_the_votes_into_the_file(tmp_path):
@@ -98,12 +104,5 @@ def test_a_second_interrupt_while_stopping_still_folds_the_votes_into_the_file(t
         "def interrupted(self):\n    raise KeyboardInterrupt\n"
         "arena.roster.Roster.close = interrupted\n")
     arena = RunningArena(write_config(tmp_path, FAST_MODELS), tmp_path / "arena.db", env={"PYTHONPATH": str(hook)})
-    client = Client(arena.url, verbose=False)
-    client.submit("kept", api_name="/battle_ask").result()
-    assert "your vote is recorded" in json.dumps(client.predict(api_name="/battle_vote_a"))
-    arena.process.send_signal(signal.SIGINT)
-    assert arena.process.wait(30) == 130
-    assert not arena.db.with_name("arena.db-wal").exists()
-    with sqlite3.connect(arena.db) as connection:
-        assert connection.execute("select count(*) from votes").fetchone() == (1,)
+    assert vote_then_stop(arena, signal.SIGINT) == 130
     assert "Traceback" not in "".join(arena.output)
