@@ -88,9 +88,10 @@ class Roster:
             groups.setdefault((entry.backend, backend_class(entry).sharing_key(entry)), []).append(entry)
         # Quick checks first (remote endpoints): their failures show before the weights load.
         ordered = sorted(groups.values(), key=lambda entries: not backend_class(entries[0]).loads_quickly)
+        loaded = 0  # weights that serve at least one entry: a failure is not counted as loaded
         for index, entries in enumerate(ordered, start=1):
             names = ", ".join(e.name for e in entries)
-            self.loading_stage = f"{index - 1} of {len(groups)} loaded"
+            self.loading_stage = f"{loaded} of {len(groups)} loaded"
             report(f"[{index}/{len(groups)}] {names}")
             started = time.monotonic()
             backend = backend_class(entries[0])(entries[0], cache_dir=self.cache_dir)
@@ -106,7 +107,9 @@ class Roster:
                     self._give_up([entry], ValueError(problem), report)
                 else:
                     self.contestants[entry.name] = Contestant(entry, backend)
-            if not any(self.contestants.get(entry.name) for entry in entries):
+            if any(self.contestants.get(entry.name) for entry in entries):
+                loaded += 1
+            else:
                 backend.close()  # nobody serves on these weights: free them
         if len(self.contestants) < 2:
             raise _too_few_models(list(self.contestants), self.failures)

@@ -127,7 +127,9 @@ class ArenaService:
         client_id = self.store.client_id(address)
         prompt = self.book.check_prompt(prompt)
         if not self.ready:
-            raise RuleViolation(self.loading_message())
+            # No count here: the banner above keeps counting, a refusal would stay as it was said.
+            raise RuleViolation("The models are still loading: you can send your prompt once the banner above "
+                                "is gone.")
         battle = self._continuing_battle(battle_id, client_id, mode, chosen)
         tokens = self._check_length(prompt, battle, chosen)
         charge = self.prompt_tokens.check_and_count(address, tokens)

@@ -51,6 +51,21 @@ def test_disable_policy_serves_the_rest(broken_config):
     assert roster.ready.is_set()
 
 
+def test_the_loading_count_volunteers_see_leaves_out_a_model_that_failed(tmp_path):
+    port = free_port()  # nothing listens there: the remote model fails to load, first (remote checks go first)
+    roster = Roster(load_config(write_config(tmp_path, f"""
+        settings: {{on_load_failure: disable}}
+        models:
+          - {{name: far-away, backend: openai, base_url: "http://127.0.0.1:{port}/v1", model: m}}
+          - {{name: fine-one, backend: scripted, script: echo}}
+          - {{name: fine-two, backend: scripted, script: echo}}
+    """)))
+    stages = []
+    roster.load(report=lambda message: stages.append(roster.loading_stage) if message.startswith("[") else None)
+    assert stages == ["0 of 3 loaded", "0 of 3 loaded", "1 of 3 loaded"] and "far-away" in roster.failures
+    assert roster.loading_stage == "ready"
+
+
 def test_serve_exits_with_the_model_name(broken_config, tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "arena", "serve", "--config", str(broken_config("stop")), "--db", str(tmp_path / "a.db"),

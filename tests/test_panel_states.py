@@ -47,6 +47,7 @@ def test_while_the_models_load_send_waits_and_a_prompt_sent_early_is_told_why(st
         status.get_by_text("still loading").wait_for(timeout=5_000)
         time.sleep(4.5)  # two polls for loading news
         assert "still loading" in status.inner_text() and prompt.input_value() == "Too early"
+        assert "loaded" not in status.inner_text()  # the banner counts; a refusal said once would fall behind
         page.wait_for_function("!document.querySelector('#battle-send').disabled", timeout=30_000)
         assert status.inner_text().startswith("Ask anything") and banner.inner_text().strip() == ""
 
