@@ -173,13 +173,31 @@ class RunningArena:
         return True
 
     def stop(self) -> None:
+        self.stop_later()
+        _reap(self.process)
+
+    def stop_later(self) -> None:
+        """Ask it to stop and go on: a server that served a gradio_client takes about 6 s to (Gradio waits up to
+        5 s for the client's open event stream), time a test that is over need not wait. Reaped at the end."""
         if self.process.poll() is None:
             self.process.terminate()
-            try:
-                self.process.wait(20)
-            except Exception:
-                self.process.kill()
-                self.process.wait()
+            _STOPPING.append(self.process)
+
+
+_STOPPING: list = []  # servers told to stop, not yet waited for
+
+
+def _reap(process) -> None:
+    try:
+        process.wait(20)
+    except Exception:
+        process.kill()
+        process.wait()
+
+
+def pytest_sessionfinish():
+    for process in _STOPPING:
+        _reap(process)
 
 
 @pytest.fixture
@@ -195,7 +213,21 @@ def start_arena(tmp_path):
 
     yield start
     for arena in arenas:
-        arena.stop()
+        arena.stop_later()
+
+
+@pytest.fixture(scope="module")
+def shared_arena(request, tmp_path_factory):
+    """One server for a whole file, on the config its module names SHARED_ARENA.
+
+    For tests that only need an arena to look at, not a fresh one: starting a server costs about 5 s
+    (importing Gradio), a dozen of them a minute of the suite. Tests that count battles, rate limits or
+    rows in the database keep `start_arena`.
+    """
+    directory = tmp_path_factory.mktemp("shared-arena")
+    arena = RunningArena(write_config(directory, request.module.SHARED_ARENA), directory / "arena.db")
+    yield arena
+    arena.stop_later()
 
 
 BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]

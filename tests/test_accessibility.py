@@ -9,7 +9,7 @@ from tests.conftest import record_announcements
 
 pytestmark = pytest.mark.browser
 
-MODELS = """
+SHARED_ARENA = """
     settings: {sampling: uniform, limits: {battles_per_hour: 1000}}
     models:
       - {name: echo-one, backend: scripted, script: echo}
@@ -52,10 +52,9 @@ def chat_names(page) -> list[tuple[str | None, str | None]]:
                              .map(log => [log.getAttribute('aria-live'), log.getAttribute('aria-label')])""")
 
 
-def test_a_screen_reader_hears_the_status_not_the_stream_and_no_name_before_the_vote(start_arena, browser_page):
-    arena = start_arena(MODELS)
+def test_a_screen_reader_hears_the_status_not_the_stream_and_no_name_before_the_vote(shared_arena, browser_page):
     page = browser_page
-    page.goto(arena.url)
+    page.goto(shared_arena.url)
     prompt = page.get_by_role("textbox", name="Prompt")  # not just "Textbox"
     prompt.wait_for()
     page.wait_for_function("document.querySelector('#battle-status').innerText.includes('Ask anything')", timeout=15_000)
@@ -88,10 +87,9 @@ def test_a_screen_reader_hears_the_status_not_the_stream_and_no_name_before_the_
     assert {label_a.removeprefix("Model A: "), label_b.removeprefix("Model B: ")} == set(NAMES)
 
 
-def test_the_leaderboard_plots_are_described(start_arena, browser_page):
-    arena = start_arena(MODELS)
+def test_the_leaderboard_plots_are_described(shared_arena, browser_page):
     page = browser_page
-    page.goto(arena.url)
+    page.goto(shared_arena.url)
     page.get_by_role("tab", name="Leaderboard").click()
     for elem_id, description in PLOT_DESCRIPTIONS.items():
         image = page.locator(f"#{elem_id} img")
@@ -100,11 +98,10 @@ def test_the_leaderboard_plots_are_described(start_arena, browser_page):
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_text_and_the_prompts_focus_are_readable(start_arena, browser_page, scheme):
-    arena = start_arena(MODELS)
+def test_text_and_the_prompts_focus_are_readable(shared_arena, browser_page, scheme):
     page = browser_page
     page.emulate_media(color_scheme=scheme)
-    page.goto(arena.url)
+    page.goto(shared_arena.url)
     prompt = page.locator("#battle-prompt textarea")
     prompt.wait_for()
     text = {  # selector, pseudo-element, colour property
@@ -129,8 +126,8 @@ def font_size(page, selector: str) -> float:
 
 
 def test_on_a_phone_the_pickers_show_whole_names_tabs_are_big_enough_to_tap_and_prompts_do_not_zoom(
-        start_arena, browser_page):
-    page = on_a_phone(browser_page, start_arena(MODELS).url)
+        shared_arena, browser_page):
+    page = on_a_phone(browser_page, shared_arena.url)
     page.locator("#battle-prompt textarea").wait_for()
     # iOS Safari zooms the page into a text field whose text is under 16 px when it gets the focus.
     assert font_size(page, "#battle-prompt textarea") >= 16
@@ -144,10 +141,9 @@ def test_on_a_phone_the_pickers_show_whole_names_tabs_are_big_enough_to_tap_and_
     assert heights and min(heights) >= 44
 
 
-def test_choosing_a_model_by_keyboard_shows_where_the_arrows_are_and_goes_on_to_the_prompt(start_arena, browser_page):
-    arena = start_arena(MODELS)
+def test_choosing_a_model_by_keyboard_shows_where_the_arrows_are_and_goes_on_to_the_prompt(shared_arena, browser_page):
     page = browser_page
-    page.goto(arena.url)
+    page.goto(shared_arena.url)
     page.get_by_role("tab", name="Side by side").click()
     picker = page.locator("#named-pick-a input")
     picker.wait_for()
@@ -163,10 +159,9 @@ def test_choosing_a_model_by_keyboard_shows_where_the_arrows_are_and_goes_on_to_
                            timeout=5_000)
 
 
-def test_on_a_phone_the_leaderboard_says_its_table_scrolls_sideways(start_arena, browser_page):
-    arena = start_arena(MODELS)
-    for page, phone in ((browser_page, False), (on_a_phone(browser_page, arena.url), True)):
-        page.goto(arena.url)
+def test_on_a_phone_the_leaderboard_says_its_table_scrolls_sideways(shared_arena, browser_page):
+    for page, phone in ((browser_page, False), (on_a_phone(browser_page, shared_arena.url), True)):
+        page.goto(shared_arena.url)
         page.get_by_role("tab", name="Leaderboard").click()
         table = page.locator("#leaderboard-table table")
         table.wait_for()
@@ -188,11 +183,10 @@ FIGURE_WIDTHS = """elemId => { const image = document.querySelector(`#${elemId} 
 
 
 def test_on_a_phone_the_leaderboard_figures_are_shown_at_their_own_size_in_boxes_that_scroll_sideways(
-        start_arena, browser_page):
+        shared_arena, browser_page):
     """Shrunk to a phone's width (0.36 times), the figures' labels and numbers were 3 to 4 px tall."""
-    arena = start_arena(MODELS)
-    for page, phone in ((browser_page, False), (on_a_phone(browser_page, arena.url), True)):
-        page.goto(arena.url)
+    for page, phone in ((browser_page, False), (on_a_phone(browser_page, shared_arena.url), True)):
+        page.goto(shared_arena.url)
         page.get_by_role("tab", name="Leaderboard").click()
         for elem_id in PLOT_DESCRIPTIONS:
             page.locator(f"#{elem_id} img").wait_for(timeout=15_000)
@@ -220,9 +214,9 @@ TABLE_HEADERS = """selector => [...document.querySelectorAll(`${selector} th .he
   return [header.textContent.trim(), parseFloat(getComputedStyle(header).fontSize), text.getClientRects().length]; })"""
 
 
-def test_on_a_phone_both_leaderboard_tables_have_small_text_and_headers_on_one_line(start_arena, browser_page):
+def test_on_a_phone_both_leaderboard_tables_have_small_text_and_headers_on_one_line(shared_arena, browser_page):
     """Not "Ba/tt/le/s" down a narrow column in full-size text: the head-to-head table as the leaderboard's."""
-    page = on_a_phone(browser_page, start_arena(MODELS).url)
+    page = on_a_phone(browser_page, shared_arena.url)
     page.get_by_role("tab", name="Leaderboard").click()
     page.get_by_text("Head to head: the heatmaps' numbers").click()
     for table in ("#leaderboard-table", "#leaderboard-head-to-head"):
@@ -232,9 +226,9 @@ def test_on_a_phone_both_leaderboard_tables_have_small_text_and_headers_on_one_l
         assert all(size <= 0.7 * 16 and lines == 1 for _, size, lines in headers), (table, headers)
 
 
-def test_on_a_phone_a_long_answer_is_shown_whole_from_its_start(start_arena, browser_page):
+def test_on_a_phone_a_long_answer_is_shown_whole_from_its_start(shared_arena, browser_page):
     """Read in a fixed window, a phone showed three lines of each answer, scrolled to its end."""
-    page = on_a_phone(browser_page, start_arena(MODELS).url)
+    page = on_a_phone(browser_page, shared_arena.url)
     prompt = page.locator("#battle-prompt textarea")
     prompt.wait_for()
     box = prompt.bounding_box()
@@ -250,9 +244,9 @@ def test_on_a_phone_a_long_answer_is_shown_whole_from_its_start(start_arena, bro
     assert page.evaluate("window.scrollY") == 0  # the page stays where the volunteer starts reading
 
 
-def test_on_a_phone_a_follow_up_is_shown_from_its_prompt(start_arena, browser_page):
+def test_on_a_phone_a_follow_up_is_shown_from_its_prompt(shared_arena, browser_page):
     """Answers as long as their text make a long page: a follow-up's answers start where its prompt is."""
-    page = on_a_phone(browser_page, start_arena(MODELS).url)
+    page = on_a_phone(browser_page, shared_arena.url)
     prompt = page.locator("#battle-prompt textarea")
     prompt.wait_for()
     for turn in range(2):

@@ -18,7 +18,7 @@ from tests.conftest import open_and_ask, wait_until
 pytestmark = pytest.mark.browser
 
 # `echo` repeats the prompt a word every 10 ms: a 300-word prompt streams for about 3 s.
-SLOW_ECHO = """
+SLOW_ECHO = SHARED_ARENA = """
     settings: {sampling: uniform, limits: {max_prompt_chars: 4000}}
     models:
       - {name: echo-one, backend: scripted, script: echo}
@@ -52,10 +52,9 @@ def test_while_the_models_load_send_waits_and_a_prompt_sent_early_is_told_why(st
         assert status.inner_text().startswith("Ask anything") and banner.inner_text().strip() == ""
 
 
-def test_a_page_opened_after_loading_shows_the_intro_not_the_loading_notice(start_arena, browser_page):
-    arena = start_arena(SLOW_ECHO)
+def test_a_page_opened_after_loading_shows_the_intro_not_the_loading_notice(shared_arena, browser_page):
     page = browser_page
-    page.goto(arena.url)
+    page.goto(shared_arena.url)
     status = page.locator("#battle-status")
     status.wait_for()
     page.wait_for_function("document.querySelector('#battle-status').innerText.includes('Ask anything')",
@@ -67,11 +66,10 @@ def test_a_page_opened_after_loading_shows_the_intro_not_the_loading_notice(star
     (None, "battle", []),
     ("Side by side", "named", ["#named-pick-a input", "#named-pick-b input"]),
 ])
-def test_new_round_stops_a_battle_mid_answer_but_the_pickers_wait(start_arena, browser_page, tab, key, pickers):
+def test_new_round_stops_a_battle_mid_answer_but_the_pickers_wait(shared_arena, browser_page, tab, key, pickers):
     """A slow or stalled model must not hold the page until its timeout; a new pair mid-answer is not offered."""
-    arena = start_arena(SLOW_ECHO)
     page = browser_page
-    open_and_ask(page, arena.url, LONG_PROMPT, key, tab)
+    open_and_ask(page, shared_arena.url, LONG_PROMPT, key, tab)
     page.wait_for_function(f"document.querySelector('#{key}-chat-a').innerText.includes('word5')", timeout=15_000)
     assert page.locator(f"#{key}-vote-a").is_disabled()  # still streaming
     for selector in pickers:
@@ -86,9 +84,10 @@ def test_new_round_stops_a_battle_mid_answer_but_the_pickers_wait(start_arena, b
     assert page.locator(f"#{key}-prompt textarea").input_value() == LONG_PROMPT  # given back, to send again
     for selector in pickers:
         assert page.locator(selector).is_enabled(), selector
-    with sqlite3.connect(arena.db) as db:
-        rows = db.execute("select status, failure from battles").fetchall()
-    assert len(rows) == 1 and rows[0][0] == "abandoned" and rows[0][1].startswith("left by the volunteer while answering")
+    with sqlite3.connect(shared_arena.db) as db:
+        # The server is the file's shared one: this test's battle is the latest.
+        status, failure = db.execute("select status, failure from battles order by rowid desc limit 1").fetchone()
+    assert status == "abandoned" and failure.startswith("left by the volunteer while answering")
     if pickers:  # answered and unvoted, the pair stays until the vote or New round
         page.locator(f"#{key}-prompt textarea").fill("Hello there")
         page.locator(f"#{key}-prompt textarea").press("Enter")
@@ -118,10 +117,9 @@ def test_new_round_waits_while_a_sent_prompt_has_no_battle_yet(start_arena, brow
     assert second.locator("#battle-new-round").is_enabled()  # nothing is starting: New round is not left waiting
 
 
-def test_side_by_side_panels_are_labelled_with_the_picked_models(start_arena, browser_page):
-    arena = start_arena(SLOW_ECHO)
+def test_side_by_side_panels_are_labelled_with_the_picked_models(shared_arena, browser_page):
     page = browser_page
-    page.goto(arena.url)
+    page.goto(shared_arena.url)
     page.get_by_role("tab", name="Side by side").click()
     picked = page.locator("#named-pick-a input").input_value(), page.locator("#named-pick-b input").input_value()
     # labelled from the start, not only once a pick changes
@@ -145,12 +143,11 @@ setInterval(() => {
 """
 
 
-def test_an_answer_keeps_its_status_and_gives_the_keyboard_back(start_arena, browser_page):
+def test_an_answer_keeps_its_status_and_gives_the_keyboard_back(shared_arena, browser_page):
     """Asked within the first seconds of a page load, when the page polled for loading news and overwrote it."""
-    arena = start_arena(SLOW_ECHO)
     page = browser_page
     page.add_init_script(TRACE_PROMPT_VALUES)
-    open_and_ask(page, arena.url, "Hello there")
+    open_and_ask(page, shared_arena.url, "Hello there")
     page.wait_for_function("!document.querySelector('#battle-vote-a').disabled", timeout=30_000)
     time.sleep(3)
     assert page.locator("#battle-status").inner_text().startswith("Both answers are in")
@@ -166,11 +163,10 @@ def test_an_answer_keeps_its_status_and_gives_the_keyboard_back(start_arena, bro
                            timeout=15_000)
 
 
-def test_on_a_phone_the_prompt_is_on_the_first_screen(start_arena, browser_page):
-    arena = start_arena(SLOW_ECHO)
+def test_on_a_phone_the_prompt_is_on_the_first_screen(shared_arena, browser_page):
     page = browser_page
     page.set_viewport_size({"width": 390, "height": 844})
-    page.goto(arena.url)
+    page.goto(shared_arena.url)
     prompt = page.locator("#battle-prompt textarea")
     prompt.wait_for()
     box = prompt.bounding_box()
