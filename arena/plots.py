@@ -51,7 +51,8 @@ def _no_votes(title: str) -> Figure:
 
 
 def ratings_with_intervals(leaderboard: Leaderboard) -> Figure:
-    """Each model's rating with its 95% interval, best at the top; a hollow dot where none was measured."""
+    """Each model's rating with its 95% interval, best at the top; a hollow dot where none was measured, or
+    an arrow at the edge, with the rating written, when that is far beyond the intervals (`_rating_axis`)."""
     title = "Model ratings with 95% confidence intervals"
     if not leaderboard.rows:
         return _no_votes(title)
@@ -71,10 +72,24 @@ def ratings_with_intervals(leaderboard: Leaderboard) -> Figure:
     axes.errorbar(ratings[measured], positions[measured],
                   xerr=np.clip([ratings[measured] - lower[measured], upper[measured] - ratings[measured]], 0, None),
                   fmt="o", color="tab:blue", ecolor="tab:gray", elinewidth=1.5, capsize=3, markersize=5)
-    if unmeasured.any():
-        axes.plot(ratings[unmeasured], positions[unmeasured], "o", color="tab:blue", markerfacecolor="white",
+    (low, high), pad = _rating_axis(ratings, lower, upper)
+    inside = unmeasured & (ratings >= low) & (ratings <= high)
+    if inside.any():
+        axes.plot(ratings[inside], positions[inside], "o", color="tab:blue", markerfacecolor="white",
                   markersize=5, label="no interval (too few votes, or only wins or losses)")
-        axes.legend(loc="lower right", fontsize=8)
+    off_scale = "no interval, off the scale (its rating beside it)"
+    for off, edge, marker, align in ((ratings < low, low - pad / 2, "<", "left"), (ratings > high, high + pad / 2, ">", "right")):
+        if not off.any():
+            continue
+        axes.plot(np.full(off.sum(), edge), positions[off], marker, color="tab:blue", markerfacecolor="white",
+                  markersize=6, label=off_scale)
+        off_scale = None  # one legend entry for both edges
+        for rating, position in zip(ratings[off], positions[off]):
+            axes.annotate(f"{rating:.0f}", (edge, position), xytext=(7 if align == "left" else -7, 0),
+                          textcoords="offset points", ha=align, va="center", fontsize=8, color="tab:blue")
+    if unmeasured.any():  # below the plot: inside it, it could hide a model's row
+        figure.legend(loc="outside lower center", fontsize=8, ncols=2, frameon=False)
+    axes.set_xlim(low - pad, high + pad)
     axes.set_yticks(positions, [f"{_label(row.model)} (no rank)" if row.rank is None else f"{row.rank}. {_label(row.model)}"
                                 for row in rows],
                     fontsize=9, **_AS_WRITTEN)
@@ -83,6 +98,25 @@ def ratings_with_intervals(leaderboard: Leaderboard) -> Figure:
     axes.set_xlabel("Rating (Elo scale; +400 points = 10:1 odds of winning)")
     axes.set_title(title)
     return figure
+
+
+def _rating_axis(ratings: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> tuple[tuple[float, float], float]:
+    """The ratings the axis spans, and the margin around them: every measured interval, and unmeasured
+    ratings near them.
+
+    A newcomer's first few votes can give it a rating far from everyone's (1766 after three wins over a
+    model it alone has met); stretched to reach it, the axis squeezed every interval into a sliver. Such a
+    rating is drawn at the edge with its number instead.
+    """
+    measured = ~np.isnan(lower)
+    if not measured.any():
+        span = (ratings.min(), ratings.max())
+    else:
+        low, high = min(lower[measured].min(), ratings[measured].min()), max(upper[measured].max(), ratings[measured].max())
+        reach = max(high - low, 50.0) / 2  # unmeasured ratings within half the measured span widen the axis
+        near = ratings[~measured][(ratings[~measured] >= low - reach) & (ratings[~measured] <= high + reach)]
+        span = (np.append(near, low).min(), np.append(near, high).max())
+    return span, max(span[1] - span[0], 50.0) * 0.06
 
 
 def _heatmap(

@@ -83,16 +83,35 @@ def test_ratings_plot_marks_models_whose_interval_could_not_be_measured():
     votes += [{"model_a": a, "model_b": b, "winner": "model_a"} for a, b in [("x", "y"), ("y", "x")] * 10]
     board = compute_leaderboard(votes, bootstrap_rounds=50, seed=0)
     figure = plots.ratings_with_intervals(board)
-    assert "no interval (too few votes, or only wins or losses)" in texts(figure)
     assert png(figure).startswith(PNG_MAGIC)
     # A filled dot is drawn only where an interval was measured: the unmeasured ones stay hollow.
     axes = figure.axes[0]
     filled = {round(float(y)) for line in axes.lines if line.get_markerfacecolor() != "white"
               for y in line.get_ydata() if line.get_marker() == "o"}
+    hollow = {round(float(y)) for line in axes.lines if line.get_markerfacecolor() == "white" for y in line.get_ydata()}
     unmeasured = {index for index, row in enumerate(board.rows) if row.ci_lower is None}
-    assert unmeasured and not filled & unmeasured
+    assert unmeasured and not filled & unmeasured and hollow == unmeasured
     labels = [label.get_text() for label in axes.get_yticklabels()]
     assert all(labels[index].endswith("(no rank)") for index in unmeasured)
+
+
+def test_a_rating_far_from_every_interval_is_drawn_at_the_edge_with_its_number():
+    """One win gives 1681 and 319 (the `solo` pair) beside intervals around 1000: an axis reaching both
+    squeezed those intervals into a sliver."""
+    votes = [{"model_a": "solo", "model_b": "other", "winner": "model_a"}, {"model_a": "near", "model_b": "x", "winner": "tie"}]
+    votes += [{"model_a": a, "model_b": b, "winner": "model_a"} for a, b in [("x", "y"), ("y", "x")] * 10]
+    board = compute_leaderboard(votes, bootstrap_rounds=50, seed=0)
+    rating = {row.model: row.rating for row in board.rows}
+    axes = plots.ratings_with_intervals(board).axes[0]
+    low, high = axes.get_xlim()
+    assert rating["solo"] > high and rating["other"] < low
+    assert all(low < bound < high for row in board.rows if row.ci_lower is not None for bound in (row.ci_lower, row.ci_upper))
+    assert low < rating["near"] < high  # unmeasured but close to the others: drawn where it is, hollow
+    written = {text.get_text() for text in axes.texts}
+    assert {f"{rating['solo']:.0f}", f"{rating['other']:.0f}"} <= written
+    legend = texts(axes.figure)
+    assert "no interval, off the scale (its rating beside it)" in legend
+    assert "no interval (too few votes, or only wins or losses)" in legend
 
 
 @pytest.mark.parametrize("rounds", [200, 0], ids=["bootstrap", "no bootstrap"])
