@@ -358,6 +358,21 @@ def _too_few_note(models: Sequence[str], too_few: np.ndarray) -> list[str]:
             f"than {_TAIL_PERCENT:g}% of the resamples leave {them} no win or no loss): {_named(models, few)}"]
 
 
+def _unvaried_note(models: Sequence[str], placement: _Placement, bound: list[tuple[list[int], str]],
+                   bootstrap_rounds: int) -> list[str]:
+    """The one case without an interval no other note explains: every resample rates the model alike."""
+    if bootstrap_rounds == 0:
+        return []
+    unvaried = ~placement.measured & ~placement.too_few
+    for group, _ in bound:
+        unvaried[group] = False
+    if not unvaried.any():
+        return []
+    alike = np.flatnonzero(unvaried)
+    return [f"{counted(len(alike), 'model')} with no interval or rank, as every resample of the votes rates "
+            f"{'it' if len(alike) == 1 else 'them'} the same (as when all of them are ties): {_named(models, alike)}"]
+
+
 def _listing_order(models: Sequence[str], ratings: np.ndarray, labels: np.ndarray,
                    by_votes: np.ndarray) -> tuple[list[int], dict[int, int]]:
     """Model indices best first within each compared group, and each group's number (1: that of the best-rated
@@ -413,6 +428,7 @@ def compute_leaderboard(
         # One constant for every number: pinning the anchor in each round would add its noise to every interval.
         placement = placement.shifted(anchor[1] - placement.ratings[counts.models.index(anchor[0])])
     notes += comparison_notes(counts, components, bound) + _too_few_note(counts.models, placement.too_few)
+    notes += _unvaried_note(counts.models, placement, bound, bootstrap_rounds)
 
     order, group_numbers = _listing_order(counts.models, placement.ratings, labels, placement.by_votes)
     counts = counts.subset([counts.models[i] for i in order])

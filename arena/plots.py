@@ -8,6 +8,7 @@ and nothing needs a display.
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -52,12 +53,15 @@ def _no_votes(title: str) -> Figure:
 
 def ratings_with_intervals(leaderboard: Leaderboard) -> Figure:
     """Each model's rating with its 95% interval, best at the top; a hollow dot where none was measured, or
-    an arrow at the edge, with the rating written, when that is far beyond the intervals (`_rating_axis`)."""
-    title = "Model ratings with 95% confidence intervals"
+    an arrow at the edge, with the rating written, when that is far beyond the intervals (`_rating_axis`);
+    dashed lines between groups of models never compared with each other."""
     if not leaderboard.rows:
-        return _no_votes(title)
+        return _no_votes("Model ratings with 95% confidence intervals")
     if leaderboard.bootstrap_rounds:
-        title += f"\n({counted(leaderboard.bootstrap_rounds, 'bootstrap round')} over {counted(leaderboard.votes_used, 'vote')})"
+        title = (f"Model ratings with 95% confidence intervals\n({counted(leaderboard.bootstrap_rounds, 'bootstrap round')} "
+                 f"over {counted(leaderboard.votes_used, 'vote')})")
+    else:
+        title = "Model ratings (no bootstrap, so no intervals)"
     rows = leaderboard.rows
     count = len(rows)
     figure = Figure(figsize=(WIDTH_INCHES, max(3.0, 1.5 + 0.22 * count)), layout="constrained")
@@ -67,16 +71,17 @@ def ratings_with_intervals(leaderboard: Leaderboard) -> Figure:
     # NaN where no interval was measured.
     lower = np.array([np.nan if row.ci_lower is None else row.ci_lower for row in rows])
     upper = np.array([np.nan if row.ci_upper is None else row.ci_upper for row in rows])
-    unmeasured = np.isnan(lower)
+    # Without a bootstrap no model has an interval, and none is drawn apart for lacking one.
+    unmeasured = np.isnan(lower) if leaderboard.bootstrap_rounds else np.zeros(count, dtype=bool)
     measured = ~unmeasured  # drawn apart: errorbar's filled dot would cover the hollow one
     axes.errorbar(ratings[measured], positions[measured],
-                  xerr=np.clip([ratings[measured] - lower[measured], upper[measured] - ratings[measured]], 0, None),
+                  xerr=np.nan_to_num(np.clip([ratings[measured] - lower[measured], upper[measured] - ratings[measured]], 0, None)),
                   fmt="o", color="tab:blue", ecolor="tab:gray", elinewidth=1.5, capsize=3, markersize=5)
     (low, high), pad = _rating_axis(ratings, lower, upper)
     inside = unmeasured & (ratings >= low) & (ratings <= high)
     if inside.any():
         axes.plot(ratings[inside], positions[inside], "o", color="tab:blue", markerfacecolor="white",
-                  markersize=5, label="no interval (too few votes, or only wins or losses)")
+                  markersize=5, label="no interval measured (the leaderboard's notes say why)")
     off_scale = "no interval, off the scale (its rating beside it)"
     for off, edge, marker, align in ((ratings < low, low - pad / 2, "<", "left"), (ratings > high, high + pad / 2, ">", "right")):
         if not off.any():
@@ -87,17 +92,28 @@ def ratings_with_intervals(leaderboard: Leaderboard) -> Figure:
         for rating, position in zip(ratings[off], positions[off]):
             axes.annotate(f"{rating:.0f}", (edge, position), xytext=(7 if align == "left" else -7, 0),
                           textcoords="offset points", ha=align, va="center", fontsize=8, color="tab:blue")
-    if unmeasured.any():  # below the plot: inside it, it could hide a model's row
+    groups = [row.group for row in rows]
+    for position in positions[1:]:
+        if groups[position] != groups[position - 1]:
+            axes.axhline(position - 0.5, color="tab:gray", linestyle="--", linewidth=1)
+    several_groups = len(set(groups)) > 1
+    if several_groups:
+        axes.plot([], [], color="tab:gray", linestyle="--", linewidth=1,
+                  label="between groups never compared: ratings compare only within a group")
+    if unmeasured.any() or several_groups:  # below the plot: inside it, it could hide a model's row
         figure.legend(loc="outside lower center", fontsize=8, ncols=2, frameon=False)
     axes.set_xlim(low - pad, high + pad)
-    axes.set_yticks(positions, [f"{_label(row.model)} (no rank)" if row.rank is None else f"{row.rank}. {_label(row.model)}"
-                                for row in rows],
-                    fontsize=9, **_AS_WRITTEN)
+    axes.set_yticks(positions, [_rating_label(row, several_groups) for row in rows], fontsize=9, **_AS_WRITTEN)
     axes.set_ylim(count - 0.5, -0.5)  # best at the top, no empty bands
     axes.grid(axis="x", alpha=0.3)
     axes.set_xlabel("Rating (Elo scale; +400 points = 10:1 odds of winning)")
     axes.set_title(title)
     return figure
+
+
+def _rating_label(row, several_groups: bool) -> str:
+    label = f"{_label(row.model)} (no rank)" if row.rank is None else f"{row.rank}. {_label(row.model)}"
+    return f"{label}, group {row.group}" if several_groups and row.group > 1 else label
 
 
 def _rating_axis(ratings: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> tuple[tuple[float, float], float]:
@@ -116,7 +132,8 @@ def _rating_axis(ratings: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> t
         reach = max(high - low, 50.0) / 2  # unmeasured ratings within half the measured span widen the axis
         near = ratings[~measured][(ratings[~measured] >= low - reach) & (ratings[~measured] <= high + reach)]
         span = (np.append(near, low).min(), np.append(near, high).max())
-    return span, max(span[1] - span[0], 50.0) * 0.06
+    middle, reach = (span[0] + span[1]) / 2, max(span[1] - span[0], 50.0) / 2  # equal ratings: not a 1-point axis
+    return (middle - reach, middle + reach), reach * 0.12
 
 
 def _heatmap(
@@ -129,8 +146,8 @@ def _heatmap(
         return _no_votes(title)
     off_diagonal = ~np.eye(len(values), dtype=bool)
     blank_cells = ~np.isfinite(values) & off_diagonal
-    if blank and blank_cells.any():
-        title += f"\n({blank})"
+    if blank and blank_cells.any():  # in lines short enough for the axes a long model name narrows
+        title += "\n" + "\n".join(textwrap.wrap(f"({blank})", 60))
     models = [_label(name) for name in leaderboard.models]
     count = len(models)
     figure = Figure(figsize=(WIDTH_INCHES, WIDTH_INCHES * 0.85), layout="constrained")

@@ -92,7 +92,7 @@ def test_ratings_plot_marks_models_whose_interval_could_not_be_measured():
     unmeasured = {index for index, row in enumerate(board.rows) if row.ci_lower is None}
     assert unmeasured and not filled & unmeasured and hollow == unmeasured
     labels = [label.get_text() for label in axes.get_yticklabels()]
-    assert all(labels[index].endswith("(no rank)") for index in unmeasured)
+    assert all(f"{board.rows[index].model} (no rank)" in labels[index] for index in unmeasured)
 
 
 def test_a_rating_far_from_every_interval_is_drawn_at_the_edge_with_its_number():
@@ -111,7 +111,7 @@ def test_a_rating_far_from_every_interval_is_drawn_at_the_edge_with_its_number()
     assert {f"{rating['solo']:.0f}", f"{rating['other']:.0f}"} <= written
     legend = texts(axes.figure)
     assert "no interval, off the scale (its rating beside it)" in legend
-    assert "no interval (too few votes, or only wins or losses)" in legend
+    assert "no interval measured (the leaderboard's notes say why)" in legend
 
 
 @pytest.mark.parametrize("rounds", [200, 0], ids=["bootstrap", "no bootstrap"])
@@ -181,3 +181,52 @@ def test_names_of_the_longest_allowed_length_leave_the_figures_room():
             png(drawn)
         labels = [label.get_text() for label in drawn.axes[0].get_yticklabels()]
         assert len(set(labels)) == 3 and max(map(len, labels)) <= 45 and any(label.endswith("-v2") for label in labels)
+
+
+def test_groups_never_compared_are_set_apart_on_the_ratings_plot(real_board):
+    """Three newcomers who only met each other rate about 1000 among themselves: beside the 2023 models,
+    unmarked, they read as their equals."""
+    votes = [json.loads(line) for line in shared_file("chatbot_arena_2023_battles.jsonl").read_text().splitlines()[:2000]]
+    votes += [{"model_a": a, "model_b": b, "winner": w} for a, b, w in
+              [("new-a", "new-b", "model_a"), ("new-b", "new-c", "model_a"), ("new-c", "new-a", "model_a"),
+               ("new-b", "new-a", "model_a"), ("new-c", "new-b", "model_a"), ("new-a", "new-c", "model_a")] * 8]
+    board = compute_leaderboard(votes, bootstrap_rounds=50, seed=0)
+    axes = plots.ratings_with_intervals(board).axes[0]
+    first_new = next(index for index, row in enumerate(board.rows) if row.group == 2)
+    assert first_new > 0 and all(row.group == 2 for row in board.rows[first_new:])
+    dashed = [line.get_ydata()[0] for line in axes.lines if line.get_linestyle() == "--" and len(line.get_ydata())]
+    assert dashed == [first_new - 0.5]
+    labels = [label.get_text() for label in axes.get_yticklabels()]
+    assert all(label.endswith(", group 2") for label in labels[first_new:]) and "group" not in " ".join(labels[:first_new])
+    assert "between groups never compared" in texts(axes.figure)
+    assert "group" not in texts(plots.ratings_with_intervals(real_board))  # one group: nothing added
+
+
+def test_without_a_bootstrap_the_ratings_plot_says_so_and_marks_no_model_apart(real_board):
+    board = compute_leaderboard([json.loads(line) for line in
+                                 shared_file("chatbot_arena_2023_battles.jsonl").read_text().splitlines()[:3000]],
+                                bootstrap_rounds=0)
+    axes = plots.ratings_with_intervals(board).axes[0]
+    assert axes.get_title() == "Model ratings (no bootstrap, so no intervals)"
+    assert not any(line.get_markerfacecolor() == "white" for line in axes.lines)
+    assert "no interval measured" not in texts(axes.figure) and "off the scale" not in texts(axes.figure)
+
+
+def test_equal_ratings_get_an_axis_of_ordinary_width_and_a_note_on_why_they_have_no_interval():
+    votes = [{"model_a": a, "model_b": b, "winner": "tie"} for a, b in [("p", "q"), ("q", "r"), ("r", "p")] * 10]
+    board = compute_leaderboard(votes, bootstrap_rounds=50, seed=0)
+    low, high = plots.ratings_with_intervals(board).axes[0].get_xlim()
+    assert high - low >= 50
+    assert any("every resample of the votes rates them the same" in note and "p, q, r" in note for note in board.notes)
+
+
+def test_a_heatmap_title_explaining_grey_cells_fits_beside_a_long_name():
+    """A newcomer with a long name narrows the heatmap; the title's second line ran past the figure's edge."""
+    votes = [json.loads(line) for line in shared_file("chatbot_arena_2023_battles.jsonl").read_text().splitlines()]
+    votes += [{"model_a": "meta-llama/Llama-2-70b-chat-hf-newcomer", "model_b": "gpt-4", "winner": "model_a"}] * 3
+    figure = plots.predicted_win_probability_heatmap(compute_leaderboard(votes, bootstrap_rounds=50, seed=0))
+    title = figure.axes[0].title
+    assert "never compared" in title.get_text()
+    png(figure)  # laid out as drawn
+    box = title.get_window_extent()
+    assert 0 <= box.x0 and box.x1 <= figure.bbox.width, (box, figure.bbox.width)
