@@ -81,7 +81,22 @@ def ratings_with_intervals(leaderboard: Leaderboard) -> Figure:
                   xerr=np.nan_to_num(np.clip([ratings[measured] - lower[measured], upper[measured] - ratings[measured]], 0, None)),
                   fmt="o", color="tab:blue", ecolor="tab:gray", elinewidth=1.5, capsize=3, markersize=5)
     (low, high), pad = _rating_axis(ratings, lower, upper)
-    inside = unmeasured & (ratings >= low) & (ratings <= high)
+    _mark_unmeasured(axes, ratings[unmeasured], positions[unmeasured], low, high, pad)
+    several_groups = _mark_groups(axes, [row.group for row in rows])
+    if unmeasured.any() or several_groups:  # below the plot: inside it, it could hide a model's row
+        figure.legend(loc="outside lower center", fontsize=8, ncols=2, frameon=False)
+    axes.set_xlim(low - pad, high + pad)
+    axes.set_yticks(positions, [_rating_label(row, several_groups) for row in rows], fontsize=9, **_AS_WRITTEN)
+    axes.set_ylim(count - 0.5, -0.5)  # best at the top, no empty bands
+    axes.grid(axis="x", alpha=0.3)
+    axes.set_xlabel("Rating (Elo scale; +400 points = 10:1 odds of winning)")
+    axes.set_title(title)
+    return figure
+
+
+def _mark_unmeasured(axes, ratings: np.ndarray, positions: np.ndarray, low: float, high: float, pad: float) -> None:
+    """Hollow dots for ratings without an interval; those beyond the axis as arrows at its edge, numbered."""
+    inside = (ratings >= low) & (ratings <= high)
     if inside.any():
         axes.plot(ratings[inside], positions[inside], "o", color="tab:blue", markerfacecolor="white",
                   markersize=5, label="no interval measured (the leaderboard's notes say why)")
@@ -95,23 +110,18 @@ def ratings_with_intervals(leaderboard: Leaderboard) -> Figure:
         for rating, position in zip(ratings[off], positions[off]):
             axes.annotate(f"{rating:.0f}", (edge, position), xytext=(7 if align == "left" else -7, 0),
                           textcoords="offset points", ha=align, va="center", fontsize=8, color="tab:blue")
-    groups = [row.group for row in rows]
-    for position in positions[1:]:
+
+
+def _mark_groups(axes, groups: list[int]) -> bool:
+    """A dashed line where one group of compared models ends and the next begins; whether there are several."""
+    for position in range(1, len(groups)):
         if groups[position] != groups[position - 1]:
             axes.axhline(position - 0.5, color="tab:gray", linestyle="--", linewidth=1)
-    several_groups = len(set(groups)) > 1
-    if several_groups:
+    several = len(set(groups)) > 1
+    if several:
         axes.plot([], [], color="tab:gray", linestyle="--", linewidth=1,
                   label="between groups never compared: ratings compare only within a group")
-    if unmeasured.any() or several_groups:  # below the plot: inside it, it could hide a model's row
-        figure.legend(loc="outside lower center", fontsize=8, ncols=2, frameon=False)
-    axes.set_xlim(low - pad, high + pad)
-    axes.set_yticks(positions, [_rating_label(row, several_groups) for row in rows], fontsize=9, **_AS_WRITTEN)
-    axes.set_ylim(count - 0.5, -0.5)  # best at the top, no empty bands
-    axes.grid(axis="x", alpha=0.3)
-    axes.set_xlabel("Rating (Elo scale; +400 points = 10:1 odds of winning)")
-    axes.set_title(title)
-    return figure
+    return several
 
 
 def _rating_label(row, several_groups: bool) -> str:
