@@ -11,6 +11,7 @@ from pathlib import Path
 from arena.backends import backend_class
 from arena.battle_files import DEFAULT_MAX_BYTES
 from arena.config import ConfigError, load_config
+from arena.leaderboard import FEWEST_BOOTSTRAP_ROUNDS
 from arena.reports import FORMATS
 from arena.text import padded
 from arena.wording import counted
@@ -83,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_rating_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", type=_bootstrap_rounds, default=1000,
-                        help=f"bootstrap rounds for the 95%% intervals: 0 (none) or at least {_FEWEST_ROUNDS}")
+                        help=f"bootstrap rounds for the 95%% intervals: 0 (none) or at least {FEWEST_BOOTSTRAP_ROUNDS}")
     parser.add_argument("--seed", type=_whole_number(0), default=0)
     parser.add_argument("--anchor", metavar="MODEL=RATING", help="pin one model's rating instead of a vote-weighted mean of 1000")
     parser.add_argument("--min-votes", type=_whole_number(0), default=0, help="leave out models with fewer counted votes")
@@ -270,16 +271,11 @@ class _ProgressBar:
         print(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr, flush=True)
 
 
-# A 95% interval's ends are the 2.5% and 97.5% points of the resamples: with fewer than 40 there is not
-# one resample beyond each end, and the "interval" is a few resamples' spread.
-_FEWEST_ROUNDS = 40
-
-
 def _bootstrap_rounds(text: str) -> int:
     rounds = _whole_number(0)(text)
-    if 0 < rounds < _FEWEST_ROUNDS:
+    if 0 < rounds < FEWEST_BOOTSTRAP_ROUNDS:
         raise argparse.ArgumentTypeError(
-            f"must be 0 (no intervals) or at least {_FEWEST_ROUNDS}, not {text!r}: a 95% interval needs one resample "
+            f"must be 0 (no intervals) or at least {FEWEST_BOOTSTRAP_ROUNDS}, not {text!r}: a 95% interval needs one resample "
             "beyond each end (1,000 for a ranking to publish)")
     return rounds
 

@@ -34,6 +34,9 @@ from arena.wording import counted
 
 # 95% intervals: the bootstrap percentiles this far in from each end.
 _TAIL_PERCENT = 2.5
+# A 95% interval's ends are the 2.5% and 97.5% points of the resamples: with fewer than 40 there is not
+# one resample beyond each end, and the "interval" is a few resamples' spread.
+FEWEST_BOOTSTRAP_ROUNDS = 40
 
 
 def _chance_ridge_placed(counts: PairCounts) -> np.ndarray:
@@ -360,8 +363,10 @@ def _too_few_note(models: Sequence[str], too_few: np.ndarray) -> list[str]:
 
 def _unvaried_note(models: Sequence[str], placement: _Placement, bound: list[tuple[list[int], str]],
                    bootstrap_rounds: int) -> list[str]:
-    """The one case without an interval no other note explains: every resample rates the model alike."""
-    if bootstrap_rounds == 0:
+    """The one case without an interval no other note explains: every resample rates the model alike.
+
+    Only said of enough resamples to measure an interval: one or two rate many models alike by chance."""
+    if bootstrap_rounds < FEWEST_BOOTSTRAP_ROUNDS:
         return []
     unvaried = ~placement.measured & ~placement.too_few
     for group, _ in bound:

@@ -39,6 +39,17 @@ def _label(name: str, limit: int = _LABEL_CHARACTERS) -> str:
     return name[:head] + "…" + name[-(limit - 1 - head):]
 
 
+def _labels(names: list[str], limit: int) -> list[str]:
+    """Each name shortened to `limit`, or less where that would give two models one label
+    (Qwen2.5-7B-Instruct-GPTQ-Int4 and its 72B alike at 28 characters)."""
+    labels = [_label(name, limit) for name in names]
+    while len(set(labels)) < len(labels) and limit < max(map(len, names)):
+        limit += 4
+        clashing = {label for label in labels if labels.count(label) > 1}
+        labels = [_label(name, limit) if label in clashing else label for name, label in zip(names, labels)]
+    return labels
+
+
 def _label_size(models: int) -> float:
     """Heatmap tick label size that still fits one name per cell for up to ~60 models."""
     return float(np.clip(14 - models / 6, 6, 10))
@@ -83,10 +94,12 @@ def ratings_with_intervals(leaderboard: Leaderboard) -> Figure:
     (low, high), pad = _rating_axis(ratings, lower, upper)
     _mark_unmeasured(axes, ratings[unmeasured], positions[unmeasured], low, high, pad)
     several_groups = _mark_groups(axes, [row.group for row in rows])
-    if unmeasured.any() or several_groups:  # below the plot: inside it, it could hide a model's row
+    if axes.get_legend_handles_labels()[0]:  # below the plot: inside it, it could hide a model's row
         figure.legend(loc="outside lower center", fontsize=8, ncols=2, frameon=False)
     axes.set_xlim(low - pad, high + pad)
-    axes.set_yticks(positions, [_rating_label(row, several_groups) for row in rows], fontsize=9, **_AS_WRITTEN)
+    names = _labels([row.model for row in rows], _LABEL_CHARACTERS)
+    axes.set_yticks(positions, [_rating_label(row, name, several_groups) for row, name in zip(rows, names)],
+                    fontsize=9, **_AS_WRITTEN)
     axes.set_ylim(count - 0.5, -0.5)  # best at the top, no empty bands
     axes.grid(axis="x", alpha=0.3)
     axes.set_xlabel("Rating (Elo scale; +400 points = 10:1 odds of winning)")
@@ -124,8 +137,8 @@ def _mark_groups(axes, groups: list[int]) -> bool:
     return several
 
 
-def _rating_label(row, several_groups: bool) -> str:
-    label = f"{_label(row.model)} (no rank)" if row.rank is None else f"{row.rank}. {_label(row.model)}"
+def _rating_label(row, name: str, several_groups: bool) -> str:
+    label = f"{name} (no rank)" if row.rank is None else f"{row.rank}. {name}"
     return f"{label}, group {row.group}" if several_groups and row.group > 1 else label
 
 
@@ -137,13 +150,14 @@ def _rating_axis(ratings: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> t
     model it alone has met); stretched to reach it, the axis squeezed every interval into a sliver. Such a
     rating is drawn at the edge with its number instead.
     """
-    measured = ~np.isnan(lower)
+    finite = np.isfinite(ratings)  # a rating the fit could not give is drawn nowhere
+    measured, unmeasured = finite & ~np.isnan(lower), finite & np.isnan(lower)
     if not measured.any():
-        span = (ratings.min(), ratings.max())
+        span = (ratings[finite].min(), ratings[finite].max()) if finite.any() else (1000.0, 1000.0)
     else:
         low, high = min(lower[measured].min(), ratings[measured].min()), max(upper[measured].max(), ratings[measured].max())
         reach = max(high - low, 50.0) / 2  # unmeasured ratings within half the measured span widen the axis
-        near = ratings[~measured][(ratings[~measured] >= low - reach) & (ratings[~measured] <= high + reach)]
+        near = ratings[unmeasured][(ratings[unmeasured] >= low - reach) & (ratings[unmeasured] <= high + reach)]
         span = (np.append(near, low).min(), np.append(near, high).max())
     middle, reach = (span[0] + span[1]) / 2, max(span[1] - span[0], 50.0) / 2  # equal ratings: not a 1-point axis
     return (middle - reach, middle + reach), reach * 0.12
@@ -161,7 +175,7 @@ def _heatmap(
     blank_cells = ~np.isfinite(values) & off_diagonal
     if blank and blank_cells.any():  # in lines short enough for the axes a long model name narrows
         title += "\n" + "\n".join(textwrap.wrap(f"({blank})", 60))
-    models = [_label(name, _HEATMAP_LABEL_CHARACTERS) for name in leaderboard.models]
+    models = _labels(leaderboard.models, _HEATMAP_LABEL_CHARACTERS)
     count = len(models)
     figure = Figure(figsize=(WIDTH_INCHES, WIDTH_INCHES * 0.85), layout="constrained")
     axes = figure.add_subplot()

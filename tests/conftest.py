@@ -221,8 +221,9 @@ def shared_arena(request, tmp_path_factory):
     """One server for a whole file, on the config its module names SHARED_ARENA.
 
     For tests that only need an arena to look at, not a fresh one: starting a server costs about 5 s
-    (importing Gradio), a dozen of them a minute of the suite. Tests that count battles, rate limits or
-    rows in the database keep `start_arena`.
+    (importing Gradio), a dozen of them a minute of the suite. Tests that depend on what others did there
+    (votes on the leaderboard, rate limits, the whole database) keep `start_arena`; one that reads the
+    database counts only its own rows.
     """
     directory = tmp_path_factory.mktemp("shared-arena")
     arena = RunningArena(write_config(directory, request.module.SHARED_ARENA), directory / "arena.db")

@@ -1,3 +1,4 @@
+import dataclasses
 import io
 import json
 import warnings
@@ -218,6 +219,9 @@ def test_equal_ratings_get_an_axis_of_ordinary_width_and_a_note_on_why_they_have
     low, high = plots.ratings_with_intervals(board).axes[0].get_xlim()
     assert high - low >= 50
     assert any("every resample of the votes rates them the same" in note and "p, q, r" in note for note in board.notes)
+    # One resample rates every model alike: too few to say it of the votes.
+    votes = [{"model_a": a, "model_b": b, "winner": "model_a"} for a, b in [("x", "y"), ("y", "x")] * 10]
+    assert not any("every resample" in note for note in compute_leaderboard(votes, bootstrap_rounds=1, seed=0).notes)
 
 
 def test_a_heatmap_title_explaining_grey_cells_fits_beside_a_long_name():
@@ -232,3 +236,26 @@ def test_a_heatmap_title_explaining_grey_cells_fits_beside_a_long_name():
     assert 0 <= box.x0 and box.x1 <= figure.bbox.width, (box, figure.bbox.width)
     # Its label is shortened more than the ratings plot's: running along two sides, it took a third of the square.
     assert figure.axes[0].get_window_extent().width > 0.45 * figure.bbox.width  # 531 px without it, 352 before
+
+
+def test_shortened_names_never_give_two_models_one_label():
+    names = ["Qwen/Qwen2.5-7B-Instruct-GPTQ-Int4", "Qwen/Qwen2.5-72B-Instruct-GPTQ-Int4", "short"]
+    votes = [{"model_a": a, "model_b": b, "winner": "model_a"} for a in names for b in names if a != b] * 3
+    board = compute_leaderboard(votes, bootstrap_rounds=50, seed=0)
+    for figure in plots.FIGURES:
+        labels = [label.get_text() for label in figure.draw(board).axes[0].get_yticklabels()]
+        assert len(set(labels)) == 3, (figure.name, labels)
+
+
+@pytest.mark.parametrize("rounds", [50, 0])
+def test_a_rating_the_fit_could_not_give_leaves_the_ratings_plot_drawable(rounds):
+    votes = [{"model_a": a, "model_b": b, "winner": "model_a"} for a, b in [("x", "y"), ("y", "x"), ("x", "z"), ("z", "x")] * 10]
+    board = compute_leaderboard(votes, bootstrap_rounds=rounds, seed=0)
+    broken = dataclasses.replace(board.rows[0], rating=float("nan"), ci_lower=None, ci_upper=None)
+    board = dataclasses.replace(board, rows=[broken, *board.rows[1:]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        figure = plots.ratings_with_intervals(board)
+        png(figure)
+    low, high = figure.axes[0].get_xlim()
+    assert np.isfinite(low) and np.isfinite(high)
