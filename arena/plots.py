@@ -40,7 +40,7 @@ def _label(name: str, limit: int = _LABEL_CHARACTERS) -> str:
 
 
 def _labels(names: list[str], limit: int) -> list[str]:
-    """Each name shortened to `limit`, or less where that would give two models one label
+    """Each name shortened to `limit`, or kept longer where that would give two models one label
     (Qwen2.5-7B-Instruct-GPTQ-Int4 and its 72B alike at 28 characters)."""
     labels = [_label(name, limit) for name in names]
     while len(set(labels)) < len(labels) and limit < max(map(len, names)):
