@@ -31,7 +31,7 @@ _LABEL_CHARACTERS = 40
 _HEATMAP_LABEL_CHARACTERS = 28
 
 
-def _label(name: str, limit: int = _LABEL_CHARACTERS) -> str:
+def _label(name: str, limit: int) -> str:
     """The name, or its start and end around an ellipsis: versions often differ only at the end."""
     if len(name) <= limit:
         return name
