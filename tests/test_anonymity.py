@@ -31,13 +31,24 @@ def endpoints(url: str) -> dict[str, dict]:
     return {d["api_name"]: d for d in config["dependencies"] if d.get("api_visibility") != "private"}
 
 
+def every_update(job) -> list:
+    """All a call sent back, a streaming one's every update included."""
+    job.result()
+    return job.outputs()
+
+
 def names_in(value) -> set[str]:
     text = json.dumps(value, default=str)
     return {name for name in NAMES if name in text}
 
 
+# The same models, each starting a second late: time to call the vote endpoints while the answers are on their way.
+LATE_ANONYMITY_MODELS = ANONYMITY_MODELS.replace('script: "reply:', 'script: "after 1: reply:')
+NAMED_PICKS = ("zebra-model-xq", "otter-model-kv")
+
+
 def test_no_endpoint_reveals_the_pair_before_the_vote(start_arena):
-    arena = start_arena(ANONYMITY_MODELS)
+    arena = start_arena(LATE_ANONYMITY_MODELS)
     # heron's own limit would set the length of its cut answers, and of its pairs' cuts: the operator is told
     said = "note: the models' max_new_tokens differ (64, 256); anonymous answers all stop at 64 tokens"
     assert said in "".join(arena.output)
@@ -49,35 +60,65 @@ def test_no_endpoint_reveals_the_pair_before_the_vote(start_arena):
         "named_vote_bothbad", "named_new_round", "leaderboard",
     }, exposed.keys()
 
-    # Responses that may name models (the public list of contestants) must be the same whether or not
-    # a battle is running: then they cannot carry anything about it.
+    # Responses that may name models (the public list of contestants, the models a client picked side by side)
+    # must be what a bystander with no battle gets from the same call: then they carry nothing about the battle.
     bystander = Client(arena.url, verbose=False)
-    baseline = {"page": httpx.get(arena.url).text, "config": httpx.get(f"{arena.url}/config").text,
-                "leaderboard": bystander.predict(api_name="/leaderboard")}
-
     client = Client(arena.url, verbose=False)
-    seen: list[tuple[str, object]] = []
-    for update in client.submit("Hello there", api_name="/battle_ask"):
-        seen.append(("battle_ask", update))
-    seen.append(("battle_ask", client.submit("Hello there", api_name="/battle_ask").result()))  # a follow-up
-    seen.append(("battle_regenerate", client.predict(api_name="/battle_regenerate")))
-    seen.append(("page", httpx.get(arena.url).text))
-    seen.append(("config", httpx.get(f"{arena.url}/config").text))
-    seen.append(("info", httpx.get(f"{arena.url}/gradio_api/info").text))
-    seen.append(("leaderboard", client.predict(api_name="/leaderboard")))
-    for endpoint, value in seen:
-        found = names_in(value)
-        if found:
-            assert endpoint in baseline and names_in(baseline[endpoint]) == found and json.dumps(value, default=str) == \
-                json.dumps(baseline[endpoint], default=str), f"{endpoint} named {found} during a battle"
+    called: set[str] = set()
+    leaks: list[str] = []
 
+    def probe(endpoint: str, *arguments) -> list:
+        """Every update `client` gets from `endpoint`, each checked against what the bystander gets."""
+        called.add(endpoint)
+        updates = every_update(client.submit(*arguments, api_name=f"/{endpoint}"))
+        theirs = set().union(*map(names_in, every_update(bystander.submit(*arguments, api_name=f"/{endpoint}"))))
+        if set().union(*map(names_in, updates)) - theirs:
+            leaks.append(f"{endpoint}{arguments} named {set().union(*map(names_in, updates))} (a bystander: {theirs})")
+        return updates
+
+    def side_by_side_endpoints(answering: bool) -> None:
+        """The side-by-side tab's endpoints, from the same session, in the middle of its anonymous battle.
+        `answering`: with a side-by-side battle of their own, whose vote names the models picked."""
+        for outcome in ("a", "b", "tie", "bothbad"):
+            probe(f"named_vote_{outcome}")
+            if answering and outcome == "a":
+                probe("named_ask", "Hello there", *NAMED_PICKS)
+                probe("named_regenerate", *NAMED_PICKS)
+        probe("named_new_round", *NAMED_PICKS)
+
+    # While both answers are on their way (the refusal says they are): votes are refused, and name no one.
+    battle = client.submit("Hello there", api_name="/battle_ask")
+    wait_until(battle.outputs, timeout_s=30)  # the battle is open, its models still silent
+    for outcome in ("a", "b", "tie", "bothbad"):
+        called.add(f"battle_vote_{outcome}")
+        refusal = json.dumps(client.predict(api_name=f"/battle_vote_{outcome}"))
+        assert "Please wait until both answers are complete" in refusal and not names_in(refusal), refusal
+    side_by_side_endpoints(answering=True)
+    seen: list[tuple[str, object]] = [("battle_ask", update) for update in every_update(battle)]
+    # Answered, not yet voted on: everything again, a follow-up and a regeneration included.
+    seen += [("battle_ask", update) for update in probe("battle_ask", "Hello there")]
+    seen += [("battle_regenerate", update) for update in probe("battle_regenerate")]
+    side_by_side_endpoints(answering=False)
+    seen.append(("leaderboard", probe("leaderboard")))
+    for route in ("", "/config", "/gradio_api/info"):
+        seen.append((route, httpx.get(f"{arena.url}{route}").text))
+        if names_in(seen[-1][1]) - names_in(httpx.get(f"{arena.url}{route}", headers={"Cookie": ""}).text):
+            leaks.append(f"{route or '/'} named {names_in(seen[-1][1])}")
+    # Leaving the battle unvoted keeps it anonymous too.
+    seen.append(("battle_new_round", probe("battle_new_round")))
+    assert called == set(exposed), f"not called mid-battle: {set(exposed) - called}"
+    assert not [endpoint for endpoint, value in seen if endpoint.startswith("battle") and names_in(value)]
+    assert not leaks, leaks
+
+    client.submit("Hello there", api_name="/battle_ask").result()
+    client.submit("Hello there", api_name="/battle_ask").result()  # a follow-up
     receipt = client.predict(api_name="/battle_vote_a")
     assert len(names_in(receipt)) == 2  # the vote reveals exactly the pair
     assert "your vote is recorded" in json.dumps(receipt)
     # The operator's log (never a page's) says what happened, one line a vote, after the fact.
     model_a, model_b = sorted(names_in(receipt), key=json.dumps(receipt).index)
     # The log is read from the server's output by another thread.
-    logged = wait_until(lambda: [line for line in arena.output if " INFO vote (" in line], timeout_s=10)
+    logged = wait_until(lambda: [line for line in arena.output if " INFO vote (anonymous" in line], timeout_s=10)
     expected = f"vote (anonymous, turn 2): {model_a} vs {model_b} -> model_a"
     assert len(logged) == 1 and logged[0].rstrip().endswith(expected)
 
