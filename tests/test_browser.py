@@ -7,6 +7,8 @@ import threading
 
 import pytest
 
+from tests.conftest import wait_until
+
 pytestmark = [pytest.mark.browser, pytest.mark.model]
 
 BUNDLED_ARENA = """
@@ -113,6 +115,16 @@ def test_full_battle_in_chromium(start_arena, browser_page, tmp_path):
         assert not [p for p in payloads if name in p], f"{name} leaked in a response before the vote"
     answers = [page.locator(f"#battle-chat-{side}").inner_text() for side in "ab"]
     assert all(len(text.strip()) > 0 for text in answers)
+    # The whole page, every tab: it names each model as often as the page of a bystander with no battle does
+    # (the side-by-side pickers and the leaderboard name them in public).
+    whole_page = page.content()
+    bystander = page.context.new_page()
+    bystander.goto(arena.url)
+    bystander.locator("#battle-prompt textarea").wait_for()
+    for name in NAMES:
+        wait_until(lambda: bystander.content().count(name) >= whole_page.count(name), timeout_s=30)
+        assert whole_page.count(name) == bystander.content().count(name), f"the battle's page names {name} more often"
+    bystander.close()
 
     vote_a.click()
     status = page.locator("#battle-status")
