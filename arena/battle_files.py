@@ -314,6 +314,7 @@ def _array_values(data: bytes) -> Iterator[tuple[int, Any, str | None]]:
 class BattleFile:
     records: list[dict]
     sha256: str  # of the bytes the records were read from: earlier versions keyed imported votes by it
+    first_lines: dict[str, int]  # each model's first line (or array item): a misspelt name is found there
 
 
 def read_battles(
@@ -350,6 +351,7 @@ def read_battle_file(
     is_array = data.lstrip(_JSON_WHITESPACE).startswith(b"[")
     records: list[dict] = []
     claimed: dict[str, tuple[int, dict]] = {}  # battle_id -> its first line and record
+    first_lines: dict[str, int] = {}
     problems: list[tuple[int, str]] = []
     problem_count = 0
     seen = 0
@@ -380,13 +382,15 @@ def read_battle_file(
                     report(line, f"battle_id {_shown(record['battle_id'])} is also on line {first_line}, with another vote")
                 continue
         records.append(record)
+        for side in ("model_a", "model_b"):
+            first_lines.setdefault(record[side], line)
     if problem_count and not is_array and _one_object_over_lines(data):
         lines = data.strip(_JSON_WHITESPACE).count(b"\n") + 1
         raise BattleFileError(path, [(1, f"one JSON object spread over {lines} lines: a vote file holds one vote "
                                          "per line (JSONL) or a JSON array of votes")])
     if problem_count:
         raise BattleFileError(path, problems, problem_count)
-    return BattleFile(records, sha256)
+    return BattleFile(records, sha256, first_lines)
 
 
 def _one_object_over_lines(data: bytes) -> bool:

@@ -232,7 +232,8 @@ def _import(args) -> int:
         print(f"the same votes (this file, or one with the same content) were imported on {when}; "
               f"they are not added twice{', whatever --all-new says' if args.known == 'new' else ''}")
     if summary.new_models:
-        print(f"new models: {', '.join(summary.new_models)}")
+        where = battle_file.first_lines
+        print(f"new models: {', '.join(f'{name} (first on line {where[name]})' for name in summary.new_models)}")
     for name, other in summary.case_only_differences:
         print(f"warning: model '{name}' differs from '{other}' only in case: they are rated as two models; if they "
               "are one, correct the name in the file (models.yaml refuses such names)", file=sys.stderr)

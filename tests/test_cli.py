@@ -329,7 +329,10 @@ def test_import_warns_of_a_new_name_that_differs_from_another_only_in_case(tmp_p
                                            '{"model_a": "gamma", "model_b": "Gamma", "winner": "tie"}\n')
     db = tmp_path / "arena.db"
     assert "warning" not in arena("import", tmp_path / "first.jsonl", "--db", db).stderr
-    warnings = arena("import", tmp_path / "second.jsonl", "--db", db).stderr.splitlines()
+    second = arena("import", tmp_path / "second.jsonl", "--db", db)
+    # Where each new name first appears, to find a misspelt one in the file.
+    assert "new models: ALPHA (first on line 1), Gamma (first on line 2), gamma (first on line 2)" in second.stdout
+    warnings = second.stderr.splitlines()
     assert [line.split(":")[0:2] for line in warnings] == [
         ["warning", " model 'ALPHA' differs from 'alpha' only in case"],
         ["warning", " model 'gamma' differs from 'Gamma' only in case"]]
