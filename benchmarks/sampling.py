@@ -26,7 +26,9 @@ difference between policies is within noise.
 
 Target: at 20 models, ``active`` reaches tau >= 0.9 with at least 30% fewer
 votes than ``uniform`` (ratio of means <= 0.70); the exit status is 1 when it
-misses.
+misses. And speed: one draw plus the update that follows a vote takes well under
+10 ms with 100 models. The reference, measured in the same run on the same votes,
+is what the update spares: building the sampler's statistics from scratch.
 
 ``--references`` adds three yardsticks that know the true strengths
 (``sampling_references.py``): what a sampler could reach if it knew which
@@ -67,6 +69,8 @@ TAU_TARGET = 0.9
 STRENGTH_SD = 150.0  # Elo; wider than the real arenas in ../shared/data (116 and 82), which flatters active
 WIDTH_AT_VOTES = 10_000
 REQUIRED_SAVING = 0.30
+DRAW_BUDGET_S = 0.010  # per draw + update, at SPEED_MODELS
+SPEED_MODELS, SPEED_VOTES = 100, 16_000  # about where uniform reaches tau >= 0.9 at 100 models
 
 # Chance that the voter calls a pair a tie, by the Elo gap. The default is
 # fitted to the 2023 Chatbot Arena votes in ../shared/data: binned by the gap
@@ -175,6 +179,29 @@ def simulate(
     return RunResult(votes_to_tau, width, sampler_seconds / vote)
 
 
+def draw_speed(models: int = SPEED_MODELS, votes: int = SPEED_VOTES, seed: int = 7) -> tuple[float, float]:
+    """Seconds per draw + update of ``active`` once `votes` are in, and per build from scratch on the same votes."""
+    rng = np.random.default_rng(seed)
+    strengths = rng.normal(1500.0, STRENGTH_SD, models)
+    names = [f"model-{i:03d}" for i in range(models)]
+    history = []
+    for _ in range(votes):
+        a, b = rng.choice(models, 2, replace=False)
+        history.append({"model_a": names[a], "model_b": names[b], "winner": simulated_winner(rng, strengths[a], strengths[b])})
+    builds = []
+    for _ in range(5):
+        started = time.perf_counter()
+        sampler = make_sampler("active", names, history=history)
+        builds.append(time.perf_counter() - started)
+    steps = 200
+    started = time.perf_counter()
+    for _ in range(steps):
+        model_a, model_b = sampler.draw(rng)
+        sampler.observe(model_a, model_b, simulated_winner(rng, strengths[names.index(model_a)],
+                                                           strengths[names.index(model_b)]))
+    return (time.perf_counter() - started) / steps, float(np.median(builds))
+
+
 def _simulate_job(job: tuple) -> RunResult:
     return simulate(*job)
 
@@ -268,6 +295,15 @@ def main() -> int:
                 print(f"target: active needs >= {REQUIRED_SAVING:.0%} fewer votes than uniform "
                       f"-> saved {1.0 - ratio:.0%} (95% CI {1.0 - high:.0%} to {1.0 - low:.0%}): "
                       f"{'PASS' if verdict else 'FAIL'}")
+    if judged:
+        per_draw, from_scratch = draw_speed()
+        fast = per_draw < DRAW_BUDGET_S
+        print(f"\nactive at {SPEED_MODELS} models, {SPEED_VOTES:,} votes in: draw + update {1e3 * per_draw:.2f} ms; "
+              f"reference, its statistics built from scratch on the same votes: {1e3 * from_scratch:.1f} ms "
+              f"({from_scratch / per_draw:.0f}x as long)")
+        print(f"target: under {1e3 * DRAW_BUDGET_S:g} ms per draw + update at {SPEED_MODELS} models: "
+              f"{'PASS' if fast else 'FAIL'}")
+        verdict = verdict and fast
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
     if not judged:
         print(f"(the target is set at tau >= {TAU_TARGET:g} and sd {STRENGTH_SD:g}: no verdict here)")
