@@ -208,6 +208,23 @@ def test_on_a_phone_the_leaderboard_figures_are_shown_at_their_own_size_in_boxes
     assert page.locator("#leaderboard-swipe").is_visible()  # and the phone is told so
 
 
+def test_on_a_desktop_the_heatmaps_are_shown_at_their_own_size_side_by_side_only_where_both_fit(
+        shared_arena, browser_page):
+    """Side by side on a 1280 px page, each heatmap was shrunk to about 600 px: a 20-model heatmap's names 6 px tall."""
+    heatmaps = ("leaderboard-win-fraction", "leaderboard-predicted")
+    for width, side_by_side in ((1280, False), (1920, True)):
+        browser_page.set_viewport_size({"width": width, "height": 1100})
+        browser_page.goto(shared_arena.url)
+        browser_page.get_by_role("tab", name="Leaderboard").click()
+        for elem_id in heatmaps:
+            browser_page.wait_for_function(f"document.querySelector('#{elem_id} img')?.naturalWidth > 0")
+            widths = browser_page.evaluate(FIGURE_WIDTHS, elem_id)
+            assert widths["shown"] == pytest.approx(widths["natural"], abs=1), (width, elem_id, widths)
+        first, second = (browser_page.locator(f"#{elem_id} img").bounding_box() for elem_id in heatmaps)
+        assert (first["y"] == second["y"] and first["x"] + first["width"] <= second["x"]) == side_by_side, (first, second)
+        assert side_by_side or second["y"] >= first["y"] + first["height"], (first, second)
+
+
 # Per header cell of a leaderboard table: its text, its size in px and on how many lines it is written.
 TABLE_HEADERS = """selector => [...document.querySelectorAll(`${selector} th .header`)].map(header => {
   const text = document.createRange();

@@ -32,6 +32,9 @@ PLOT_DESCRIPTIONS = {
 PHONE_CAPTIONS = {f"leaderboard-{figure.name}": f"{figure.kind}: {figure.shows}" for figure in plots.FIGURES}
 
 
+_SIDE_BY_SIDE_MIN_WIDTH = 800  # px
+
+
 def _plot(elem_id: str) -> gr.Plot:
     gr.HTML(f'<p aria-hidden="true">{html.escape(PHONE_CAPTIONS[elem_id])}</p>', padding=False,
             elem_classes=["arena-phone-caption"])
@@ -54,10 +57,12 @@ class LeaderboardTab:
         # Tall enough for every row of a typical arena: a table scrolling inside the page hides its last models.
         self.table = gr.Dataframe(headers=list(DISPLAY_HEADER), interactive=False, elem_id="leaderboard-table",
                                   wrap=True, max_height=2400)
+        # Side by side where both fit at a readable size (a 20-model heatmap's names are 6 px tall at half of a
+        # 1280 px page), one above the other elsewhere.
         with gr.Row():
-            with gr.Column():  # each figure with its caption
+            with gr.Column(min_width=_SIDE_BY_SIDE_MIN_WIDTH):  # each figure with its caption
                 self.win_fraction = _plot("leaderboard-win-fraction")
-            with gr.Column():
+            with gr.Column(min_width=_SIDE_BY_SIDE_MIN_WIDTH):
                 self.predicted = _plot("leaderboard-predicted")
         self.battle_counts = _plot("leaderboard-battle-counts")
         with gr.Accordion("Head to head: the heatmaps' numbers", open=False, elem_id="leaderboard-head-to-head-box"):
