@@ -71,6 +71,15 @@ class _CachedBoard:
     computed_at: float  # time.time(), for people
 
 
+# Bytes of UTF-8 per token, for a conversation no served model can count: about 4 in English for common
+# tokenizers, 3 in CJK (a character each); the smaller makes the guess err on the side of the budget.
+_BYTES_PER_GUESSED_TOKEN = 3
+
+
+def _guessed_tokens(turns: list[dict]) -> int:
+    return -(-sum(len(turn["content"].encode("utf-8", "replace")) for turn in turns) // _BYTES_PER_GUESSED_TOKEN)
+
+
 class ArenaService:
     def __init__(self, config: ArenaConfig, roster: Roster, store: ArenaStore, *, seed: int | None = None):
         self.config = config
@@ -226,15 +235,19 @@ class ArenaService:
         else:
             readers = [(self.roster.contestants[name], []) for name in chosen if name in self.roster.contestants]
         common = min(map(self._allowed_tokens, self.roster.contestants.values())) if anonymous else None
-        longest, refused = 0, False
+        longest, refused, guessed = 0, False, 0
         for contestant, history in readers:
-            tokens = self._prompt_tokens(contestant, [*history, {"role": "user", "content": prompt}])
-            if tokens is None:
-                continue  # only its server knows: it refuses what it cannot read, and that side fails
+            turns = [*history, {"role": "user", "content": prompt}]
+            tokens = self._prompt_tokens(contestant, turns)
+            if tokens is None:  # only its server knows: it refuses what it cannot read, and that side fails
+                guessed = max(guessed, _guessed_tokens(turns))
+                continue
             longest = max(longest, tokens)
             refused |= tokens > (common if anonymous else self._allowed_tokens(contestant))
         if not refused:
-            return longest  # what the models will read, by the longest count (0 where none can count)
+            # What the models will read, by the longest count; where no model can count (only remote ones), a
+            # guess, so that the hourly budget still holds for an arena of paid endpoints.
+            return longest or guessed
         what, advice = (("This conversation is", "Vote, or start a new round.") if battle else
                         ("This prompt is", "Please shorten it (some scripts and symbols count for many characters)."))
         numbers = "" if anonymous else f": about {longest:,} tokens, more than these models read here"

@@ -27,7 +27,7 @@ import pytest
 from arena.backends import GenerationError
 from arena.backends.openai_compatible import NO_SUCH_ROUTE, OpenAICompatibleBackend
 from arena.backends.transformers_local import TransformersBackend
-from arena.battle import Mode
+from arena.battle import Mode, RuleViolation
 from arena.config import GenerationSettings, ModelEntry, bundled_model_path
 from arena.ui.battle_text import status_line
 from tests.conftest import MODEL_CACHE, free_port
@@ -377,6 +377,25 @@ def test_a_battle_says_a_remote_answer_was_cut(listen, make_service):
     for view in service.ask(None, "Say many words.", "10.0.0.1", Mode.ANONYMOUS):
         pass
     assert view.votable and "cut at the length limit" in status_line(view), status_line(view)
+
+
+def test_an_arena_of_remote_models_only_still_has_an_hourly_prompt_budget(listen, make_service):
+    """No served model can count the tokens there: a guess from the text's length stands in, or one address could
+    have a paid endpoint read without end."""
+    listener = listen(no_model_listing_then(lambda request: (200, events(content("Fine."), "data: [DONE]\n\n"))))
+    service = make_service(f"""
+        settings: {{sampling: uniform, limits: {{prompt_tokens_per_hour: 100}}}}
+        models:
+          - {{name: remote-one, backend: openai, base_url: "{listener.url}", model: one}}
+          - {{name: remote-two, backend: openai, base_url: "{listener.url}", model: two}}
+    """)
+    prompt = "Tell me about it " * 10  # 170 bytes: a guess of 57 tokens
+    for _ in service.ask(None, prompt, "10.0.0.1", Mode.ANONYMOUS):
+        pass
+    with pytest.raises(RuleViolation, match=r"reached the limit here: 100 prompt tokens an hour"):
+        service.ask(None, prompt, "10.0.0.1", Mode.ANONYMOUS)
+    for _ in service.ask(None, prompt, "10.0.0.2", Mode.ANONYMOUS):  # another address has its own budget
+        pass
 
 
 def test_half_a_character_in_a_remote_answer_is_stored_as_a_replacement(listen, make_service):
