@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="write the leaderboard and all votes into a folder")
     export.add_argument("--db", default=DEFAULT_DB)
     export.add_argument("--out", default="ratings", help="folder (default: %(default)s/)")
+    export.add_argument("--conversations", action="store_true",
+                        help="also write conversations.jsonl: each voted battle's prompts and answers (they may hold "
+                             "what volunteers typed about themselves); without it, one from an earlier export is removed")
     _add_rating_options(export)
     export.set_defaults(run=_export)
 
@@ -187,22 +190,31 @@ def _ratings(args) -> int:
 
 def _export(args) -> int:
     from arena import plots
-    from arena.reports import RenderedFigure, write_exports
+    from arena.reports import CONVERSATIONS_FILE, RenderedFigure, write_exports
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise SystemExit(f"error: --out {out} is a file, not a folder; nothing written")
-    records = _stored_votes(args.db)
+    store = _open_store(args.db, read_only=True)
+    try:
+        records = store.vote_records()
+        conversations = store.voted_conversations() if args.conversations else None
+    finally:
+        store.close()
     board = _leaderboard(records, args)
     figures = [RenderedFigure(f"{figure.name}.svg", figure.description, plots.as_svg(figure.draw(board)))
                for figure in plots.FIGURES]
+    earlier_conversations = out / CONVERSATIONS_FILE
     try:
-        written = write_exports(board, records, out, figures)
+        for path in write_exports(board, records, out, figures, conversations):
+            print(f"wrote {path}")
+        if conversations is None and earlier_conversations.exists():
+            # Left beside a new export it would pass for this one's; and prompts are shared only when asked.
+            earlier_conversations.unlink()
+            print(f"removed {earlier_conversations}, an earlier export's (--conversations writes it)")
     except OSError as exc:
         where = f" ({Path(exc.filename).name})" if exc.filename else ""
         raise SystemExit(f"error: cannot write the export into {out}: {exc.strerror or exc}{where}") from None
-    for path in written:
-        print(f"wrote {path}")
     return 0
 
 

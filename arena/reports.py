@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from arena.battle_files import DEFAULT_MAX_BYTES, atomic_text_writers, write_battle_lines
+from arena.battle_files import DEFAULT_MAX_BYTES, atomic_text_writers, export_fields, write_battle_lines
 from arena.leaderboard import Leaderboard, LeaderboardOptions
 from arena.text import display_width, markdown_text, padded
 from arena.wording import counted
@@ -172,10 +172,15 @@ def _export_markdown(leaderboard: Leaderboard, figures: Sequence[RenderedFigure]
     return "\n".join(text)
 
 
+CONVERSATIONS_FILE = "conversations.jsonl"
+
+
 def write_exports(leaderboard: Leaderboard, records: Iterable[Mapping], out_dir: Path | str,
-                  figures: Sequence[RenderedFigure] = ()) -> list[Path]:
+                  figures: Sequence[RenderedFigure] = (),
+                  conversations: Mapping[str, tuple[list, list]] | None = None) -> list[Path]:
     """Write leaderboard.{csv,json,md}, every vote record (unfiltered) as battles.jsonl, export.json, and
-    the `figures`, which leaderboard.md shows.
+    the `figures`, which leaderboard.md shows; with `conversations` (battle id -> what each model was asked
+    and answered), conversations.jsonl too.
 
     All of them are written beside their targets first and replace them only once every one is
     complete, so a failure (a full disk) leaves the previous export whole, and a reader never
@@ -183,24 +188,42 @@ def write_exports(leaderboard: Leaderboard, records: Iterable[Mapping], out_dir:
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    records = list(records)
     tables = {"csv": render(leaderboard, "csv"), "json": render(leaderboard, "json"),
               "md": _export_markdown(leaderboard, figures)}
     paths = [out_dir / f"leaderboard.{fmt}" for fmt in tables] + [out_dir / "battles.jsonl", out_dir / "export.json"]
     paths += [out_dir / figure.file_name for figure in figures]
+    if conversations is not None:
+        paths.append(out_dir / CONVERSATIONS_FILE)
     with atomic_text_writers(paths) as streams:
         boards, rest = streams[:len(tables)], streams[len(tables):]
-        (battles, about), drawings = rest[:2], rest[2:]
+        (battles, about), drawings = rest[:2], rest[2:2 + len(figures)]
         for stream, text in zip(boards, tables.values()):
             stream.write(text)
         for stream, figure in zip(drawings, figures):
             stream.write(figure.svg)
         exported = write_battle_lines(battles, records)
-        description = export_description(leaderboard, exported, out_dir / "battles.jsonl", battles.tell())
+        talks = None if conversations is None else write_conversation_lines(streams[-1], records, conversations)
+        description = export_description(leaderboard, exported, out_dir / "battles.jsonl", battles.tell(), talks)
         about.write(json.dumps(description, indent=2, ensure_ascii=False) + "\n")
     return paths
 
 
-def export_description(leaderboard: Leaderboard, votes_exported: int, battles_file: Path, battles_bytes: int) -> dict:
+def write_conversation_lines(stream, records: Iterable[Mapping], conversations: Mapping[str, tuple[list, list]]) -> int:
+    """Each vote that has its conversation, as battles.jsonl writes it plus `conversation_a` and `conversation_b`
+    (the turns each model saw, in the chat shape {"role", "content"}); returns how many."""
+    written = 0
+    for record in records:
+        talk = conversations.get(record.get("battle_id"))
+        if talk is not None:
+            line = {**export_fields(record), "conversation_a": talk[0], "conversation_b": talk[1]}
+            stream.write(json.dumps(line, ensure_ascii=False) + "\n")
+            written += 1
+    return written
+
+
+def export_description(leaderboard: Leaderboard, votes_exported: int, battles_file: Path, battles_bytes: int,
+                       conversations_exported: int | None = None) -> dict:
     """What an export holds and the options behind its leaderboard, with the command that recomputes it.
 
     The leaderboard files hold rows only; without this a reader could not tell a `--min-votes` or
@@ -209,6 +232,7 @@ def export_description(leaderboard: Leaderboard, votes_exported: int, battles_fi
     return {
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "votes_exported": votes_exported,
+        "conversations_exported": conversations_exported,
         "votes_counted": leaderboard.votes_used,
         "models": len(leaderboard.models),
         "options": leaderboard.options.as_dict(),

@@ -362,6 +362,27 @@ class ArenaStore:
             for a, b, winner, created, turns, mode, flagged, judge, battle_id in rows
         ]
 
+    def voted_conversations(self) -> dict[str, tuple[list[dict], list[dict]]]:
+        """Per voted battle of this arena (an imported vote has no messages): what each model was asked and
+        answered, as voted on, so the newest attempt of each turn (earlier ones were regenerated away)."""
+        with self.lock:
+            rows = self.db.execute(
+                """
+                select m.battle_id, m.side, m.content from messages m join votes v on v.battle_id = m.battle_id
+                where m.attempt = (select max(attempt) from messages n where n.battle_id = m.battle_id and n.turn = m.turn)
+                order by m.battle_id, m.turn, m.id
+                """
+            ).fetchall()
+        conversations: dict[str, tuple[list[dict], list[dict]]] = {}
+        for battle_id, side, content in rows:
+            with_a, with_b = conversations.setdefault(battle_id, ([], []))
+            if side == "user":
+                with_a.append({"role": "user", "content": content})
+                with_b.append({"role": "user", "content": content})
+            else:
+                (with_a if side == "a" else with_b).append({"role": "assistant", "content": content})
+        return conversations
+
     def import_votes(self, records: list[dict], source_digest: str | None = None, *,
                      source: str | None = None, known: str = "ask") -> ImportSummary:
         """Add validated clean-battle records in one transaction (all or nothing).

@@ -410,3 +410,50 @@ def test_the_counting_options_reach_the_leaderboard(tmp_path):
         shown = json.loads(arena("ratings", "--battles", votes, "--format", "json", "--bootstrap", 0, *options).stdout)
         assert shown == compute_leaderboard(records, bootstrap_rounds=0, **kwargs).as_dicts()
         assert (shown == plain) == (not options)
+
+
+CONVERSING_MODELS = """
+    settings: {sampling: uniform}
+    models:
+      - {name: tries-twice, backend: scripted, script: "replies: First try. | Second try."}
+      - {name: echo-back, backend: scripted, script: echo}
+"""
+
+
+def test_export_with_conversations_gives_each_vote_its_prompts_and_answers_as_voted_on(make_service, tmp_path):
+    from arena.battle import Mode
+
+    service = make_service(CONVERSING_MODELS)
+    last = None
+    for last in service.ask(None, "Hello", "10.0.0.1", Mode.ANONYMOUS):
+        pass
+    for last in service.regenerate(last.battle_id, "10.0.0.1"):  # the first answers are thrown away
+        pass
+    for last in service.ask(last.battle_id, "And then?", "10.0.0.1", Mode.ANONYMOUS):
+        pass
+    service.vote(last.battle_id, "10.0.0.1", "model_a")
+    for last in service.ask(None, "Never voted on", "10.0.0.1", Mode.ANONYMOUS):
+        pass
+    service.store.close()
+    imported = tmp_path / "imported.jsonl"  # votes without their conversations
+    imported.write_text('{"model_a": "tries-twice", "model_b": "echo-back", "winner": "tie"}\n')
+    db, out = tmp_path / "arena.db", tmp_path / "export"
+    arena("import", imported, "--db", db)
+
+    done = arena("export", "--db", db, "--out", out, "--conversations", "--bootstrap", "0")
+    assert f"wrote {out / 'conversations.jsonl'}" in done.stdout
+    (line,) = [json.loads(text) for text in (out / "conversations.jsonl").read_text().splitlines()]
+    battles = [json.loads(text) for text in (out / "battles.jsonl").read_text().splitlines()]
+    voted = next(record for record in battles if record["battle_id"] == line["battle_id"])
+    assert {key: line[key] for key in voted} == voted and "judge" not in line
+    answers = {"tries-twice": ["Second try.", "Second try."], "echo-back": ["Hello", "And then?"]}
+    for side in ("a", "b"):
+        assert line[f"conversation_{side}"] == [
+            {"role": "user", "content": "Hello"}, {"role": "assistant", "content": answers[line[f"model_{side}"]][0]},
+            {"role": "user", "content": "And then?"}, {"role": "assistant", "content": answers[line[f"model_{side}"]][1]}]
+    assert json.loads((out / "export.json").read_text())["conversations_exported"] == 1
+
+    # Prompts are shared only when asked: an export without the option takes the earlier file away.
+    done = arena("export", "--db", db, "--out", out, "--bootstrap", "0")
+    assert "removed" in done.stdout and not (out / "conversations.jsonl").exists()
+    assert json.loads((out / "export.json").read_text())["conversations_exported"] is None
