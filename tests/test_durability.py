@@ -32,6 +32,7 @@ class WarmStarter:
     half a second instead of 3.5 s, which is what lets one test kill 20 of them."""
 
     def __init__(self):
+        self.serving: set[int] = set()  # killed at the end, should a test stop half way
         self.process = subprocess.Popen([sys.executable, "-m", "tests.warm_starter"], cwd=ROOT, text=True,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -41,6 +42,7 @@ class WarmStarter:
         for _ in range(3):  # a free port can be taken by another test process's server before this one binds it
             port = free_port()
             pid = self._ask("start", str(log), "--config", str(config), "--db", str(db), "--port", str(port))
+            self.serving.add(pid)
             ended = wait_until(lambda: "Ready:" in log.read_text() or _has_ended(pid), timeout_s=60)
             if ended is True and not _has_ended(pid):
                 return pid, f"http://127.0.0.1:{port}"
@@ -53,8 +55,11 @@ class WarmStarter:
         """SIGKILL, and wait until the process is gone (its lock on the database with it)."""
         os.kill(pid, signal.SIGKILL)
         self._ask("reap", pid)
+        self.serving.discard(pid)
 
     def close(self) -> None:
+        for pid in list(self.serving):
+            self.kill(pid)
         self.process.stdin.close()
         self.process.wait(20)
 

@@ -30,10 +30,12 @@ LONG_PROMPT = " ".join(f"word{i}" for i in range(300))
 
 def test_while_the_models_load_send_waits_and_a_prompt_sent_early_is_told_why(start_arena, browser_page):
     """The page is up before the models: Enter says why nothing starts, and the next poll must not hide that."""
-    with socket.create_server(("127.0.0.1", 0)) as silent:  # a remote endpoint that never answers holds loading
+    # A remote endpoint that never answers holds loading until the test is done with it (a timeout would end it
+    # early on a busy machine).
+    with socket.create_server(("127.0.0.1", 0)) as silent:
         arena = start_arena(SLOW_ECHO.replace("sampling: uniform", "sampling: uniform, on_load_failure: disable") + f"""
       - {{name: far-away, backend: openai, base_url: "http://127.0.0.1:{silent.getsockname()[1]}/v1", model: m,
-          request_timeout_s: 8}}
+          request_timeout_s: 120}}
 """, ready_line="Arena page:")
         page = browser_page
         page.goto(arena.url)
@@ -48,6 +50,7 @@ def test_while_the_models_load_send_waits_and_a_prompt_sent_early_is_told_why(st
         time.sleep(4.5)  # two polls for loading news
         assert "still loading" in status.inner_text() and prompt.input_value() == "Too early"
         assert "loaded" not in status.inner_text()  # the banner counts; a refusal said once would fall behind
+        silent.close()  # its waiting connection is refused: that model fails to load, and loading ends
         page.wait_for_function("!document.querySelector('#battle-send').disabled", timeout=30_000)
         assert status.inner_text().startswith("Ask anything") and banner.inner_text().strip() == ""
 
