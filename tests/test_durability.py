@@ -29,7 +29,7 @@ KILLS = 20  # the integrity issue asks for at least 20
 
 class WarmStarter:
     """Servers forked from `tests/warm_starter.py`, which has the arena's code imported: each starts in about
-    half a second instead of 3.5 s, which is what lets one test kill 20 of them."""
+    a second instead of 3.5 s, which is what lets one test kill 20 of them."""
 
     def __init__(self):
         self.serving: set[int] = set()  # killed at the end, should a test stop half way
@@ -43,8 +43,8 @@ class WarmStarter:
             port = free_port()
             pid = self._ask("start", str(log), "--config", str(config), "--db", str(db), "--port", str(port))
             self.serving.add(pid)
-            ended = wait_until(lambda: "Ready:" in log.read_text() or _has_ended(pid), timeout_s=60)
-            if ended is True and not _has_ended(pid):
+            came = wait_until(lambda: "Ready:" in log.read_text() or _has_ended(pid), timeout_s=60)
+            if came and not _has_ended(pid):
                 return pid, f"http://127.0.0.1:{port}"
             self.kill(pid)
             if "cannot listen on" not in log.read_text():
@@ -100,7 +100,8 @@ def test_acknowledged_votes_survive_kill_9(tmp_path):
         for round_ in range(KILLS):
             pid, url = starter.serve(config, db, tmp_path / f"serve-{round_}.log")
             stop = threading.Event()
-            drivers = [threading.Thread(target=drive, args=(url, f"r{round_}d{d}", acknowledged, stop)) for d in range(3)]
+            drivers = [threading.Thread(target=drive, args=(url, f"r{round_}d{d}", acknowledged, stop), daemon=True)
+                       for d in range(3)]
             voted_before = len(acknowledged)
             for driver in drivers:
                 driver.start()
