@@ -66,6 +66,22 @@ def greedy_reference(system_prompt: str, prompt: str, max_new_tokens: int) -> st
         backend.close()
 
 
+# The page's markup with what its fields hold, which the markup does not show.
+PAGE_TEXT = """() => document.documentElement.outerHTML + '\\n'
+  + [...document.querySelectorAll('input, textarea')].map(field => field.value).join('\\n')"""
+TABS = {"Side by side": "#named-pick-a input", "Leaderboard": "#leaderboard-table table", "Battle": "#battle-prompt textarea"}
+
+
+def every_tab_text(page) -> str:
+    """The page with each tab opened in turn (Gradio draws a tab's contents only once it is opened), back on Battle."""
+    texts = []
+    for tab, drawn in TABS.items():
+        page.get_by_role("tab", name=tab).click()
+        page.locator(drawn).wait_for(timeout=30_000)
+        texts.append(page.evaluate(PAGE_TEXT))
+    return "\n".join(texts)
+
+
 def test_full_battle_in_chromium(start_arena, browser_page, tmp_path):
     arena = start_arena(BUNDLED_ARENA)
     # Its output is a pipe, as a log file would be: the loading lines, no progress-bar redraws.
@@ -115,16 +131,20 @@ def test_full_battle_in_chromium(start_arena, browser_page, tmp_path):
         assert not [p for p in payloads if name in p], f"{name} leaked in a response before the vote"
     answers = [page.locator(f"#battle-chat-{side}").inner_text() for side in "ab"]
     assert all(len(text.strip()) > 0 for text in answers)
-    # The whole page, every tab: it names each model as often as the page of a bystander with no battle does
-    # (the side-by-side pickers and the leaderboard name them in public).
-    whole_page = page.content()
-    bystander = page.context.new_page()
-    bystander.goto(arena.url)
-    bystander.locator("#battle-prompt textarea").wait_for()
+    # The whole page, every tab and field: it names each model as often as the page of a bystander with no battle
+    # does (the side-by-side pickers and the leaderboard name them in public).
+    whole_page = every_tab_text(page)
+    bystander = page.context.browser.new_context()
+    try:
+        other = bystander.new_page()
+        other.goto(arena.url)
+        other.locator("#battle-prompt textarea").wait_for()
+        theirs = every_tab_text(other)
+    finally:
+        bystander.close()
+    assert "Not rated yet" in whole_page and 'id="named-pick-a"' in whole_page  # every tab was drawn
     for name in NAMES:
-        wait_until(lambda: bystander.content().count(name) >= whole_page.count(name), timeout_s=30)
-        assert whole_page.count(name) == bystander.content().count(name), f"the battle's page names {name} more often"
-    bystander.close()
+        assert whole_page.count(name) == theirs.count(name), f"the battle's page names {name} more often"
 
     vote_a.click()
     status = page.locator("#battle-status")
