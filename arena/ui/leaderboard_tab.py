@@ -32,7 +32,8 @@ PLOT_DESCRIPTIONS = {
 PHONE_CAPTIONS = {f"leaderboard-{figure.name}": f"{figure.kind}: {figure.shows}" for figure in plots.FIGURES}
 
 
-_SIDE_BY_SIDE_MIN_WIDTH = 800  # px
+# A column that shows a heatmap at its drawn width (inches at matplotlib's 100 dpi), with the block's padding.
+_SIDE_BY_SIDE_MIN_WIDTH = round(plots.WIDTH_INCHES * 100) + 20  # px
 
 
 def _plot(elem_id: str) -> gr.Plot:
