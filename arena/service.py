@@ -245,9 +245,9 @@ class ArenaService:
             longest = max(longest, tokens)
             refused |= tokens > (common if anonymous else self._allowed_tokens(contestant))
         if not refused:
-            # What the models will read, by the longest count; where no model can count (only remote ones), a
-            # guess, so that the hourly budget still holds for an arena of paid endpoints.
-            return longest or guessed
+            # What the models will read, by the longest count; for a model only its server can count (a remote
+            # one, perhaps paid for by the token), a guess, so that the hourly budget holds for it too.
+            return max(longest, guessed)
         what, advice = (("This conversation is", "Vote, or start a new round.") if battle else
                         ("This prompt is", "Please shorten it (some scripts and symbols count for many characters)."))
         numbers = "" if anonymous else f": about {longest:,} tokens, more than these models read here"

@@ -398,6 +398,23 @@ def test_an_arena_of_remote_models_only_still_has_an_hourly_prompt_budget(listen
         pass
 
 
+def test_a_remote_model_s_reading_is_guessed_for_the_budget_even_beside_a_model_that_counts(listen, make_service):
+    """Side by side with a local model, whose count (a token a word for the scripted one) would let the remote one
+    read a long prompt for next to nothing."""
+    listener = listen(no_model_listing_then(lambda request: (200, events(content("Fine."), "data: [DONE]\n\n"))))
+    service = make_service(f"""
+        settings: {{sampling: uniform, limits: {{prompt_tokens_per_hour: 100}}}}
+        models:
+          - {{name: local-echo, backend: scripted, script: echo}}
+          - {{name: remote-one, backend: openai, base_url: "{listener.url}", model: one}}
+    """)
+    pair, one_long_word = ("local-echo", "remote-one"), "x" * 170  # 1 token for local-echo, a guess of 57 remotely
+    for _ in service.ask(None, one_long_word, "10.0.0.1", Mode.NAMED, pair):
+        pass
+    with pytest.raises(RuleViolation, match=r"reached the limit here: 100 prompt tokens an hour"):
+        service.ask(None, one_long_word, "10.0.0.1", Mode.NAMED, pair)
+
+
 def test_half_a_character_in_a_remote_answer_is_stored_as_a_replacement(listen, make_service):
     """JSON may escape a lone surrogate; SQLite and the page take only valid UTF-8."""
     stream = events('data: {"choices": [{"index": 0, "delta": {"content": "broken \\ud83d emoji"}}]}\n\n', "data: [DONE]\n\n")

@@ -70,8 +70,8 @@ class Backend(ABC):
         """How many tokens the model reads for `messages`, or None where only the server knows.
 
         None leaves this model out of `limits.max_conversation_tokens` and `limits.prompt_tokens_per_hour`
-        (in an anonymous battle the other side's count still applies; where no model can count, the budget
-        charges a guess from the text's length).
+        (in an anonymous battle the other side's count still applies), except that the budget then charges a
+        guess from the text's length where that is more than the counted models' count.
         """
         return None
 
