@@ -314,7 +314,7 @@ def _array_values(data: bytes) -> Iterator[tuple[int, Any, str | None]]:
 class BattleFile:
     records: list[dict]
     sha256: str  # of the bytes the records were read from: earlier versions keyed imported votes by it
-    first_lines: dict[str, int]  # each model's first line (or array item): a misspelt name is found there
+    first_lines: dict[str, int]  # the line each model's first record starts on: a misspelt name is found there
 
 
 def read_battles(

@@ -196,25 +196,25 @@ def _export(args) -> int:
     if out.exists() and not out.is_dir():
         raise SystemExit(f"error: --out {out} is a file, not a folder; nothing written")
     store = _open_store(args.db, read_only=True)
-    try:
+    try:  # open until the conversations, read one battle at a time, are written
         records = store.vote_records()
+        board = _leaderboard(records, args)
+        figures = [RenderedFigure(f"{figure.name}.svg", figure.description, plots.as_svg(figure.draw(board)))
+                   for figure in plots.FIGURES]
+        earlier_conversations = out / CONVERSATIONS_FILE
+        removing = not args.conversations and earlier_conversations.exists()
         conversations = store.voted_conversations() if args.conversations else None
+        try:
+            written = write_exports(board, records, out, figures, conversations)
+        except OSError as exc:
+            where = f" ({Path(exc.filename).name})" if exc.filename else ""
+            raise SystemExit(f"error: cannot write the export into {out}: {exc.strerror or exc}{where}") from None
     finally:
         store.close()
-    board = _leaderboard(records, args)
-    figures = [RenderedFigure(f"{figure.name}.svg", figure.description, plots.as_svg(figure.draw(board)))
-               for figure in plots.FIGURES]
-    earlier_conversations = out / CONVERSATIONS_FILE
-    try:
-        for path in write_exports(board, records, out, figures, conversations):
-            print(f"wrote {path}")
-        if conversations is None and earlier_conversations.exists():
-            # Left beside a new export it would pass for this one's; and prompts are shared only when asked.
-            earlier_conversations.unlink()
-            print(f"removed {earlier_conversations}, an earlier export's (--conversations writes it)")
-    except OSError as exc:
-        where = f" ({Path(exc.filename).name})" if exc.filename else ""
-        raise SystemExit(f"error: cannot write the export into {out}: {exc.strerror or exc}{where}") from None
+    if removing:
+        print(f"removed {earlier_conversations}, an earlier export's (--conversations writes it)")
+    for path in written:
+        print(f"wrote {path}")
     return 0
 
 

@@ -177,18 +177,21 @@ CONVERSATIONS_FILE = "conversations.jsonl"
 
 def write_exports(leaderboard: Leaderboard, records: Iterable[Mapping], out_dir: Path | str,
                   figures: Sequence[RenderedFigure] = (),
-                  conversations: Mapping[str, tuple[list, list]] | None = None) -> list[Path]:
+                  conversations: Iterable[tuple[str, list, list]] | None = None) -> list[Path]:
     """Write leaderboard.{csv,json,md}, every vote record (unfiltered) as battles.jsonl, export.json, and
-    the `figures`, which leaderboard.md shows; with `conversations` (battle id -> what each model was asked
-    and answered), conversations.jsonl too.
+    the `figures`, which leaderboard.md shows; with `conversations` ((battle id, what Model A was given and
+    answered, what Model B was), as `ArenaStore.voted_conversations` reads them), conversations.jsonl too.
 
     All of them are written beside their targets first and replace them only once every one is
     complete, so a failure (a full disk) leaves the previous export whole, and a reader never
-    sees half a file.
+    sees half a file. Without `conversations`, an earlier export's conversations.jsonl is removed first:
+    left beside this export it would pass for its own, and prompts are shared only when asked for.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = list(records)
+    if conversations is None:
+        (out_dir / CONVERSATIONS_FILE).unlink(missing_ok=True)
     tables = {"csv": render(leaderboard, "csv"), "json": render(leaderboard, "json"),
               "md": _export_markdown(leaderboard, figures)}
     paths = [out_dir / f"leaderboard.{fmt}" for fmt in tables] + [out_dir / "battles.jsonl", out_dir / "export.json"]
@@ -203,20 +206,22 @@ def write_exports(leaderboard: Leaderboard, records: Iterable[Mapping], out_dir:
         for stream, figure in zip(drawings, figures):
             stream.write(figure.svg)
         exported = write_battle_lines(battles, records)
-        talks = None if conversations is None else write_conversation_lines(streams[-1], records, conversations)
-        description = export_description(leaderboard, exported, out_dir / "battles.jsonl", battles.tell(), talks)
+        conversations_written = (None if conversations is None
+                                 else write_conversation_lines(streams[-1], records, conversations))
+        description = export_description(leaderboard, exported, out_dir / "battles.jsonl", battles.tell(),
+                                         conversations_written)
         about.write(json.dumps(description, indent=2, ensure_ascii=False) + "\n")
     return paths
 
 
-def write_conversation_lines(stream, records: Iterable[Mapping], conversations: Mapping[str, tuple[list, list]]) -> int:
+def write_conversation_lines(stream, records: Iterable[Mapping], conversations: Iterable[tuple[str, list, list]]) -> int:
     """Each vote that has its conversation, as battles.jsonl writes it plus `conversation_a` and `conversation_b`
-    (the turns each model saw, in the chat shape {"role", "content"}); returns how many."""
+    (the turns each model was given and answered, in the chat shape {"role", "content"}); returns how many."""
+    votes = {record["battle_id"]: record for record in records if "battle_id" in record}
     written = 0
-    for record in records:
-        talk = conversations.get(record.get("battle_id"))
-        if talk is not None:
-            line = {**export_fields(record), "conversation_a": talk[0], "conversation_b": talk[1]}
+    for battle_id, with_a, with_b in conversations:
+        if battle_id in votes:
+            line = {**export_fields(votes[battle_id]), "conversation_a": with_a, "conversation_b": with_b}
             stream.write(json.dumps(line, ensure_ascii=False) + "\n")
             written += 1
     return written

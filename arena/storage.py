@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import secrets
@@ -362,26 +363,29 @@ class ArenaStore:
             for a, b, winner, created, turns, mode, flagged, judge, battle_id in rows
         ]
 
-    def voted_conversations(self) -> dict[str, tuple[list[dict], list[dict]]]:
-        """Per voted battle of this arena (an imported vote has no messages): what each model was asked and
-        answered, as voted on, so the newest attempt of each turn (earlier ones were regenerated away)."""
+    def voted_conversations(self) -> Iterator[tuple[str, list[dict], list[dict]]]:
+        """(battle id, what Model A was given and answered, the same for Model B) for each vote cast in this
+        arena (an imported vote has no messages), in `vote_records` order, as voted on: the newest attempt of
+        each turn, earlier ones being regenerated away. One battle at a time, as a large arena's text would not
+        fit in memory; the store is locked until the last one is read."""
         with self.lock:
             rows = self.db.execute(
                 """
-                select m.battle_id, m.side, m.content from messages m join votes v on v.battle_id = m.battle_id
+                select m.battle_id, m.side, m.content from votes v join messages m on m.battle_id = v.battle_id
                 where m.attempt = (select max(attempt) from messages n where n.battle_id = m.battle_id and n.turn = m.turn)
-                order by m.battle_id, m.turn, m.id
+                order by v.created, v.id, m.turn, m.id
                 """
-            ).fetchall()
-        conversations: dict[str, tuple[list[dict], list[dict]]] = {}
-        for battle_id, side, content in rows:
-            with_a, with_b = conversations.setdefault(battle_id, ([], []))
-            if side == "user":
-                with_a.append({"role": "user", "content": content})
-                with_b.append({"role": "user", "content": content})
-            else:
-                (with_a if side == "a" else with_b).append({"role": "assistant", "content": content})
-        return conversations
+            )
+            for battle_id, battle_rows in itertools.groupby(rows, key=lambda row: row[0]):
+                with_a: list[dict] = []
+                with_b: list[dict] = []
+                for _, side, content in battle_rows:
+                    if side == "user":
+                        with_a.append({"role": "user", "content": content})
+                        with_b.append({"role": "user", "content": content})
+                    else:
+                        (with_a if side == "a" else with_b).append({"role": "assistant", "content": content})
+                yield battle_id, with_a, with_b
 
     def import_votes(self, records: list[dict], source_digest: str | None = None, *,
                      source: str | None = None, known: str = "ask") -> ImportSummary:

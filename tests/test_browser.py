@@ -7,7 +7,6 @@ import threading
 
 import pytest
 
-from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.model]
 

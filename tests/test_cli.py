@@ -432,6 +432,15 @@ def test_export_with_conversations_gives_each_vote_its_prompts_and_answers_as_vo
     for last in service.ask(last.battle_id, "And then?", "10.0.0.1", Mode.ANONYMOUS):
         pass
     service.vote(last.battle_id, "10.0.0.1", "model_a")
+    # Side by side, not in plain ASCII, regenerated at its second turn only, and flagged: the echo names its model.
+    pair = ("echo-back", "tries-twice")
+    for last in service.ask(None, "Привет 👋", "10.0.0.1", Mode.NAMED, pair):
+        pass
+    for last in service.ask(last.battle_id, "Are you echo-back?", "10.0.0.1", Mode.NAMED, pair):
+        pass
+    for last in service.regenerate(last.battle_id, "10.0.0.1"):
+        pass
+    service.vote(last.battle_id, "10.0.0.1", "tie")
     for last in service.ask(None, "Never voted on", "10.0.0.1", Mode.ANONYMOUS):
         pass
     service.store.close()
@@ -442,16 +451,26 @@ def test_export_with_conversations_gives_each_vote_its_prompts_and_answers_as_vo
 
     done = arena("export", "--db", db, "--out", out, "--conversations", "--bootstrap", "0")
     assert f"wrote {out / 'conversations.jsonl'}" in done.stdout
-    (line,) = [json.loads(text) for text in (out / "conversations.jsonl").read_text().splitlines()]
+    first, second = [json.loads(text) for text in (out / "conversations.jsonl").read_text(encoding="utf-8").splitlines()]
     battles = [json.loads(text) for text in (out / "battles.jsonl").read_text().splitlines()]
-    voted = next(record for record in battles if record["battle_id"] == line["battle_id"])
-    assert {key: line[key] for key in voted} == voted and "judge" not in line
+    for line in (first, second):  # each as its vote is in battles.jsonl, in the same order, no client id
+        voted = next(record for record in battles if record["battle_id"] == line["battle_id"])
+        assert {key: line[key] for key in voted} == voted and "judge" not in line
+    order = [record["battle_id"] for record in battles]
+    assert order.index(first["battle_id"]) < order.index(second["battle_id"])
+
+    def conversation(prompts, answers):
+        return [message for prompt, answer in zip(prompts, answers)
+                for message in ({"role": "user", "content": prompt}, {"role": "assistant", "content": answer})]
+
     answers = {"tries-twice": ["Second try.", "Second try."], "echo-back": ["Hello", "And then?"]}
     for side in ("a", "b"):
-        assert line[f"conversation_{side}"] == [
-            {"role": "user", "content": "Hello"}, {"role": "assistant", "content": answers[line[f"model_{side}"]][0]},
-            {"role": "user", "content": "And then?"}, {"role": "assistant", "content": answers[line[f"model_{side}"]][1]}]
-    assert json.loads((out / "export.json").read_text())["conversations_exported"] == 1
+        assert first[f"conversation_{side}"] == conversation(["Hello", "And then?"], answers[first[f"model_{side}"]])
+    prompts = ["Привет 👋", "Are you echo-back?"]
+    assert second["anony"] is False and second["flagged"] is True and second["winner"] == "tie"
+    assert second["conversation_a"] == conversation(prompts, prompts)  # the second turn once, as regenerated
+    assert second["conversation_b"] == conversation(prompts, ["Second try.", "Second try."])
+    assert json.loads((out / "export.json").read_text())["conversations_exported"] == 2
 
     # Prompts are shared only when asked: an export without the option takes the earlier file away.
     done = arena("export", "--db", db, "--out", out, "--bootstrap", "0")
