@@ -7,7 +7,6 @@ import threading
 
 import pytest
 
-
 pytestmark = [pytest.mark.browser, pytest.mark.model]
 
 BUNDLED_ARENA = """
