@@ -71,8 +71,8 @@ class _CachedBoard:
     computed_at: float  # time.time(), for people
 
 
-# Bytes of UTF-8 per token, for a conversation no served model can count: about 4 in English for common
-# tokenizers, 3 in CJK (a character each); the smaller makes the guess err on the side of the budget.
+# Bytes of UTF-8 per token, to guess what a model only its server can count will read: about 4 in English for
+# common tokenizers, 3 in CJK (a character each); the smaller makes the guess err on the side of the budget.
 _BYTES_PER_GUESSED_TOKEN = 3
 
 
