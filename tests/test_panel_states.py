@@ -105,17 +105,27 @@ def test_new_round_stops_a_battle_mid_answer_but_the_pickers_wait(shared_arena, 
 
 def test_new_round_waits_while_a_sent_prompt_has_no_battle_yet(start_arena, browser_page):
     """Queued behind another battle, the page holds no battle id yet: New round could not stop it."""
-    arena = start_arena(SLOW_ECHO.replace("sampling: uniform", "sampling: uniform, max_concurrent_battles: 1"))
+    # The first battle holds the only generation slot until the test ends it (a 30 s answer), so the second
+    # prompt queues however slowly its page opens.
+    arena = start_arena("""
+    settings: {sampling: uniform, max_concurrent_battles: 1, limits: {max_prompt_chars: 20000}}
+    models:
+      - {name: echo-one, backend: scripted, script: echo, max_new_tokens: 3000}
+      - {name: echo-two, backend: scripted, script: echo, max_new_tokens: 3000}
+""")
     first = browser_page
-    open_and_ask(first, arena.url, LONG_PROMPT)  # holds the only generation slot for a few seconds
-    first.wait_for_function("document.querySelector('#battle-chat-a').innerText.includes('word5')", timeout=15_000)
+    open_and_ask(first, arena.url, " ".join(f"w{i}" for i in range(3000)))
+    first.wait_for_function("document.querySelector('#battle-chat-a').innerText.includes('w5')", timeout=15_000)
     second = first.context.browser.new_page()
     open_and_ask(second, arena.url, "Hello there")
-    second.wait_for_function("document.querySelector('#battle-new-round').disabled", timeout=5_000)
+    second.wait_for_function("document.querySelector('#battle-new-round').disabled", timeout=15_000)
+    time.sleep(1)
+    assert second.locator("#battle-new-round").is_disabled()  # still queued: nothing to stop yet
+    first.locator("#battle-new-round").click()  # ends the first battle, which frees the slot
     second.wait_for_function("!document.querySelector('#battle-vote-a').disabled", timeout=60_000)
     assert second.locator("#battle-new-round").is_enabled()  # its battle arrived: New round works again
     prompt = second.locator("#battle-prompt textarea")
-    prompt.fill("x" * 5000)  # over max_prompt_chars: refused at once
+    prompt.fill("x" * 20_001)  # over max_prompt_chars: refused at once
     prompt.press("Enter")
     second.wait_for_function("document.querySelector('#battle-status').innerText.includes('limit here')", timeout=15_000)
     assert second.locator("#battle-new-round").is_enabled()  # nothing is starting: New round is not left waiting
