@@ -32,6 +32,7 @@ RECORD_DEFAULTS = MappingProxyType({"tstamp": None, "turn": 1, "anony": True, "f
 MAX_TURN = 1_000_000
 MAX_TSTAMP = 253_402_300_799.0  # the last second of the year 9999, the largest `datetime` can show
 MAX_ID_LENGTH = 200  # `battle_id` and `judge`
+MAX_FLAG_REASON_LENGTH = 1000
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 # Problems kept on an error: enough to fix a file, bounded for a file of pure garbage.
 MAX_KEPT_PROBLEMS = 1000
@@ -91,8 +92,9 @@ def _storable_text(key: str, text: str, max_length: int, problems: list[str]) ->
     return text
 
 
-def _optional_text(record: Mapping, key: str, problems: list[str], *, integers: bool = False) -> str | None:
-    """An optional identifier (`battle_id`, `judge`) as text; None when absent or null."""
+def _optional_text(record: Mapping, key: str, problems: list[str], *, integers: bool = False,
+                   max_length: int = MAX_ID_LENGTH) -> str | None:
+    """An optional text field (`battle_id`, `judge`, `flag_reason`); None when absent or null."""
     value = record.get(key)
     if value is None:
         return None
@@ -102,7 +104,7 @@ def _optional_text(record: Mapping, key: str, problems: list[str], *, integers: 
         kind = "a string or an integer" if integers else "a string"
         problems.append(f"{key} must be {kind}, not empty, got {_shown(value)}")
         return None
-    return _storable_text(key, value, MAX_ID_LENGTH, problems)
+    return _storable_text(key, value, max_length, problems)
 
 
 def _optional_fields(record: Mapping) -> dict:
@@ -156,7 +158,10 @@ def normalise_record(record: Any) -> tuple[dict | None, list[str]]:
     identifiers = {
         "battle_id": _optional_text(record, "battle_id", problems),
         "judge": _optional_text(record, "judge", problems, integers=True) if record.get("judge") != "" else None,
+        "flag_reason": _optional_text(record, "flag_reason", problems, max_length=MAX_FLAG_REASON_LENGTH),
     }
+    if identifiers["flag_reason"] is not None and flags["flagged"] is not True:
+        problems.append("flag_reason is given for a vote that is not flagged (add \"flagged\": true, or drop it)")
     if problems:
         return None, problems
 
@@ -413,7 +418,7 @@ def vote_identity(record: Mapping) -> tuple[str, str, str, bool, bool]:
 
 
 def export_fields(record: Mapping) -> dict:
-    """The clean-battle fields written for a record, with `flagged` only when set.
+    """The clean-battle fields written for a record, with `flagged` (and why, when known) only when set.
 
     An undated vote keeps `"tstamp": null`, so every line has the same keys. `battle_id`
     is written when the record has one, so importing the file again adds nothing.
@@ -430,6 +435,8 @@ def export_fields(record: Mapping) -> dict:
     }
     if given["flagged"]:
         fields["flagged"] = True
+        if record.get("flag_reason"):
+            fields["flag_reason"] = str(record["flag_reason"])
     if record.get("battle_id") is not None:
         fields["battle_id"] = str(record["battle_id"])
     return fields

@@ -47,7 +47,7 @@ SHOWN_CONFLICTS = 20  # records named when a file contradicts stored votes
 STOPPED_WHILE_ANSWERING = "the server stopped while the models were answering (this turn was not stored)"
 STOPPED_BEFORE_THE_VOTE = "the server stopped before the vote"
 # What an imported record keeps (`judge` as the voter's client id); anything else in it is dropped.
-IMPORTED_FIELDS = frozenset({"model_a", "model_b", "winner", "tstamp", "turn", "anony", "flagged", "battle_id", "judge"})
+IMPORTED_FIELDS = frozenset({"model_a", "model_b", "winner", "tstamp", "turn", "anony", "flagged", "flag_reason", "battle_id", "judge"})
 
 
 class KnownVotesError(ValueError):
@@ -348,19 +348,21 @@ class ArenaStore:
     # --- votes as data ----------------------------------------------------
 
     def vote_records(self) -> list[dict]:
-        """Every vote in FastChat's clean-battle shape (plus `flagged`), oldest first."""
+        """Every vote in FastChat's clean-battle shape (plus `flagged`, and `flag_reason` on a flagged one), oldest first."""
         with self.lock:
             rows = self.db.execute(
                 """
-                select b.model_a, b.model_b, v.winner, v.created, b.turns, b.mode, v.flagged, v.client_id, b.id
+                select b.model_a, b.model_b, v.winner, v.created, b.turns, b.mode, v.flagged, v.client_id, b.id,
+                       v.flag_reason
                 from votes v join battles b on b.id = v.battle_id
                 order by v.created, v.id
                 """
             ).fetchall()
         return [
             {"model_a": a, "model_b": b, "winner": winner, "tstamp": created, "turn": max(turns or 1, 1),
-             "anony": mode == "anonymous", "flagged": bool(flagged), "judge": judge, "battle_id": battle_id}
-            for a, b, winner, created, turns, mode, flagged, judge, battle_id in rows
+             "anony": mode == "anonymous", "flagged": bool(flagged), "judge": judge, "battle_id": battle_id,
+             **({"flag_reason": reason} if flagged and reason else {})}
+            for a, b, winner, created, turns, mode, flagged, judge, battle_id, reason in rows
         ]
 
     def voted_conversations(self) -> Iterator[tuple[str, list[dict], list[dict]]]:
@@ -454,7 +456,7 @@ class ArenaStore:
                 votes.append({
                     "battle_id": battle_id, "winner": record["winner"], "created": tstamp,
                     "client_id": str(record.get("judge", "")), "flagged": int(bool(record.get("flagged", False))),
-                    "flag_reason": "flagged in imported file" if record.get("flagged") else None,
+                    "flag_reason": (record.get("flag_reason") or "flagged in imported file") if record.get("flagged") else None,
                 })
             self.db["battles"].insert_all(battles, ignore=True, batch_size=1000)
             self.db["votes"].insert_all(votes, ignore=True, batch_size=1000)

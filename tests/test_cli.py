@@ -468,6 +468,7 @@ def test_export_with_conversations_gives_each_vote_its_prompts_and_answers_as_vo
         assert first[f"conversation_{side}"] == conversation(["Hello", "And then?"], answers[first[f"model_{side}"]])
     prompts = ["Привет 👋", "Are you echo-back?"]
     assert second["anony"] is False and second["flagged"] is True and second["winner"] == "tie"
+    assert second["flag_reason"] == "answer names 'echo-back'"  # the word, though only the answer voted on lost it
     assert second["conversation_a"] == conversation(prompts, prompts)  # the second turn once, as regenerated
     assert second["conversation_b"] == conversation(prompts, ["Second try.", "Second try."])
     assert json.loads((out / "export.json").read_text())["conversations_exported"] == 2

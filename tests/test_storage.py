@@ -179,6 +179,11 @@ def test_an_export_imported_back_adds_nothing(store, tmp_path):
     assert (back.added, back.already_present) == (0, 202)
     fresh = ArenaStore(tmp_path / "fresh.db")
     assert fresh.import_votes(read_battles(exported)).added == 202
+    # why a vote was flagged travels with it (an imported flag without a reason says where it came from)
+    assert [r["flag_reason"] for r in fresh.vote_records() if r["flagged"]] == ["answer names 'alpha'"]
+    fresh.import_votes([{"model_a": "alpha", "model_b": "beta", "winner": "tie", "flagged": True}])
+    reasons = {r["battle_id"]: r["flag_reason"] for r in fresh.vote_records() if r["flagged"]}
+    assert sorted(reasons.values()) == ["answer names 'alpha'", "flagged in imported file"]
     fresh.close()
     assert store.import_votes(real_votes(tmp_path, 201, "more.jsonl"), known="skip").added == 1  # ids survive the round trip
 
