@@ -6,6 +6,7 @@ a "still loading" page instead of a refused connection.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import logging
@@ -14,6 +15,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -25,6 +27,8 @@ from arena.storage import ArenaStore, DatabaseFileError
 from arena.wording import counted
 
 log = logging.getLogger("arena")
+
+_STOP_GRACE_S = 1.0  # what a request being answered at stop gets (a vote takes milliseconds)
 
 
 def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: Path) -> int:
@@ -79,6 +83,8 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
         except OSError:  # taken since the check; Gradio's own message suggests a variable that --port overrides
             return _cannot_listen(host, port)
         on_stop.callback(app.close)
+        on_stop.callback(_end_event_streams, app)
+        on_stop.callback(service.stop)  # first: the answers that the stop cuts off are not the volunteers' leaving
         print(f"Arena page: http://{host}:{port}  (models loading…)", flush=True)
         try:
             roster.load(report=lambda message: print(message, flush=True))
@@ -88,10 +94,29 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
             return 130 if isinstance(exc, KeyboardInterrupt) else 1
         _report_ready(service, host, port)
         try:
-            app.block_thread()
+            while app.is_running:  # not app.block_thread(): on Ctrl-C it stops the server before the streams end
+                time.sleep(0.1)
         except KeyboardInterrupt:
             pass
     return 0
+
+
+def _end_event_streams(app) -> None:
+    """End the open pages' event streams, so that the web server stops at once.
+
+    Every page holds one; uvicorn waits for them until Gradio gives up on the server's thread (5 s), so each
+    stop took 5 s while anyone had the page open. Streams waiting for an event (an answer coming) never end by
+    themselves once the queue stops: they get `_STOP_GRACE_S`, then are cut off, without a traceback each.
+    """
+    app.server_app.stop_event.set()  # seen by the server's event loop on its next tick (100 ms)
+    app.server.config.timeout_graceful_shutdown = _STOP_GRACE_S
+    logging.getLogger("uvicorn.error").addFilter(_quiet_cut_off_streams)
+
+
+def _quiet_cut_off_streams(record: logging.LogRecord) -> bool:
+    """Whether uvicorn's record is news; a stream cut off at stop, as asked, is not."""
+    cut_off = record.exc_info is not None and isinstance(record.exc_info[1], asyncio.CancelledError)
+    return not cut_off and not record.getMessage().startswith("Cancel ")
 
 
 def _report_database(store: ArenaStore, db_path: Path, config: ArenaConfig) -> None:

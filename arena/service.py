@@ -98,6 +98,16 @@ class ArenaService:
         self._generating = 0  # battles generating right now: sets how often each one updates the page
         self._generating_lock = threading.Lock()
         self._leaderboard_lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        """Store no more turns: the server is stopping and cuts off the answers still coming.
+
+        A turn cut off so stays unstored, its battle marked as answering, for the next start to record that
+        the server stopped while the models were answering (not that the volunteer left), and nothing
+        writes to the store while it closes.
+        """
+        self._stopping.set()
 
     # --- status -----------------------------------------------------------
 
@@ -337,6 +347,8 @@ class ArenaService:
             yield self._view(battle)
 
     def _finish_turn(self, battle: Battle, frame: DuelFrame) -> None:
+        if self._stopping.is_set():
+            return
         failed = bool(frame.failed_sides) or not frame.done or not frame.sides  # no frame at all: the duel never ran
         turn = len(battle.exchanges)
         messages = [{"side": "user", "role": "user", "content": battle.exchanges[-1].prompt,
