@@ -108,6 +108,10 @@ class FailureStreaks:
     model rests `REST_S`, twice as long each time it fails again on return (up to `MAX_REST_S`); one
     answer it completes ends the streak. Answers begun before a rest began, still failing as it begins
     (a crowd meets an outage at once), are what the rest answers: they do not lengthen it.
+
+    An empty answer counts apart (`record_empty`): a prompt can make a greedy model say nothing at will, so
+    only empties for `STREAK` different volunteers in a row rest a model (an endpoint that answers everyone
+    with nothing), never one volunteer's alone.
     """
 
     STREAK = 3
@@ -120,6 +124,7 @@ class FailureStreaks:
         self.failures: dict[str, int] = {}
         self.resting_until: dict[str, float] = {}
         self.rests: dict[str, int] = {}  # how many rests each model has begun
+        self.empty_for: dict[str, set[str]] = {}  # the volunteers (client ids) each model answered with nothing
 
     def rests_begun(self, model: str) -> int:
         """A mark to take when `model` starts answering, for `record` to tell what came after."""
@@ -133,16 +138,30 @@ class FailureStreaks:
         with self.lock:
             if not failed:
                 self.failures.pop(model, None)
+                self.empty_for.pop(model, None)
                 return 0, None
             if rests_at_start is not None and rests_at_start < self.rests.get(model, 0):
                 return self.failures.get(model, 0), None  # begun before its latest rest began
             streak = self.failures[model] = self.failures.get(model, 0) + 1
-            if streak < self.STREAK:
-                return streak, None
-            rest = min(self.MAX_REST_S, self.REST_S * 2 ** (streak - self.STREAK))
-            self.resting_until[model] = self.clock() + rest
-            self.rests[model] = self.rests.get(model, 0) + 1
-            return streak, rest
+            return streak, self._rest_after(model, streak)
+
+    def record_empty(self, model: str, client_id: str, rests_at_start: int | None = None) -> tuple[int, float | None]:
+        """Count an answer of `model` that said nothing to `client_id`: returns how many volunteers in a row
+        it answered so, and the seconds it now rests, if it does (only when that number grows)."""
+        with self.lock:
+            volunteers = self.empty_for.setdefault(model, set())
+            if client_id in volunteers or (rests_at_start is not None and rests_at_start < self.rests.get(model, 0)):
+                return len(volunteers), None
+            volunteers.add(client_id)
+            return len(volunteers), self._rest_after(model, len(volunteers))
+
+    def _rest_after(self, model: str, streak: int) -> float | None:
+        if streak < self.STREAK:
+            return None
+        rest = min(self.MAX_REST_S, self.REST_S * 2 ** (streak - self.STREAK))
+        self.resting_until[model] = self.clock() + rest
+        self.rests[model] = self.rests.get(model, 0) + 1
+        return rest
 
     def resting(self) -> set[str]:
         now = self.clock()

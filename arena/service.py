@@ -371,14 +371,17 @@ class ArenaService:
         battle.cut_sides = [side for side in SIDES if side in frame.sides and frame.sides[side].cut]
         for side in SIDES if battle.mode is Mode.ANONYMOUS else ():  # side by side, the volunteer chose the model
             result = frame.sides.get(side, SideResult())
-            if result.empty:  # a prompt can silence a greedy model at will: it fails the battle, not the model's turn
-                continue
-            if side in frame.failed_sides or result.completed:  # not one merely stopped
-                model = battle.models[side]
+            model = battle.models[side]
+            if result.empty:  # a prompt can silence a greedy model at will: counted once per volunteer
+                streak, rest = self.streaks.record_empty(model, battle.client_id, battle.rests_at_turn_start.get(model))
+                happened = f"answered {streak} volunteers in a row with nothing"
+            elif side in frame.failed_sides or result.completed:  # not one merely stopped
                 streak, rest = self.streaks.record(model, side in frame.failed_sides, battle.rests_at_turn_start.get(model))
-                if rest:
-                    log.warning("%s failed %d battles in a row: left out of anonymous battles for %.0f s",
-                                battle.models[side], streak, rest)
+                happened = f"failed {streak} battles in a row"
+            else:
+                continue
+            if rest:
+                log.warning("%s %s: left out of anonymous battles for %.0f s", model, happened, rest)
         # Stored before it becomes votable in memory: a vote must never be kept for a turn that is not.
         try:
             self.store.record_turn(battle.id, turn, battle.attempt, messages, status.value, failure)

@@ -1047,6 +1047,35 @@ def test_an_empty_answer_fails_its_battle_but_does_not_rest_the_model(make_servi
     assert service.streaks.resting() == set() and service.streaks.failures == {"silent": 2}
 
 
+def test_a_model_that_answers_every_volunteer_with_nothing_rests(make_service, caplog):
+    """An endpoint that answers everyone with nothing (a misnamed model on some servers) would fail every battle
+    it is drawn into; one volunteer cannot say so alone, but several in a row can."""
+    service = make_service("""
+        settings: {sampling: uniform, limits: {battles_per_hour: 1000}}
+        models:
+          - {name: echo-one, backend: scripted, script: echo}
+          - {name: echo-two, backend: scripted, script: echo}
+          - {name: silent, backend: scripted, script: empty}
+    """)
+
+    def silent_battle(address: str) -> None:
+        """Battles for `address` until one meets the silent model."""
+        while "silent" not in service.book.get((view := finish(service.ask(None, "Hello", address, Mode.ANONYMOUS))).battle_id,
+                                               service.store.client_id(address)).models.values():
+            assert not view.failed
+        assert view.failed
+
+    for address in ("10.0.0.1", "10.0.0.2", "10.0.0.1"):
+        silent_battle(address)
+    assert service.streaks.resting() == set()  # two volunteers so far: a prompt each may have done it
+    finish(service.ask(None, "Hi", "10.0.0.4", Mode.NAMED, ("silent", "echo-one")))  # side by side: never counted
+    silent_battle("10.0.0.3")
+    assert service.streaks.resting() == {"silent"}
+    assert "silent answered 3 volunteers in a row with nothing: left out of anonymous battles for 60 s" in caplog.text
+    service.streaks.record("silent", False)  # an answer it completes starts the count again
+    assert service.streaks.empty_for == {}
+
+
 def test_an_answer_counts_as_started_when_something_shows():
     """A first token that is only a line break shows nothing: taken as the start, the other answer would
     be seen to start first, a step early."""
