@@ -92,9 +92,8 @@ def _storable_text(key: str, text: str, max_length: int, problems: list[str]) ->
     return text
 
 
-def _optional_text(record: Mapping, key: str, problems: list[str], *, integers: bool = False,
-                   max_length: int = MAX_ID_LENGTH) -> str | None:
-    """An optional text field (`battle_id`, `judge`, `flag_reason`); None when absent or null."""
+def _optional_text(record: Mapping, key: str, problems: list[str], *, integers: bool = False) -> str | None:
+    """An optional identifier (`battle_id`, `judge`) as text; None when absent or null."""
     value = record.get(key)
     if value is None:
         return None
@@ -104,7 +103,7 @@ def _optional_text(record: Mapping, key: str, problems: list[str], *, integers: 
         kind = "a string or an integer" if integers else "a string"
         problems.append(f"{key} must be {kind}, not empty, got {_shown(value)}")
         return None
-    return _storable_text(key, value, max_length, problems)
+    return _storable_text(key, value, MAX_ID_LENGTH, problems)
 
 
 def _optional_fields(record: Mapping) -> dict:
@@ -158,10 +157,7 @@ def normalise_record(record: Any) -> tuple[dict | None, list[str]]:
     identifiers = {
         "battle_id": _optional_text(record, "battle_id", problems),
         "judge": _optional_text(record, "judge", problems, integers=True) if record.get("judge") != "" else None,
-        "flag_reason": _optional_text(record, "flag_reason", problems, max_length=MAX_FLAG_REASON_LENGTH),
     }
-    if identifiers["flag_reason"] is not None and flags["flagged"] is not True:
-        problems.append("flag_reason is given for a vote that is not flagged (add \"flagged\": true, or drop it)")
     if problems:
         return None, problems
 
@@ -415,6 +411,19 @@ def vote_identity(record: Mapping) -> tuple[str, str, str, bool, bool]:
     """
     return (record["model_a"], record["model_b"], record["winner"], bool(record.get("anony", True)),
             bool(record.get("flagged", False)))
+
+
+def kept_flag_reason(record: Mapping) -> str | None:
+    """A flagged record's own `flag_reason`, where the database can keep it; else None.
+
+    Checked here rather than when a file is read: the field stays in the record as it came (before it was
+    kept, a file's `"flag_reason": null` was part of its votes' ids), and a reason that cannot be kept is
+    reported as a field not kept instead of refusing the file.
+    """
+    reason = record.get("flag_reason")
+    if record.get("flagged") is not True or not isinstance(reason, str) or not reason.strip():
+        return None
+    return None if too_long_or_broken(reason, MAX_FLAG_REASON_LENGTH) else reason
 
 
 def export_fields(record: Mapping) -> dict:

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import sqlite_utils
 
-from arena.battle_files import (canonical_json, content_vote_id, normalise_record, record_contents, unkeyed_vote_ids,
-                                vote_identity, vote_ids)
+from arena.battle_files import (canonical_json, content_vote_id, kept_flag_reason, normalise_record, record_contents,
+                                unkeyed_vote_ids, vote_identity, vote_ids)
 from arena.config import ModelEntry
 from arena.wording import counted
 
@@ -47,7 +47,7 @@ SHOWN_CONFLICTS = 20  # records named when a file contradicts stored votes
 STOPPED_WHILE_ANSWERING = "the server stopped while the models were answering (this turn was not stored)"
 STOPPED_BEFORE_THE_VOTE = "the server stopped before the vote"
 # What an imported record keeps (`judge` as the voter's client id); anything else in it is dropped.
-IMPORTED_FIELDS = frozenset({"model_a", "model_b", "winner", "tstamp", "turn", "anony", "flagged", "flag_reason", "battle_id", "judge"})
+IMPORTED_FIELDS = frozenset({"model_a", "model_b", "winner", "tstamp", "turn", "anony", "flagged", "battle_id", "judge"})
 
 
 class KnownVotesError(ValueError):
@@ -456,14 +456,17 @@ class ArenaStore:
                 votes.append({
                     "battle_id": battle_id, "winner": record["winner"], "created": tstamp,
                     "client_id": str(record.get("judge", "")), "flagged": int(bool(record.get("flagged", False))),
-                    "flag_reason": (record.get("flag_reason") or "flagged in imported file") if record.get("flagged") else None,
+                    "flag_reason": (kept_flag_reason(record) or "flagged in imported file") if record.get("flagged") else None,
                 })
             self.db["battles"].insert_all(battles, ignore=True, batch_size=1000)
             self.db["votes"].insert_all(votes, ignore=True, batch_size=1000)
             added = self.db["votes"].count - before
             self.db["imports"].insert({"file_key": file_key, "source": source, "imported": now, "records": len(records),
                                        "added": added, "known": policy})
-        not_kept = sorted({key for record in records for key in record} - IMPORTED_FIELDS)
+        not_kept = {key for record in records for key in record} - IMPORTED_FIELDS - {"flag_reason"}
+        if any(record.get("flag_reason") is not None and kept_flag_reason(record) is None for record in records):
+            not_kept.add("flag_reason")  # on a vote not flagged, or not text the database can keep
+        not_kept = sorted(not_kept)
         first_spelling: dict[str, str] = {}
         for name in sorted(known_models) + new_models:
             first_spelling.setdefault(name.casefold(), name)

@@ -181,9 +181,17 @@ def test_an_export_imported_back_adds_nothing(store, tmp_path):
     assert fresh.import_votes(read_battles(exported)).added == 202
     # why a vote was flagged travels with it (an imported flag without a reason says where it came from)
     assert [r["flag_reason"] for r in fresh.vote_records() if r["flagged"]] == ["answer names 'alpha'"]
-    fresh.import_votes([{"model_a": "alpha", "model_b": "beta", "winner": "tie", "flagged": True}])
-    reasons = {r["battle_id"]: r["flag_reason"] for r in fresh.vote_records() if r["flagged"]}
-    assert sorted(reasons.values()) == ["answer names 'alpha'", "flagged in imported file"]
+    # A reason the database cannot keep (on a vote not flagged, not text, too long) is a field not kept; a
+    # `null` one is nothing at all. Neither refuses the file.
+    summary = fresh.import_votes([{"model_a": "alpha", "model_b": "beta", "winner": "tie", "flagged": True},
+                                  {"model_a": "alpha", "model_b": "beta", "winner": "tie", "flagged": True,
+                                   "flag_reason": "x" * 1001},
+                                  {"model_a": "alpha", "model_b": "beta", "winner": "model_a", "flag_reason": None}])
+    assert summary.added == 3 and summary.fields_not_kept == ["flag_reason"]
+    reasons = sorted(r["flag_reason"] for r in fresh.vote_records() if r["flagged"])
+    assert reasons == ["answer names 'alpha'", "flagged in imported file", "flagged in imported file"]
+    assert fresh.import_votes([{"model_a": "alpha", "model_b": "beta", "winner": "model_a", "flag_reason": None}],
+                              known="skip").fields_not_kept == []
     fresh.close()
     assert store.import_votes(real_votes(tmp_path, 201, "more.jsonl"), known="skip").added == 1  # ids survive the round trip
 
