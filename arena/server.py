@@ -82,8 +82,10 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
                                                   Middleware(MediaFromHereOnly)]})
         except OSError:  # taken since the check; Gradio's own message suggests a variable that --port overrides
             return _cannot_listen(host, port)
+        cut_off = _CutOffRequests()
+        on_stop.callback(cut_off.report)
         on_stop.callback(app.close)
-        on_stop.callback(_end_event_streams, app)
+        on_stop.callback(_end_event_streams, app, cut_off)
         on_stop.callback(service.stop)  # first: the answers that the stop cuts off are not the volunteers' leaving
         print(f"Arena page: http://{host}:{port}  (models loading…)", flush=True)
         try:
@@ -101,22 +103,35 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
     return 0
 
 
-def _end_event_streams(app) -> None:
+def _end_event_streams(app, cut_off: _CutOffRequests) -> None:
     """End the open pages' event streams, so that the web server stops at once.
 
     Every page holds one; uvicorn waits for them until Gradio gives up on the server's thread (5 s), so each
-    stop took 5 s while anyone had the page open. Streams waiting for an event (an answer coming) never end by
-    themselves once the queue stops: they get `_STOP_GRACE_S`, then are cut off, without a traceback each.
+    stop took 5 s while anyone had the page open. A request still being answered (an answer streaming, a vote
+    being recorded) gets `_STOP_GRACE_S`, then is cut off; `cut_off` counts those.
     """
     app.server_app.stop_event.set()  # seen by the server's event loop on its next tick (100 ms)
     app.server.config.timeout_graceful_shutdown = _STOP_GRACE_S
-    logging.getLogger("uvicorn.error").addFilter(_quiet_cut_off_streams)
+    logging.getLogger("uvicorn.error").addFilter(cut_off)
 
 
-def _quiet_cut_off_streams(record: logging.LogRecord) -> bool:
-    """Whether uvicorn's record is news; a stream cut off at stop, as asked, is not."""
-    cut_off = record.exc_info is not None and isinstance(record.exc_info[1], asyncio.CancelledError)
-    return not cut_off and not record.getMessage().startswith("Cancel ")
+class _CutOffRequests(logging.Filter):
+    """uvicorn logs each request cut off at stop with a traceback, as if it had crashed: counted, and said once."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info is not None and isinstance(record.exc_info[1], asyncio.CancelledError):
+            self.count += 1
+            return False
+        return not record.getMessage().startswith("Cancel ")  # "Cancel N running task(s)": the same news
+
+    def report(self) -> None:
+        if self.count:
+            print(f"stopping: {counted(self.count, 'request')} still being answered cut off (an answer cut off "
+                  "is recorded at the next start)", flush=True)
 
 
 def _report_database(store: ArenaStore, db_path: Path, config: ArenaConfig) -> None:

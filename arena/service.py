@@ -103,9 +103,9 @@ class ArenaService:
     def stop(self) -> None:
         """Store no more turns: the server is stopping and cuts off the answers still coming.
 
-        A turn cut off so stays unstored, its battle marked as answering, for the next start to record that
-        the server stopped while the models were answering (not that the volunteer left), and nothing
-        writes to the store while it closes.
+        A turn ending now stays unstored, its battle marked as answering, for the next start to record that
+        the server stopped while the models were answering (not that the volunteer left); and no turn is
+        written by a thread the stop does not wait for, which could find the store closed.
         """
         self._stopping.set()
 

@@ -177,8 +177,8 @@ class RunningArena:
         _reap(self.process)
 
     def stop_later(self) -> None:
-        """Ask it to stop and go on: a server that served a gradio_client takes about 6 s to (Gradio waits up to
-        5 s for the client's open event stream), time a test that is over need not wait. Reaped at the end."""
+        """Ask it to stop and go on: a stop takes a second or two, time a test that is over need not wait.
+        Reaped at the end."""
         if self.process.poll() is None:
             self.process.terminate()
             _STOPPING.append(self.process)

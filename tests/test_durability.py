@@ -149,6 +149,7 @@ def test_sigterm_stops_cleanly_with_every_vote_in_the_database_file(tmp_path):
         assert connection.execute("select status from battles order by started").fetchall() == [("generating",), ("voted",)]
     log = "".join(arena.output)
     assert "Traceback" not in log and "ERROR" not in log, log
+    assert "stopping: 1 request still being answered cut off" in log, log
 
 
 def vote_then_stop(arena: RunningArena, stop: signal.Signals) -> tuple[int, float]:
