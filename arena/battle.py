@@ -109,9 +109,9 @@ class FailureStreaks:
     answer it completes ends the streak. Answers begun before a rest began, still failing as it begins
     (a crowd meets an outage at once), are what the rest answers: they do not lengthen it.
 
-    An empty answer counts apart (`record_empty`): a prompt can make a greedy model say nothing at will, so
-    only empties for `STREAK` different volunteers in a row rest a model (an endpoint that answers everyone
-    with nothing), never one volunteer's alone.
+    An empty answer counts apart (`record_empty`): a prompt can make a greedy model say nothing at will.
+    After empties for `STREAK` different volunteers in a row (one person may hold several addresses) the
+    server asks the model a prompt of its own, and only nothing to that too (`record_silence`) rests it.
     """
 
     STREAK = 3
@@ -145,15 +145,26 @@ class FailureStreaks:
             streak = self.failures[model] = self.failures.get(model, 0) + 1
             return streak, self._rest_after(model, streak)
 
-    def record_empty(self, model: str, client_id: str, rests_at_start: int | None = None) -> tuple[int, float | None]:
-        """Count an answer of `model` that said nothing to `client_id`: returns how many volunteers in a row
-        it answered so, and the seconds it now rests, if it does (only when that number grows)."""
+    def record_empty(self, model: str, client_id: str, rests_at_start: int | None = None) -> bool:
+        """Count an answer of `model` that said nothing to `client_id`; True when that makes `STREAK` different
+        volunteers in a row: the moment to ask it the server's own prompt."""
         with self.lock:
             volunteers = self.empty_for.setdefault(model, set())
             if client_id in volunteers or (rests_at_start is not None and rests_at_start < self.rests.get(model, 0)):
-                return len(volunteers), None
+                return False
             volunteers.add(client_id)
-            return len(volunteers), self._rest_after(model, len(volunteers))
+            return len(volunteers) == self.STREAK
+
+    def record_silence(self, model: str, answered: bool) -> tuple[int, float | None]:
+        """What `model` said to the server's own prompt: an answer ends both streaks; nothing counts as one
+        failure past `STREAK` - 1 (so it rests). Returns the failure streak and the seconds it now rests."""
+        with self.lock:
+            self.empty_for.pop(model, None)
+            if answered:
+                self.failures.pop(model, None)
+                return 0, None
+            streak = self.failures[model] = max(self.failures.get(model, 0), self.STREAK - 1) + 1
+            return streak, self._rest_after(model, streak)
 
     def _rest_after(self, model: str, streak: int) -> float | None:
         if streak < self.STREAK:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from arena import ratings
+from arena.backends import cause_text
 from arena.battle import (NOTHING_TO_REGENERATE, SIDES, Battle, BattleBook, FailureStreaks, Leaving, Mode, RuleViolation,
                           Status, status_message)
 from arena.config import ArenaConfig
@@ -33,6 +34,9 @@ log = logging.getLogger("arena")
 SAME_MODEL_TWICE = "Pick two different models."
 # An answer held back this long for the other to start is a slow or stalled model, not the usual step or two.
 SLOW_START_NOTICE_S = 5.0
+# What the server asks a model that answered several volunteers in a row with nothing (`_probe_silence`).
+SILENCE_PROBE = "Hello! Please introduce yourself in one short sentence."
+SILENCE_PROBE_TOKENS = 16
 
 
 @dataclass
@@ -99,6 +103,7 @@ class ArenaService:
         self._generating_lock = threading.Lock()
         self._leaderboard_lock = threading.Lock()
         self._stopping = threading.Event()
+        self._probing: set[str] = set()  # models being asked the server's own prompt (`_probe_silence`)
 
     def stop(self) -> None:
         """Store no more turns: the server is stopping and cuts off the answers still coming.
@@ -372,16 +377,13 @@ class ArenaService:
         for side in SIDES if battle.mode is Mode.ANONYMOUS else ():  # side by side, the volunteer chose the model
             result = frame.sides.get(side, SideResult())
             model = battle.models[side]
-            if result.empty:  # a prompt can silence a greedy model at will: counted once per volunteer
-                streak, rest = self.streaks.record_empty(model, battle.client_id, battle.rests_at_turn_start.get(model))
-                happened = f"answered {streak} volunteers in a row with nothing"
+            if result.empty:  # a prompt can silence a greedy model at will: the server asks one of its own
+                if self.streaks.record_empty(model, battle.client_id, battle.rests_at_turn_start.get(model)):
+                    self._probe_silence(model)
             elif side in frame.failed_sides or result.completed:  # not one merely stopped
                 streak, rest = self.streaks.record(model, side in frame.failed_sides, battle.rests_at_turn_start.get(model))
-                happened = f"failed {streak} battles in a row"
-            else:
-                continue
-            if rest:
-                log.warning("%s %s: left out of anonymous battles for %.0f s", model, happened, rest)
+                if rest:
+                    log.warning("%s failed %d battles in a row: left out of anonymous battles for %.0f s", model, streak, rest)
         # Stored before it becomes votable in memory: a vote must never be kept for a turn that is not.
         try:
             self.store.record_turn(battle.id, turn, battle.attempt, messages, status.value, failure)
@@ -390,6 +392,40 @@ class ArenaService:
             status = Status.FAILED
         if self.book.finish(battle, status) is Status.ABANDONED and status is Status.READY:
             self.store.mark_abandoned(battle.id)  # left in the moment between storing and settling
+
+    def _probe_silence(self, model: str) -> None:
+        """Ask `model` the server's own prompt, in the background, once at a time.
+
+        It answered several volunteers in a row with nothing: an endpoint that answers everyone so, or
+        prompts chosen to silence it (by one person holding several addresses). Only nothing to a prompt
+        nobody chose rests it.
+        """
+        with self._generating_lock:
+            if model in self._probing:
+                return
+            self._probing.add(model)
+        threading.Thread(target=self._run_silence_probe, args=(model,), name="silence-probe", daemon=True).start()
+
+    def _run_silence_probe(self, model: str) -> None:
+        said = ""
+        try:
+            with closing(self.roster.contestants[model].stream(
+                    [{"role": "user", "content": SILENCE_PROBE}], threading.Event(), SILENCE_PROBE_TOKENS)) as pieces:
+                for piece in pieces:
+                    said += piece.text
+                    if said.strip():
+                        break
+        except Exception as error:  # any failure of the model's own code is an answer of nothing here
+            log.warning("%s: the server's own prompt failed: %s", model, cause_text(error))
+        finally:
+            with self._generating_lock:
+                self._probing.discard(model)
+        if self._stopping.is_set():
+            return
+        streak, rest = self.streaks.record_silence(model, answered=bool(said.strip()))
+        if rest:
+            log.warning("%s answered %d volunteers in a row and the server's own prompt with nothing: left out of "
+                        "anonymous battles for %.0f s", model, FailureStreaks.STREAK, rest)
 
     def _view(self, battle: Battle, generating: bool = False, waiting: bool = False) -> BattleView:
         named = battle.mode is Mode.NAMED or battle.outcome is not None

@@ -1069,11 +1069,29 @@ def test_a_model_that_answers_every_volunteer_with_nothing_rests(make_service, c
         silent_battle(address)
     assert service.streaks.resting() == set()  # two volunteers so far: a prompt each may have done it
     finish(service.ask(None, "Hi", "10.0.0.4", Mode.NAMED, ("silent", "echo-one")))  # side by side: never counted
-    silent_battle("10.0.0.3")
-    assert service.streaks.resting() == {"silent"}
-    assert "silent answered 3 volunteers in a row with nothing: left out of anonymous battles for 60 s" in caplog.text
-    service.streaks.record("silent", False)  # an answer it completes starts the count again
-    assert service.streaks.empty_for == {}
+    silent_battle("10.0.0.3")  # three: the server asks a prompt of its own, and gets nothing either
+    assert wait_until(lambda: service.streaks.resting() == {"silent"}, timeout_s=10)
+    assert ("silent answered 3 volunteers in a row and the server's own prompt with nothing: left out of anonymous "
+            "battles for 60 s") in caplog.text
+    assert service.streaks.empty_for == {}  # counted again from nothing when it is back
+
+
+def test_a_model_silenced_by_prompts_but_answering_the_servers_own_does_not_rest(make_service):
+    """Several addresses (one person may hold many) can each find a prompt that silences a greedy model."""
+    service = make_service("""
+        settings: {sampling: uniform, limits: {battles_per_hour: 1000}}
+        models:
+          - {name: echo-one, backend: scripted, script: echo}
+          - {name: echo-two, backend: scripted, script: echo}
+          - {name: hushable, backend: scripted, script: "replies: | | | Hello, I am a model."}
+    """)
+    for address in ("2001:db8:0:1::1", "2001:db8:0:2::1", "2001:db8:0:3::1"):
+        while "hushable" not in service.book.get((view := finish(service.ask(None, "Hi", address, Mode.ANONYMOUS))).battle_id,
+                                                 service.store.client_id(address)).models.values():
+            pass
+        assert view.failed  # an empty answer fails its battle
+    assert wait_until(lambda: not service._probing and service.streaks.empty_for == {}, timeout_s=10)
+    assert service.streaks.resting() == set()  # it answered the server's own prompt
 
 
 def test_an_answer_counts_as_started_when_something_shows():
