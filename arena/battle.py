@@ -146,23 +146,23 @@ class FailureStreaks:
             return streak, self._rest_after(model, streak)
 
     def record_empty(self, model: str, client_id: str, rests_at_start: int | None = None) -> bool:
-        """Count an answer of `model` that said nothing to `client_id`; True when that makes `STREAK` different
-        volunteers in a row: the moment to ask it the server's own prompt."""
+        """Count an answer of `model` that said nothing to `client_id`; True when that makes `STREAK` or more
+        different volunteers in a row: the moment to ask it the server's own prompt."""
         with self.lock:
             volunteers = self.empty_for.setdefault(model, set())
             if client_id in volunteers or (rests_at_start is not None and rests_at_start < self.rests.get(model, 0)):
                 return False
             volunteers.add(client_id)
-            return len(volunteers) == self.STREAK
+            return len(volunteers) >= self.STREAK
 
-    def record_silence(self, model: str, answered: bool) -> tuple[int, float | None]:
-        """What `model` said to the server's own prompt: an answer ends both streaks; nothing counts as one
-        failure past `STREAK` - 1 (so it rests). Returns the failure streak and the seconds it now rests."""
+    def record_silence(self, model: str, rests_at_start: int | None = None) -> tuple[int, float | None]:
+        """`model` answered the server's own prompt with nothing too: one failure past `STREAK` - 1, so it
+        rests, unless a rest began since that prompt was sent. (An answer to it is `record(model, False)`; a
+        failure, `record(model, True, ...)`.) Returns the failure streak and the seconds it now rests."""
         with self.lock:
             self.empty_for.pop(model, None)
-            if answered:
-                self.failures.pop(model, None)
-                return 0, None
+            if rests_at_start is not None and rests_at_start < self.rests.get(model, 0):
+                return self.failures.get(model, 0), None
             streak = self.failures[model] = max(self.failures.get(model, 0), self.STREAK - 1) + 1
             return streak, self._rest_after(model, streak)
 

@@ -123,10 +123,10 @@ class _CutOffRequests(logging.Filter):
         self.count = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info is not None and isinstance(record.exc_info[1], asyncio.CancelledError):
-            self.count += 1
+        if isinstance(record.msg, str) and record.msg.startswith("Cancel ") and record.args:  # "Cancel %s running task(s), ...": how many
+            self.count += int(record.args[0])
             return False
-        return not record.getMessage().startswith("Cancel ")  # "Cancel N running task(s)": the same news
+        return record.exc_info is None or not isinstance(record.exc_info[1], asyncio.CancelledError)
 
     def report(self) -> None:
         if self.count:

@@ -36,7 +36,6 @@ SAME_MODEL_TWICE = "Pick two different models."
 SLOW_START_NOTICE_S = 5.0
 # What the server asks a model that answered several volunteers in a row with nothing (`_probe_silence`).
 SILENCE_PROBE = "Hello! Please introduce yourself in one short sentence."
-SILENCE_PROBE_TOKENS = 16
 
 
 @dataclass
@@ -401,31 +400,52 @@ class ArenaService:
         nobody chose rests it.
         """
         with self._generating_lock:
-            if model in self._probing:
+            if model in self._probing or self._stopping.is_set():
                 return
             self._probing.add(model)
-        threading.Thread(target=self._run_silence_probe, args=(model,), name="silence-probe", daemon=True).start()
+        rests_at_start = self.streaks.rests_begun(model)
+        threading.Thread(target=self._run_silence_probe, args=(model, rests_at_start), name="silence-probe",
+                         daemon=True).start()
 
-    def _run_silence_probe(self, model: str) -> None:
-        said = ""
+    def _run_silence_probe(self, model: str, rests_at_start: int) -> None:
+        """The probe's answer is read up to its first word, within the battles' stall timeout and length cap
+        (a model that thinks before it writes needs the same room as in a battle)."""
+        timeout_s = self.config.settings.generation_timeout_s
+        cancel = threading.Event()
+        deadline = threading.Timer(timeout_s, cancel.set)
+        deadline.daemon = True
+        deadline.start()
+        said, failure = "", None
         try:
             with closing(self.roster.contestants[model].stream(
-                    [{"role": "user", "content": SILENCE_PROBE}], threading.Event(), SILENCE_PROBE_TOKENS)) as pieces:
+                    [{"role": "user", "content": SILENCE_PROBE}], cancel, self.anonymous_answer_tokens())) as pieces:
                 for piece in pieces:
                     said += piece.text
                     if said.strip():
                         break
-        except Exception as error:  # any failure of the model's own code is an answer of nothing here
-            log.warning("%s: the server's own prompt failed: %s", model, cause_text(error))
+            if cancel.is_set() and not said.strip():
+                failure = f"no answer within {timeout_s:.0f} s"
+        except Exception as error:  # any failure of the model's own code counts as a failure, not as silence
+            failure = cause_text(error)
         finally:
+            deadline.cancel()
+            cancel.set()  # a backend still holding the answer lets it go
             with self._generating_lock:
                 self._probing.discard(model)
         if self._stopping.is_set():
             return
-        streak, rest = self.streaks.record_silence(model, answered=bool(said.strip()))
-        if rest:
-            log.warning("%s answered %d volunteers in a row and the server's own prompt with nothing: left out of "
-                        "anonymous battles for %.0f s", model, FailureStreaks.STREAK, rest)
+        if said.strip():
+            self.streaks.record(model, False)
+        elif failure:
+            log.warning("%s: the server's own prompt (asked after empty answers) failed: %s", model, failure)
+            streak, rest = self.streaks.record(model, True, rests_at_start)
+            if rest:
+                log.warning("%s failed %d times in a row: left out of anonymous battles for %.0f s", model, streak, rest)
+        else:
+            _, rest = self.streaks.record_silence(model, rests_at_start)
+            if rest:
+                log.warning("%s answered %d volunteers in a row and the server's own prompt with nothing: left out "
+                            "of anonymous battles for %.0f s", model, FailureStreaks.STREAK, rest)
 
     def _view(self, battle: Battle, generating: bool = False, waiting: bool = False) -> BattleView:
         named = battle.mode is Mode.NAMED or battle.outcome is not None

@@ -13,14 +13,14 @@ from collections import Counter
 
 import pytest
 
-from arena.backends import Delta
+from arena.backends import Delta, GenerationError
 from arena.battle import BattleBook, FailureStreaks, Leaving, Mode, RuleViolation, Status
 from arena.config import Limits
 from arena.duel import run_duel
 from arena.identity import identity_leak
 from arena.limits import RateLimiter, client_network
 from arena.sampling import make_sampler
-from arena.service import SLOW_START_NOTICE_S, VoteReceipt
+from arena.service import SILENCE_PROBE, SLOW_START_NOTICE_S, VoteReceipt
 from arena.ui.battle_text import FAILED_NOTE, STOPPED_NOTE, receipt_text, shown_conversations, status_line
 from tests.conftest import SCRIPTED_MODELS, wait_until
 
@@ -1092,6 +1092,54 @@ def test_a_model_silenced_by_prompts_but_answering_the_servers_own_does_not_rest
         assert view.failed  # an empty answer fails its battle
     assert wait_until(lambda: not service._probing and service.streaks.empty_for == {}, timeout_s=10)
     assert service.streaks.resting() == set()  # it answered the server's own prompt
+
+
+def test_silence_heard_from_a_probe_sent_before_a_rest_began_does_not_lengthen_it():
+    now = [0.0]
+    streaks = FailureStreaks(clock=lambda: now[0])
+    streaks.empty_for["down"] = {"v1", "v2", "v3"}
+    mark = streaks.rests_begun("down")  # the probe is sent; the endpoint then goes down for everyone
+    for _ in range(FailureStreaks.STREAK):
+        streaks.record("down", True, streaks.rests_begun("down"))
+    assert streaks.resting_until["down"] == 60.0
+    assert streaks.record_silence("down", mark) == (3, None) and streaks.resting_until["down"] == 60.0
+    assert streaks.empty_for == {}
+    assert streaks.record_silence("down", streaks.rests_begun("down")) == (4, 120.0)  # heard after it: it counts
+
+
+@pytest.mark.parametrize("probe_answer", ["fails", "never comes"])
+def test_a_probe_that_fails_counts_as_one_failure_not_as_silence(make_service, caplog, probe_answer):
+    """A busy remote (a 429) or one that trickles keep-alives must not turn the probe into a rest at once."""
+    service = make_service("""
+        settings: {sampling: uniform, generation_timeout_s: 1, limits: {battles_per_hour: 1000}}
+        models:
+          - {name: echo-one, backend: scripted, script: echo}
+          - {name: echo-two, backend: scripted, script: echo}
+          - {name: silent, backend: scripted, script: empty}
+    """)
+    silent = service.roster.contestants["silent"]
+    volunteers_answer = silent.stream
+
+    def stream(turns, cancel, *args, **kwargs):
+        if turns[-1]["content"] != SILENCE_PROBE:
+            return volunteers_answer(turns, cancel, *args, **kwargs)
+        if probe_answer == "fails":
+            raise GenerationError("HTTP 429: too many requests")
+        return nothing_until(cancel)
+
+    def nothing_until(cancel):
+        cancel.wait()  # then returns, as a backend does once cancelled
+        yield from ()
+
+    silent.stream = stream
+    for address in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
+        while "silent" not in service.book.get(finish(service.ask(None, "Hi", address, Mode.ANONYMOUS)).battle_id,
+                                               service.store.client_id(address)).models.values():
+            pass
+    assert wait_until(lambda: service.streaks.failures == {"silent": 1} and not service._probing, timeout_s=10)
+    assert service.streaks.resting() == set()
+    expected = "HTTP 429" if probe_answer == "fails" else "no answer within 1 s"
+    assert f"silent: the server's own prompt (asked after empty answers) failed: {expected}" in caplog.text
 
 
 def test_an_answer_counts_as_started_when_something_shows():
