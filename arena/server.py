@@ -123,7 +123,8 @@ class _CutOffRequests(logging.Filter):
         self.count = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str) and record.msg.startswith("Cancel ") and record.args:  # "Cancel %s running task(s), ...": how many
+        # "Cancel %s running task(s), timeout graceful shutdown exceeded": how many it cut off
+        if isinstance(record.msg, str) and record.msg.startswith("Cancel ") and record.args:
             self.count += int(record.args[0])
             return False
         return record.exc_info is None or not isinstance(record.exc_info[1], asyncio.CancelledError)
