@@ -1047,6 +1047,15 @@ def test_an_empty_answer_fails_its_battle_but_does_not_rest_the_model(make_servi
     assert service.streaks.resting() == set() and service.streaks.failures == {"silent": 2}
 
 
+def empty_answer_from(service, model: str, address: str) -> None:
+    """Anonymous battles for `address` until one meets `model`, which must answer it with nothing (the others
+    answer)."""
+    while model not in service.book.get((view := finish(service.ask(None, "Hello", address, Mode.ANONYMOUS))).battle_id,
+                                        service.store.client_id(address)).models.values():
+        assert not view.failed
+    assert view.failed  # an empty answer fails its battle
+
+
 def test_a_model_that_answers_every_volunteer_with_nothing_rests(make_service, caplog):
     """An endpoint that answers everyone with nothing (a misnamed model on some servers) would fail every battle
     it is drawn into; one volunteer cannot say so alone, but several in a row can."""
@@ -1057,19 +1066,11 @@ def test_a_model_that_answers_every_volunteer_with_nothing_rests(make_service, c
           - {name: echo-two, backend: scripted, script: echo}
           - {name: silent, backend: scripted, script: empty}
     """)
-
-    def silent_battle(address: str) -> None:
-        """Battles for `address` until one meets the silent model."""
-        while "silent" not in service.book.get((view := finish(service.ask(None, "Hello", address, Mode.ANONYMOUS))).battle_id,
-                                               service.store.client_id(address)).models.values():
-            assert not view.failed
-        assert view.failed
-
     for address in ("10.0.0.1", "10.0.0.2", "10.0.0.1"):
-        silent_battle(address)
+        empty_answer_from(service, "silent", address)
     assert service.streaks.resting() == set()  # two volunteers so far: a prompt each may have done it
     finish(service.ask(None, "Hi", "10.0.0.4", Mode.NAMED, ("silent", "echo-one")))  # side by side: never counted
-    silent_battle("10.0.0.3")  # three: the server asks a prompt of its own, and gets nothing either
+    empty_answer_from(service, "silent", "10.0.0.3")  # three: the server asks a prompt of its own, and gets nothing either
     assert wait_until(lambda: service.streaks.resting() == {"silent"}, timeout_s=10)
     assert ("silent answered 3 volunteers in a row and the server's own prompt with nothing: left out of anonymous "
             "battles for 60 s") in caplog.text
@@ -1086,10 +1087,7 @@ def test_a_model_silenced_by_prompts_but_answering_the_servers_own_does_not_rest
           - {name: hushable, backend: scripted, script: "replies: | | | Hello, I am a model."}
     """)
     for address in ("2001:db8:0:1::1", "2001:db8:0:2::1", "2001:db8:0:3::1"):
-        while "hushable" not in service.book.get((view := finish(service.ask(None, "Hi", address, Mode.ANONYMOUS))).battle_id,
-                                                 service.store.client_id(address)).models.values():
-            pass
-        assert view.failed  # an empty answer fails its battle
+        empty_answer_from(service, "hushable", address)
     assert wait_until(lambda: not service._probing and service.streaks.empty_for == {}, timeout_s=10)
     assert service.streaks.resting() == set()  # it answered the server's own prompt
 
@@ -1133,9 +1131,7 @@ def test_a_probe_that_fails_counts_as_one_failure_not_as_silence(make_service, c
 
     silent.stream = stream
     for address in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
-        while "silent" not in service.book.get(finish(service.ask(None, "Hi", address, Mode.ANONYMOUS)).battle_id,
-                                               service.store.client_id(address)).models.values():
-            pass
+        empty_answer_from(service, "silent", address)
     assert wait_until(lambda: service.streaks.failures == {"silent": 1} and not service._probing, timeout_s=10)
     assert service.streaks.resting() == set()
     expected = "HTTP 429" if probe_answer == "fails" else "no answer within 1 s"
