@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=_whole_number(1, 65535, "a port number"), default=7860)
     serve.add_argument("--cache-dir", default=None, help="converted-weights cache (default: .arena-cache beside --db)")
+    serve.add_argument("--synchronous", choices=("normal", "full"), default="normal",
+                       help="normal: acknowledged votes survive the process being killed; full: a power cut too, "
+                            "each vote waiting for the disk (default: %(default)s)")
     serve.set_defaults(run=_serve)
 
     models = commands.add_parser("models", help="validate the model list and show it, without loading anything")
@@ -100,7 +103,8 @@ def _serve(args) -> int:
 
     cache_dir = Path(args.cache_dir) if args.cache_dir else Path(args.db).resolve().parent / ".arena-cache"
     try:
-        return serve(load_config(args.config), Path(args.db), args.host, args.port, cache_dir)
+        return serve(load_config(args.config), Path(args.db), args.host, args.port, cache_dir,
+                     synchronous=args.synchronous.upper())
     except KeyboardInterrupt:  # a second Ctrl-C while stopping: the rest has closed all the same
         return 130
     except DatabaseFileError as exc:

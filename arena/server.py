@@ -31,7 +31,8 @@ log = logging.getLogger("arena")
 _STOP_GRACE_S = 1.0  # what a request being answered at stop gets (a vote takes milliseconds)
 
 
-def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: Path) -> int:
+def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: Path,
+          synchronous: str = "NORMAL") -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     _log_to_stderr()
     from starlette.middleware import Middleware
@@ -49,7 +50,7 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
     if serving is None:
         return 1
     try:
-        store = ArenaStore(db_path)
+        store = ArenaStore(db_path, synchronous=synchronous)
     except DatabaseFileError:  # not an arena database: leave nothing beside it that this start made
         serving.give_up()
         raise
@@ -139,7 +140,9 @@ def _report_database(store: ArenaStore, db_path: Path, config: ArenaConfig) -> N
     """What the operator should know of the database before the models load: which file, what changed."""
     abandoned = store.close_unfinished_battles()
     votes = store.counts(("votes",))["votes"]
-    print(f"Database: {db_path.resolve()} ({counted(votes, 'vote')})", flush=True)  # a mistyped --db starts an empty one
+    # A mistyped --db starts an empty one; the level is read back from SQLite, not from the option.
+    power_cut = "; synchronous=FULL: each vote is on disk before it is acknowledged" if store.synchronous == "FULL" else ""
+    print(f"Database: {db_path.resolve()} ({counted(votes, 'vote')}{power_cut})", flush=True)
     if abandoned:
         print(f"{counted(abandoned, 'battle')} left unfinished by the last run marked abandoned", flush=True)
     for change in store.register_models(config.enabled_models):

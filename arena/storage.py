@@ -233,6 +233,13 @@ class ArenaStore:
                 raise
             self.db.conn.commit()
 
+    @property
+    def synchronous(self) -> str:
+        """The level this connection writes with, as SQLite reports it (NORMAL or FULL when opened for writing)."""
+        with self.lock:
+            level = self.db.execute("PRAGMA synchronous").fetchone()[0]
+        return {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}[level]
+
     def close(self) -> None:
         with self.lock:
             self.db.close()

@@ -126,10 +126,11 @@ class RunningArena:
     """`python -m arena serve` in a child process, as an operator would start it."""
 
     def __init__(self, config: Path, db: Path, ready_timeout_s: float = 240, env: dict[str, str] | None = None,
-                 ready_line: str = "Ready:"):
+                 ready_line: str = "Ready:", serve_args: tuple[str, ...] = ()):
         """Returns once the server prints `ready_line` ("Arena page:": the page is up, the models still loading)."""
         self.db = db
         self.ready_line = ready_line
+        self.serve_args = serve_args
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         # A free port can be taken by another test process's server before this one binds it: try another.
         for _ in range(3):
@@ -149,7 +150,7 @@ class RunningArena:
         self.output: list[str] = []
         self.process = subprocess.Popen(
             [sys.executable, "-m", "arena", "serve", "--config", str(config), "--db", str(self.db),
-             "--port", str(self.port), "--cache-dir", str(MODEL_CACHE)],
+             "--port", str(self.port), "--cache-dir", str(MODEL_CACHE), *self.serve_args],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         )
         ready = threading.Event()

@@ -152,6 +152,15 @@ def test_sigterm_stops_cleanly_with_every_vote_in_the_database_file(tmp_path):
     assert "stopping: 1 request still being answered cut off" in log, log
 
 
+def test_synchronous_full_asked_at_start_is_what_votes_are_written_with(tmp_path):
+    """`serve --synchronous full`, for an operator who would rather wait for the disk than lose a vote to a
+    power cut: the start-up line reports the level SQLite itself says the store writes with."""
+    arena = RunningArena(write_config(tmp_path, FAST_MODELS), tmp_path / "arena.db", serve_args=("--synchronous", "full"))
+    database_line = next(line for line in arena.output if line.startswith("Database: "))
+    assert database_line.rstrip().endswith("(0 votes; synchronous=FULL: each vote is on disk before it is acknowledged)")
+    assert vote_then_stop(arena, signal.SIGTERM)[0] == 0
+
+
 def vote_then_stop(arena: RunningArena, stop: signal.Signals) -> tuple[int, float]:
     """One battle voted on, then `stop`: the exit code and the seconds to stop, once the vote is seen in a
     copy of arena.db alone."""

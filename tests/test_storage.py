@@ -120,6 +120,7 @@ def test_a_store_keeps_the_synchronous_level_it_is_opened_with(tmp_path):
     try:
         assert default.db.execute("pragma synchronous").fetchone()[0] == 1  # NORMAL
         assert full.db.execute("pragma synchronous").fetchone()[0] == 2  # FULL
+        assert (default.synchronous, full.synchronous) == ("NORMAL", "FULL")
     finally:
         default.close()
         full.close()
