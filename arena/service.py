@@ -248,7 +248,8 @@ class ArenaService:
             readers = [(self.roster.contestants[battle.models[side]], history) for side, history in zip(SIDES, histories)]
         else:
             readers = [(self.roster.contestants[name], []) for name in chosen if name in self.roster.contestants]
-        common = min(map(self._allowed_tokens, self.roster.contestants.values())) if anonymous else None
+        cap = self.anonymous_answer_tokens()
+        common = min(self._allowed_tokens(c, cap) for c in self.roster.contestants.values()) if anonymous else None
         longest, refused, guessed = 0, False, 0
         for contestant, history in readers:
             turns = [*history, {"role": "user", "content": prompt}]
@@ -257,7 +258,8 @@ class ArenaService:
                 guessed = max(guessed, _guessed_tokens(turns))
                 continue
             longest = max(longest, tokens)
-            refused |= tokens > (common if anonymous else self._allowed_tokens(contestant))
+            refused |= tokens > (common if anonymous else
+                                 self._allowed_tokens(contestant, contestant.entry.generation.max_new_tokens))
         if not refused:
             # What the models will read, by the longest count; for a model only its server can count (a remote
             # one, perhaps paid for by the token), a guess, so that the hourly budget holds for it too.
@@ -267,11 +269,12 @@ class ArenaService:
         numbers = "" if anonymous else f": about {longest:,} tokens, more than these models read here"
         raise RuleViolation(f"{what} too long for the models here{numbers}. {advice}")
 
-    def _allowed_tokens(self, contestant) -> int:
-        """The most conversation tokens `contestant` may read: the limit, less room for its answer in its context."""
+    def _allowed_tokens(self, contestant, answer_tokens: int) -> int:
+        """The most conversation tokens `contestant` may read: the limit, less room in its context for an answer
+        of `answer_tokens` (an anonymous one stops at the common cap, so it needs no room for its own longer one)."""
         limit = self.config.settings.limits.max_conversation_tokens
         context = contestant.backend.context_length()
-        return limit if context is None else min(limit, context - contestant.entry.generation.max_new_tokens)
+        return limit if context is None else min(limit, context - answer_tokens)
 
     @staticmethod
     def _prompt_tokens(contestant, turns) -> int | None:

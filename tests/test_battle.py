@@ -512,6 +512,22 @@ def test_whether_a_follow_up_is_refused_does_not_depend_on_the_pair_or_its_sides
     finish(service.ask(named.battle_id, " ".join(["word"] * 13), CLIENT, Mode.NAMED, ("roomy", "other")))  # their own room
 
 
+def test_an_anonymous_prompt_needs_room_only_for_the_answer_length_anonymous_answers_stop_at(make_service, monkeypatch):
+    """Anonymous answers all stop at the smallest max_new_tokens served: a model that may write 1,000 tokens
+    side by side needs room for only that many here, as its backend's own check agrees."""
+    service = make_service("""
+        settings: {sampling: uniform}
+        models:
+          - {name: long-winded, backend: scripted, script: "reply: fine", max_new_tokens: 1000}
+          - {name: brief, backend: scripted, script: "reply: fine", max_new_tokens: 100}
+    """)
+    monkeypatch.setattr(service.roster.contestants["long-winded"].backend, "context_length", lambda: 1200)
+    prompt = " ".join(["word"] * 500)  # 500 + 100 fits in 1,200; 500 + 1,000 does not
+    assert not finish(service.ask(None, prompt, CLIENT, Mode.ANONYMOUS)).failed
+    with pytest.raises(RuleViolation, match=r"too long for the models here: about 500 tokens"):  # its own 1,000
+        service.ask(None, prompt, CLIENT, Mode.NAMED, ("long-winded", "brief"))
+
+
 def test_whether_a_follow_up_is_refused_does_not_depend_on_whose_tokenizer_counts(make_service, monkeypatch):
     """One model counts a token per character: a follow-up it finds too long is refused in every pair, not
     only where it plays (that would tell a volunteer who probes the limit whether it is in the battle)."""
