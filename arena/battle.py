@@ -256,13 +256,18 @@ class BattleBook:
         to stop, and `finish` ends it as abandoned.
         """
         with self.lock:
-            if battle.status is Status.GENERATING:
-                battle.left_while_answering.set()
-                return Leaving.STOPPING
-            if battle.status is not Status.READY:
-                return Leaving.NOTHING
-            battle.status = Status.ABANDONED
-            return Leaving.ENDED
+            return self._leave(battle)
+
+    @staticmethod
+    def _leave(battle: Battle) -> Leaving:
+        """The one rule for leaving a battle unvoted; the caller holds the lock."""
+        if battle.status is Status.GENERATING:
+            battle.left_while_answering.set()  # its stream stops and stores it as abandoned
+            return Leaving.STOPPING
+        if battle.status is not Status.READY:
+            return Leaving.NOTHING
+        battle.status = Status.ABANDONED
+        return Leaving.ENDED
 
     def closing_status(self, battle: Battle, *, failed: bool, model_failed: bool) -> Status:
         """How a turn that stopped streaming ends: votable, failed, or abandoned if the volunteer left.
@@ -299,17 +304,14 @@ class BattleBook:
             battle.outcome = outcome
 
     def forget_old(self) -> list[str]:
-        """Drop battles started over KEEP_S ago; returns the ids of those left unvoted, now abandoned."""
+        """Drop battles started over KEEP_S ago, leaving those still open; returns the ids of those this
+        ended (answered, unvoted: now abandoned, for the store to record)."""
         cutoff = self.clock() - self.KEEP_S
         with self.lock:
             old = [battle for battle in self.battles.values() if battle.started < cutoff]
             for battle in old:
                 del self.battles[battle.id]
-                if battle.status is Status.READY:
-                    battle.status = Status.ABANDONED
-                elif battle.status is Status.GENERATING:
-                    battle.left_while_answering.set()  # its stream stops and stores it as abandoned
-        return [battle.id for battle in old if battle.status is Status.ABANDONED]
+            return [battle.id for battle in old if self._leave(battle) is Leaving.ENDED]
 
 
 def status_message(status: Status) -> str:

@@ -28,6 +28,16 @@ WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
 # What an optional field means when a record leaves it out.
 RECORD_DEFAULTS = MappingProxyType({"tstamp": None, "turn": 1, "anony": True, "flagged": False})
 
+
+def is_anonymous(record: Mapping) -> bool:
+    """Whether a vote came from an anonymous battle; a record that does not say is one (RECORD_DEFAULTS)."""
+    return bool(record.get("anony", RECORD_DEFAULTS["anony"]))
+
+
+def is_flagged(record: Mapping) -> bool:
+    """Whether a vote is flagged (never counted); a record that does not say is not (RECORD_DEFAULTS)."""
+    return bool(record.get("flagged", RECORD_DEFAULTS["flagged"]))
+
 # Bounds that keep every value storable (SQLite integers are 64-bit) and every time formattable.
 MAX_TURN = 1_000_000
 MAX_TSTAMP = 253_402_300_799.0  # the last second of the year 9999, the largest `datetime` can show
@@ -409,8 +419,7 @@ def vote_identity(record: Mapping) -> tuple[str, str, str, bool, bool]:
     counts (pair, winner, anonymity, flag). A copy may differ in time or turn (a re-saved file, a
     database's own record of its vote) and still be that vote; a record changing any of these is another.
     """
-    return (record["model_a"], record["model_b"], record["winner"], bool(record.get("anony", True)),
-            bool(record.get("flagged", False)))
+    return record["model_a"], record["model_b"], record["winner"], is_anonymous(record), is_flagged(record)
 
 
 def kept_flag_reason(record: Mapping) -> str | None:

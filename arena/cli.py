@@ -194,7 +194,7 @@ def _ratings(args) -> int:
 
 def _export(args) -> int:
     from arena import plots
-    from arena.reports import CONVERSATIONS_FILE, RenderedFigure, write_exports
+    from arena.reports import CONVERSATIONS_FILE, write_exports
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -203,8 +203,7 @@ def _export(args) -> int:
     try:  # open until the conversations, read one battle at a time, are written
         records = store.vote_records()
         board = _leaderboard(records, args)
-        figures = [RenderedFigure(f"{figure.name}.svg", figure.description, plots.as_svg(figure.draw(board)))
-                   for figure in plots.FIGURES]
+        figures = plots.rendered_figures(board)
         earlier_conversations = out / CONVERSATIONS_FILE
         removing = not args.conversations and earlier_conversations.exists()
         conversations = store.voted_conversations() if args.conversations else None

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from arena.battle_files import is_anonymous, is_flagged
 from arena.ratings import (
     ELO_BASE,
     ELO_SCALE,
@@ -257,8 +258,8 @@ def _empty_leaderboard(notes: list[str], options: LeaderboardOptions) -> Leaderb
 def _exclusion_notes(total: int, used: int, include_named: bool, records: Sequence[Mapping]) -> list[str]:
     if used == total:
         return []
-    flagged = sum(1 for r in records if r.get("flagged", False))
-    named = 0 if include_named else sum(1 for r in records if not r.get("flagged", False) and not r.get("anony", True))
+    flagged = sum(map(is_flagged, records))
+    named = 0 if include_named else sum(not is_flagged(r) and not is_anonymous(r) for r in records)
     parts = [f"{flagged:,} flagged"] if flagged else []
     if named:
         parts.append(f"{named:,} named (non-anonymous)")

@@ -53,6 +53,11 @@ def wider_networks(network: str) -> list[tuple[str, int]]:
     return [(str(inside.supernet(new_prefix=prefix)), multiple) for prefix, multiple in WIDER_IPV6_NETWORKS]
 
 
+def allowance_levels(network: str, allowed: int) -> list[tuple[str, int]]:
+    """(network, what it may use): the client's own network, then the wider IPv6 networks around it."""
+    return [(network, allowed), *((wider, allowed * multiple) for wider, multiple in wider_networks(network))]
+
+
 class RateLimited(RuleViolation):
     """Over an hourly limit: `network` is the wider one that is full (None: the client's own), at `allowed`."""
 
@@ -61,9 +66,10 @@ class RateLimited(RuleViolation):
         self.network, self.allowed = network, allowed
 
     @staticmethod
-    def whose(network: str | None) -> str:
+    def whose(network: str | None, *, sentence_start: bool = False) -> str:
         """Whose limit is full, for the refusal: the client's own network, or a wider one it belongs to."""
-        return f"the network your address belongs to ({network})" if network else "your network address"
+        words = f"the network your address belongs to ({network})" if network else "your network address"
+        return words[0].upper() + words[1:] if sentence_start else words
 
 
 @dataclass(frozen=True)
@@ -100,7 +106,7 @@ class RateLimiter:
             if now >= self._next_sweep:  # once a window: forget addresses not seen in it (each costs memory)
                 self.starts = {k: v for k, v in self.starts.items() if v and v[-1][0] > now - self.WINDOW_S}
                 self._next_sweep = now + self.WINDOW_S
-            levels = [(key, self.per_hour), *((wider, self.per_hour * multiple) for wider, multiple in wider_networks(key))]
+            levels = allowance_levels(key, self.per_hour)
             for level, allowed in levels:
                 self._check(level, allowed, amount, now, shared=level != key)
             self._serial += 1
@@ -126,9 +132,8 @@ class RateLimiter:
         if used and used + amount > allowed:  # alone, one request may use a whole hour's allowance
             wait_min = max(1, int((starts[0][0] + self.WINDOW_S - now) / 60) + 1)
             network = key if shared else None
-            whose = RateLimited.whose(network)
             raise RateLimited(
-                f"{whose[0].upper()}{whose[1:]} reached the limit here: {counted(allowed, self.unit)} an hour, "
+                f"{RateLimited.whose(network, sentence_start=True)} reached the limit here: {counted(allowed, self.unit)} an hour, "
                 f"{self.what_counts}. Please come back in about {counted(wait_min, 'minute')}.",
                 network=network, allowed=allowed,
             )

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from arena.leaderboard import Leaderboard
+from arena.reports import RenderedFigure
 from arena.wording import counted
 
 WIDTH_INCHES = 9.0  # about 900 px at the default 100 dpi
@@ -264,3 +265,8 @@ def as_svg(figure: Figure) -> str:
     with rc_context({"svg.fonttype": "none", "svg.hashsalt": "arena"}):
         figure.savefig(buffer, format="svg", metadata={"Date": None})
     return buffer.getvalue()
+
+
+def rendered_figures(board: Leaderboard) -> list[RenderedFigure]:
+    """Every figure of `FIGURES` as an export writes it (`reports.write_exports`): SVG, named and described."""
+    return [RenderedFigure(f"{figure.name}.svg", figure.description, as_svg(figure.draw(board))) for figure in FIGURES]

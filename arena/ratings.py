@@ -23,7 +23,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from arena.battle_files import WINNERS
+from arena.battle_files import WINNERS, is_anonymous, is_flagged
 
 ELO_SCALE = 400.0
 ELO_BASE = 10.0
@@ -128,14 +128,8 @@ def aggregate(records: Iterable[Mapping], models: Sequence[str] | None = None) -
 
 
 def select_votes(records: Iterable[Mapping], *, include_named: bool = False) -> list[Mapping]:
-    """The votes that count: never flagged ones, and anonymous ones only unless `include_named`.
-
-    A missing `anony` means anonymous and a missing `flagged` means not flagged.
-    """
-    return [
-        r for r in records
-        if not r.get("flagged", False) and (include_named or r.get("anony", True))
-    ]
+    """The votes that count: never flagged ones, and anonymous ones only unless `include_named`."""
+    return [r for r in records if not is_flagged(r) and (include_named or is_anonymous(r))]
 
 
 # --- online Elo -------------------------------------------------------------

@@ -357,43 +357,51 @@ class ArenaService:
         if self._stopping.is_set():
             return
         failed = bool(frame.failed_sides) or not frame.done or not frame.sides  # no frame at all: the duel never ran
-        turn = len(battle.exchanges)
-        messages = [{"side": "user", "role": "user", "content": battle.exchanges[-1].prompt,
-                     "tokens": None, "latency_s": None, "first_token_s": None}]
-        for side in SIDES:
-            result = frame.sides.get(side)
-            if result is not None:
-                messages.append({"side": side, "role": "assistant", "content": result.text, "tokens": result.tokens,
-                                 "latency_s": result.latency_s, "first_token_s": result.first_token_s})
-        failure = None
         status = self.book.closing_status(battle, failed=failed, model_failed=bool(frame.failed_sides))
-        if status is Status.ABANDONED:
-            unfinished = [battle.models[s] for s in SIDES if not frame.sides.get(s, SideResult()).done]
-            failure = "left by the volunteer while answering" + (f" (still answering: {', '.join(unfinished)})" if unfinished else "")
-        elif failed:
-            details = [f"{battle.models[s]}: {frame.sides[s].error}" for s in frame.failed_sides] or ["interrupted"]
-            failure = "; ".join(details)
-            log.warning("battle %s failed: %s", battle.id, failure)
+        failure = self._turn_failure(battle, frame, status, failed)
         battle.failed_sides = frame.failed_sides
         battle.cut_sides = [side for side in SIDES if side in frame.sides and frame.sides[side].cut]
-        for side in SIDES if battle.mode is Mode.ANONYMOUS else ():  # side by side, the volunteer chose the model
-            result = frame.sides.get(side, SideResult())
-            model = battle.models[side]
-            if result.empty:  # a prompt can silence a greedy model at will: the server asks one of its own
-                if self.streaks.record_empty(model, battle.client_id, battle.rests_at_turn_start.get(model)):
-                    self._probe_silence(model)
-            elif side in frame.failed_sides or result.completed:  # not one merely stopped
-                streak, rest = self.streaks.record(model, side in frame.failed_sides, battle.rests_at_turn_start.get(model))
-                if rest:
-                    log.warning("%s failed %d battles in a row: left out of anonymous battles for %.0f s", model, streak, rest)
+        if battle.mode is Mode.ANONYMOUS:  # side by side, the volunteer chose the models
+            self._count_answers(battle, frame)
         # Stored before it becomes votable in memory: a vote must never be kept for a turn that is not.
         try:
-            self.store.record_turn(battle.id, turn, battle.attempt, messages, status.value, failure)
+            self.store.record_turn(battle.id, len(battle.exchanges), battle.attempt, _stored_messages(battle, frame),
+                                   status.value, failure)
         except Exception:
             log.exception("battle %s: its turn could not be stored; the battle ends unvoted", battle.id)
             status = Status.FAILED
         if self.book.finish(battle, status) is Status.ABANDONED and status is Status.READY:
             self.store.mark_abandoned(battle.id)  # left in the moment between storing and settling
+
+    @staticmethod
+    def _turn_failure(battle: Battle, frame: DuelFrame, status: Status, failed: bool) -> str | None:
+        """What the battles table says of a turn that did not end votable: who left, or what failed."""
+        if status is Status.ABANDONED:
+            unfinished = [battle.models[s] for s in SIDES if not frame.sides.get(s, SideResult()).done]
+            return "left by the volunteer while answering" + (f" (still answering: {', '.join(unfinished)})" if unfinished else "")
+        if not failed:
+            return None
+        failure = "; ".join([f"{battle.models[s]}: {frame.sides[s].error}" for s in frame.failed_sides] or ["interrupted"])
+        log.warning("battle %s failed: %s", battle.id, failure)
+        return failure
+
+    def _count_answers(self, battle: Battle, frame: DuelFrame) -> None:
+        """Each side's answer, for the failure streaks that rest a model failing everyone."""
+        for side in SIDES:
+            result = frame.sides.get(side, SideResult())
+            model, mark = battle.models[side], battle.rests_at_turn_start.get(battle.models[side])
+            if result.empty:  # a prompt can silence a greedy model at will: the server asks one of its own
+                if self.streaks.record_empty(model, battle.client_id, mark):
+                    self._probe_silence(model)
+            elif side in frame.failed_sides:
+                self._count_failure(model, mark)
+            elif result.completed:  # not one merely stopped
+                self.streaks.record(model, False)
+
+    def _count_failure(self, model: str, rests_at_start: int | None) -> None:
+        streak, rest = self.streaks.record(model, True, rests_at_start)
+        if rest:
+            log.warning("%s failed %d times in a row: left out of anonymous battles for %.0f s", model, streak, rest)
 
     def _probe_silence(self, model: str) -> None:
         """Ask `model` the server's own prompt, in the background, once at a time.
@@ -441,9 +449,7 @@ class ArenaService:
             self.streaks.record(model, False)
         elif failure:
             log.warning("%s: the server's own prompt (asked after empty answers) failed: %s", model, failure)
-            streak, rest = self.streaks.record(model, True, rests_at_start)
-            if rest:
-                log.warning("%s failed %d times in a row: left out of anonymous battles for %.0f s", model, streak, rest)
+            self._count_failure(model, rests_at_start)
         else:
             _, rest = self.streaks.record_silence(model, rests_at_start)
             if rest:
@@ -526,3 +532,14 @@ class ArenaService:
         cached = self._leaderboard_cache
         return cached.computed_at if cached is not None and cached.board is board else None
 
+
+def _stored_messages(battle: Battle, frame: DuelFrame) -> list[dict]:
+    """The turn's rows for the messages table: the prompt, then each answer that began, with its timings."""
+    messages = [{"side": "user", "role": "user", "content": battle.exchanges[-1].prompt,
+                 "tokens": None, "latency_s": None, "first_token_s": None}]
+    for side in SIDES:
+        result = frame.sides.get(side)
+        if result is not None:
+            messages.append({"side": side, "role": "assistant", "content": result.text, "tokens": result.tokens,
+                             "latency_s": result.latency_s, "first_token_s": result.first_token_s})
+    return messages

@@ -455,15 +455,15 @@ class ArenaStore:
             for record, battle_id in zip(records, battle_ids):
                 tstamp = record.get("tstamp")
                 battles.append({
-                    "id": battle_id, "mode": "anonymous" if record.get("anony", True) else "named",
+                    "id": battle_id, "mode": "anonymous" if record["anony"] else "named",  # normalised: filled in
                     "model_a": record["model_a"], "model_b": record["model_b"], "status": "imported",
-                    "started": tstamp, "ended": tstamp, "turns": record.get("turn", 1),
+                    "started": tstamp, "ended": tstamp, "turns": record["turn"],
                     "client_id": str(record.get("judge", "")), "failure": None,
                 })
                 votes.append({
                     "battle_id": battle_id, "winner": record["winner"], "created": tstamp,
-                    "client_id": str(record.get("judge", "")), "flagged": int(bool(record.get("flagged", False))),
-                    "flag_reason": (kept_flag_reason(record) or "flagged in imported file") if record.get("flagged") else None,
+                    "client_id": str(record.get("judge", "")), "flagged": int(record["flagged"]),
+                    "flag_reason": (kept_flag_reason(record) or "flagged in imported file") if record["flagged"] else None,
                 })
             self.db["battles"].insert_all(battles, ignore=True, batch_size=1000)
             self.db["votes"].insert_all(votes, ignore=True, batch_size=1000)

@@ -885,7 +885,7 @@ def test_a_model_failing_battle_after_battle_rests_from_anonymous_draws(make_ser
     while failed < FailureStreaks.STREAK:
         view = finish(service.ask(None, "Hello", CLIENT, Mode.ANONYMOUS))
         failed += view.failed
-    assert "broken failed 3 battles in a row: left out of anonymous battles for 60 s" in caplog.text
+    assert "broken failed 3 times in a row: left out of anonymous battles for 60 s" in caplog.text
     assert service.streaks.failures == {"broken": 3}  # the other side, stopped by its failure, is not counted
     pairs = [service.book.get(finish(service.ask(None, "Hi", CLIENT, Mode.ANONYMOUS)).battle_id,
                               service.store.client_id(CLIENT)).models for _ in range(12)]

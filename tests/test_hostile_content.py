@@ -92,3 +92,27 @@ def test_an_answer_cannot_make_the_browser_fetch_media_from_elsewhere(start_aren
         assert fetched == []
     finally:
         elsewhere.shutdown()
+
+
+def test_html_in_a_prompt_or_an_answer_shows_as_written(start_arena, browser_page):
+    """A question about HTML keeps its tags: rendered, "what does the <b> tag do?" lost the tag and turned the
+    rest bold. Code is shown as written too, and stays exactly as written (what its copy button takes)."""
+    arena = start_arena(HOSTILE_MODELS)  # hostile-two echoes the prompt: the same text as a prompt and as an answer
+    question = "What does the <b> tag do? And &amp; or <!-- this -->?"
+    code = "<b>bold</b> &amp;"
+    page = browser_page
+    page.goto(arena.url)
+    page.locator("#battle-prompt textarea").fill(f"{question} Like `<i>x</i>`:\n```html\n{code}\n```\nThanks")
+    page.locator("#battle-prompt textarea").press("Enter")
+    page.wait_for_function("() => !document.querySelector('#battle-vote-a').disabled", timeout=60_000)
+    shown = page.evaluate("""() => [...document.querySelectorAll('#battle-chat-a .message, #battle-chat-b .message')]
+        .filter(m => m.innerText.includes('What does the')).map(m => ({
+          text: m.innerText.replaceAll('\\u200b', ''),
+          bold: m.querySelectorAll('b, strong').length,
+          code: [...m.querySelectorAll('code')].map(c => c.textContent.trim()),
+        }))""")
+    assert len(shown) >= 3  # the prompt in both panels, and the echoing model's answer
+    for message in shown:
+        assert question in message["text"] and "Thanks" in message["text"]
+        assert message["bold"] == 0
+        assert message["code"] == ["<i>x</i>", code]

@@ -7,13 +7,14 @@ to the page; no Gradio here, so tests read the same text the page shows.
 from __future__ import annotations
 
 from arena.battle import SIDES, Mode
+from arena.battle_files import WINNERS
 from arena.service import BattleView, VoteReceipt
-from arena.text import markdown_text
+from arena.text import markdown_text, markup_shown_as_written
 from arena.wording import NEW_ROUND
 
 SIDE_LABELS = {"a": "Model A", "b": "Model B"}
 # Each outcome stored and its button's words, which the receipt repeats so that a mis-tap shows.
-VOTE_LABELS = {"model_a": "A is better", "model_b": "B is better", "tie": "Tie", "tie (bothbad)": "Both are bad"}
+VOTE_LABELS = dict(zip(WINNERS, ("A is better", "B is better", "Tie", "Both are bad"), strict=True))
 FAILED_NOTE = "*⚠️ This model could not answer.*"
 STOPPED_NOTE = "*The other model could not answer, so this battle ended.*"
 LEFT_UNVOTED = f"The last battle ended without a vote, so it is not counted. {NEW_ROUND}"
@@ -52,15 +53,16 @@ def status_line(view: BattleView) -> str:
 
 
 def shown_conversations(view: BattleView) -> dict[str, list[dict[str, str]]]:
-    """The chats as shown: after a model failed, each panel says what happened to its own answer."""
-    if not (view.failed and view.failed_sides):
-        return view.conversations
+    """The chats as shown: HTML in prompts and answers as written, not rendered (a prompt asking about the <b>
+    tag keeps it); after a model failed, each panel says what happened to its own answer."""
     shown = {}
     for side in SIDES:
-        conversation = [dict(message) for message in view.conversations[side]]
-        note = FAILED_NOTE if side in view.failed_sides else STOPPED_NOTE
-        last = conversation[-1]
-        last["content"] = f"{last['content']}\n\n{note}" if last["content"].strip() else note
+        conversation = [{**message, "content": markup_shown_as_written(message["content"])}
+                        for message in view.conversations[side]]
+        if view.failed and view.failed_sides:
+            note = FAILED_NOTE if side in view.failed_sides else STOPPED_NOTE
+            last = conversation[-1]
+            last["content"] = f"{last['content']}\n\n{note}" if last["content"].strip() else note
         shown[side] = conversation
     return shown
 

@@ -20,12 +20,12 @@ from arena.limits import client_network
 from arena.service import SAME_MODEL_TWICE, ArenaService, BattleView
 from arena.ui.battle_text import (LEFT_UNVOTED, SIDE_LABELS, VOTE_LABELS, intro, receipt_text, shown_conversations,
                                   status_line)
+from arena.wording import NEW_ROUND
 
 log = logging.getLogger("arena")
 
 # (outcome stored, button label, short name used in element ids and API names)
-VOTES = tuple((outcome, VOTE_LABELS[outcome], short)
-              for outcome, short in (("model_a", "a"), ("model_b", "b"), ("tie", "tie"), ("tie (bothbad)", "bothbad")))
+VOTES = tuple(zip(VOTE_LABELS, VOTE_LABELS.values(), ("a", "b", "tie", "bothbad"), strict=True))
 
 
 class DuelPanel:
@@ -223,7 +223,7 @@ class DuelPanel:
         if view.battle_id is None:
             placeholder = _FIRST_PROMPT
         elif finished:
-            placeholder = "Type a prompt to start a new round"
+            placeholder = NEW_ROUND.rstrip(".")
         else:
             placeholder = "Type a prompt (or a follow-up for both models)"
         prompt = gr.update(placeholder=placeholder, interactive=not view.generating)

@@ -36,7 +36,9 @@ PHONE_CAPTIONS = {f"leaderboard-{figure.name}": f"{figure.kind}: {figure.shows}"
 _SIDE_BY_SIDE_MIN_WIDTH = round(plots.WIDTH_INCHES * 100) + 20  # px
 
 
-def _plot(elem_id: str) -> gr.Plot:
+def _plot(name: str) -> gr.Plot:
+    """One of `plots.FIGURES`, with its phone caption above it."""
+    elem_id = f"leaderboard-{name}"
     gr.HTML(f'<p aria-hidden="true">{html.escape(PHONE_CAPTIONS[elem_id])}</p>', padding=False,
             elem_classes=["arena-phone-caption"])
     # arena-figure: on phones shown as drawn, in a box that scrolls sideways (see arena/ui/page.css).
@@ -48,13 +50,14 @@ class LeaderboardTab:
         self.service = service
         self._rendered: tuple[object, tuple] | None = None  # (the leaderboard, what the components show)
         self._render_lock = threading.Lock()
+        self.figures: dict[str, gr.Plot] = {}  # by `plots.FIGURES` name, in the order the outputs give them
 
     def build(self) -> None:
         # The figures carry their own titles: Gradio's label chips would cover them.
         self.summary = gr.Markdown(elem_id="leaderboard-summary")
         # Shown on phones only (see arena/ui/page.css), where the figures and the table are wider than the screen.
         gr.Markdown("Swipe the figures and the table sideways to see the rest of them.", elem_id="leaderboard-swipe")
-        self.ratings_plot = _plot("leaderboard-ratings")
+        self.figures["ratings"] = _plot("ratings")
         # Tall enough for every row of a typical arena: a table scrolling inside the page hides its last models.
         self.table = gr.Dataframe(headers=list(DISPLAY_HEADER), interactive=False, elem_id="leaderboard-table",
                                   wrap=True, max_height=2400)
@@ -62,10 +65,13 @@ class LeaderboardTab:
         # 1280 px page), one above the other elsewhere.
         with gr.Row():
             with gr.Column(min_width=_SIDE_BY_SIDE_MIN_WIDTH):  # each figure with its caption
-                self.win_fraction = _plot("leaderboard-win-fraction")
+                self.figures["win-fraction"] = _plot("win-fraction")
             with gr.Column(min_width=_SIDE_BY_SIDE_MIN_WIDTH):
-                self.predicted = _plot("leaderboard-predicted")
-        self.battle_counts = _plot("leaderboard-battle-counts")
+                self.figures["predicted"] = _plot("predicted")
+        self.figures["battle-counts"] = _plot("battle-counts")
+        placed, drawn = list(self.figures), [figure.name for figure in plots.FIGURES]
+        if placed != drawn:  # a figure the export draws but the page would not show
+            raise RuntimeError(f"the leaderboard tab places figures {placed}, plots.FIGURES draws {drawn}")
         with gr.Accordion("Head to head: the heatmaps' numbers", open=False, elem_id="leaderboard-head-to-head-box"):
             self.head_to_head = gr.Dataframe(headers=list(HEAD_TO_HEAD_HEADER), interactive=False,
                                              elem_id="leaderboard-head-to-head", wrap=True, max_height=600)
@@ -74,8 +80,8 @@ class LeaderboardTab:
 
     @property
     def outputs(self) -> list:
-        return [self.summary, self.ratings_plot, self.table, self.win_fraction, self.predicted, self.battle_counts,
-                self.head_to_head]
+        ratings, *heatmaps = self.figures.values()
+        return [self.summary, ratings, self.table, *heatmaps, self.head_to_head]
 
     def refresh(self) -> tuple:
         board = self.service.leaderboard()
@@ -116,12 +122,6 @@ class LeaderboardTab:
             summary += f" Computed at {clock}; votes cast since then appear within {interval:g} s (press Refresh)."
         if board.notes:
             summary += "\n\n" + "\n".join(f"- {markdown_text(note)}" for note in board.notes)
-        return (
-            summary,
-            self.ratings_plot.postprocess(plots.ratings_with_intervals(board)),  # encoded once, reused as is
-            display_rows(board),
-            self.win_fraction.postprocess(plots.win_fraction_heatmap(board)),
-            self.predicted.postprocess(plots.predicted_win_probability_heatmap(board)),
-            self.battle_counts.postprocess(plots.battle_count_heatmap(board)),
-            head_to_head_rows(board),
-        )
+        # Encoded once per leaderboard, reused as is.
+        ratings, *heatmaps = [self.figures[figure.name].postprocess(figure.draw(board)) for figure in plots.FIGURES]
+        return summary, ratings, display_rows(board), *heatmaps, head_to_head_rows(board)

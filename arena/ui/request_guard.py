@@ -35,7 +35,7 @@ import time
 from collections import Counter, OrderedDict
 
 from arena.config import Limits
-from arena.limits import RateLimited, RateLimiter, client_network, wider_networks
+from arena.limits import RateLimited, RateLimiter, allowance_levels, client_network
 
 API = "/gradio_api/"
 TURNED_AWAY = tuple(API + route for route in (
@@ -69,7 +69,7 @@ class RequestGuard:
     def __init__(self, app, sessions_per_hour: int, max_prompt_chars: int = Limits.max_prompt_chars,
                  events_per_network: int = Limits.queued_events_per_address, clock=time.monotonic):
         self.app = app
-        self.limiter = RateLimiter(sessions_per_hour, clock=clock)
+        self.limiter = RateLimiter(sessions_per_hour, clock=clock, unit="new session", what_counts="a page load one")
         # `limits.queued_events_per_address` (64): a page holds about one event at a time, so 64 volunteers
         # behind one address (a campus NAT) can all wait or be answered at the same moment; the 120 battles an
         # hour that address may start keep far fewer busy. An IPv6 /48's share, 16 times that, is half of the
@@ -166,8 +166,8 @@ class RequestGuard:
             holders = self._forget_idle(queue, level, now)
             held = sum(self._held(queue, holder, waiting=False) for holder in holders) + self.joining["network", level]
             if held >= allowed:
-                whose = RateLimited.whose(None if level == network else level)
-                return (f"{whose[0].upper()}{whose[1:]} already has {allowed:,} requests waiting or running here, the "
+                whose = RateLimited.whose(None if level == network else level, sentence_start=True)
+                return (f"{whose} already has {allowed:,} requests waiting or running here, the "
                         "most it may have at once. Please wait for them to finish.")
         return None
 
@@ -188,8 +188,7 @@ class RequestGuard:
 
     def _levels(self, network: str) -> list[tuple[str, int]]:
         """(network, events it may have at once): the client's own, then the wider IPv6 networks around it."""
-        return [(network, self.events_per_network),
-                *((wider, self.events_per_network * multiple) for wider, multiple in wider_networks(network))]
+        return allowance_levels(network, self.events_per_network)
 
     async def _join(self, scope, receive, send, network: str, session: str | None) -> None:
         """Hand a join to Gradio, counted as on its way until answered, then note its session as a holder."""
