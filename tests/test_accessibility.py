@@ -273,3 +273,31 @@ def test_on_a_phone_a_follow_up_is_shown_from_its_prompt(shared_arena, browser_p
         page.wait_for_function("!document.querySelector('#battle-vote-a').disabled", timeout=20_000)
     asked = page.locator("#battle-chat-a .user-row").nth(1).evaluate("row => row.getBoundingClientRect().top")
     assert 0 <= asked < 844 / 3, asked  # the new prompt near the top of the screen, its answer below it
+
+
+def test_a_long_answer_scrolls_from_the_keyboard_and_right_to_left_text_reads_from_the_right(shared_arena, browser_page):
+    """Each answer is a window of its own on a desktop: without a tab stop its middle was out of a keyboard's
+    reach. An Arabic prompt's question mark stood at its start (the page is left to right)."""
+    page = browser_page
+    page.goto(shared_arena.url)
+    prompt = page.locator("#battle-prompt textarea")
+    prompt.fill("كيف حالك اليوم? " + " ".join(f"word{i} is here" for i in range(80)))  # echoed back: a long answer
+    prompt.press("Enter")
+    page.wait_for_function("!document.querySelector('#battle-vote-a').disabled", timeout=20_000)
+    first_prompt = page.locator("#battle-chat-a .user-row p").first
+    assert first_prompt.evaluate("""p => { const range = document.createRange(), text = p.firstChild;
+        const x = (at) => { range.setStart(text, at); range.setEnd(text, at + 1); return range.getBoundingClientRect().x; };
+        return x(text.textContent.indexOf('?')) < x(0); }""")  # the sentence ends on the left
+    echoed = next(side for side in "ab" if "word79" in page.locator(f"#battle-chat-{side} .bot-row").inner_text())
+    window = page.locator(f"#battle-chat-{echoed} [role=log]")
+    window.evaluate("log => log.scrollTo(0, 0)")
+    assert window.evaluate("log => log.scrollHeight > log.clientHeight + 400")
+    page.locator("#battle-chat-a").get_by_role("button").first.focus()  # a copy button, in the window before
+    for _ in range(10):  # Tab on until the window has the keyboard: it is a stop of its own
+        page.keyboard.press("Tab")
+        if window.evaluate("log => document.activeElement === log"):
+            break
+    assert window.evaluate("log => document.activeElement === log")
+    page.keyboard.press("PageDown")
+    page.wait_for_timeout(300)
+    assert window.evaluate("log => log.scrollTop") > 100

@@ -50,6 +50,8 @@ def test_a_waiting_volunteer_sees_their_place_then_gets_served(start_arena, brow
     assert not holding.done()  # the place was shown while the slot was still held
     page.wait_for_function("window.said.some(text => /Waiting for a free answering slot: you are 1 of \\d+ in line/.test(text))",
                            timeout=10_000)
+    note = page.locator("#battle-status + .arena-queue-note")  # and seen, under the status Gradio greys out
+    assert note.is_visible() and note.inner_text().startswith("Waiting for a free answering slot: you are 1 of")
 
     holder.predict(api_name="/battle_new_round")  # the holder leaves its battle: the slot frees
     holding.result(timeout=30)
@@ -58,4 +60,5 @@ def test_a_waiting_volunteer_sees_their_place_then_gets_served(start_arena, brow
         "() => !/queue:\\s*\\d+/.test(document.querySelector('#battle-tab').innerText)", timeout=30_000)
     page.wait_for_function(
         "() => document.querySelector('#battle-chat-a').innerText.includes('Am I in a queue?')", timeout=30_000)
+    assert not note.is_visible()  # served: no place in line is left on the page
     holder.close()

@@ -28,7 +28,18 @@
     return {text: prose ? prose.textContent.trim() : "",
             onScreen: () => status !== null && status.offsetParent !== null};
   };
-  const shown = {}, queued = {}, turns = {}, prompted = {}, rising = {};
+  const shown = {}, queued = {}, turns = {}, prompted = {}, rising = {}, queueNotes = {};
+  const queueNote = (panel) => {  // a line under the panel's status; the announcer reads it, so it is not read twice
+    const status = document.getElementById(panel.status);
+    if (!queueNotes[panel.status] || !queueNotes[panel.status].isConnected) {
+      const note = document.createElement("p");
+      note.className = "arena-queue-note";
+      note.setAttribute("aria-hidden", "true");
+      queueNotes[panel.status] = note;
+      status?.after(note);
+    }
+    return queueNotes[panel.status];
+  };
   const mend = () => {
     for (const panel of panels) {
       // A status line that changes in the tab on screen is read out (answering, answers in, the receipt).
@@ -43,10 +54,17 @@
         `#${panel.status} [data-testid="status-tracker"], #${panel.prompt} [data-testid="status-tracker"]`);
       const place = [...trackers].map((tracker) => tracker.textContent.match(/queue:\s*(\d+)\s*\/\s*(\d+)/))
         .find(Boolean);
+      // It is said on the page too, under the status, which Gradio greys out while the event waits.
       const line = place ? `Waiting for a free answering slot: you are ${place[1]} of ${place[2]} in line.` : "";
+      const note = queueNote(panel);
       if (line && line !== queued[panel.status]) {
-        setTimeout(() => { if (queued[panel.status] === line && statusOf(panel).onScreen()) announce(line); }, 1200);
+        setTimeout(() => {
+          if (queued[panel.status] !== line) return;
+          note.textContent = line;
+          if (statusOf(panel).onScreen()) announce(line);
+        }, 1200);
       }
+      if (!line && note.textContent) note.textContent = "";
       queued[panel.status] = line;
       // On a phone the answers are as long as their text: a follow-up starts where its prompt is, not
       // wherever the earlier turns left the page.
@@ -63,6 +81,7 @@
         if (!log) continue;
         if (!log.dataset.arenaReader) {
           log.dataset.arenaReader = "1";
+          log.tabIndex = 0;  // a window of its own: Tab reaches it, the arrow and page keys scroll a long answer
           for (const kind of ["wheel", "pointerdown", "keydown"]) log.addEventListener(kind, () => { delete rising[id]; });
         }
         const asked = log.querySelectorAll(".user-row");
