@@ -84,7 +84,7 @@ def serve(config: ArenaConfig, db_path: Path, host: str, port: int, cache_dir: P
         except OSError:  # taken since the check; Gradio's own message suggests a variable that --port overrides
             return _cannot_listen(host, port)
         cut_off = _CutOffRequests()
-        on_stop.callback(cut_off.report)
+        on_stop.callback(cut_off.report, app)
         on_stop.callback(app.close)
         on_stop.callback(_end_event_streams, app, cut_off)
         on_stop.callback(service.stop)  # first: the answers that the stop cuts off are not the volunteers' leaving
@@ -130,7 +130,10 @@ class _CutOffRequests(logging.Filter):
             return False
         return record.exc_info is None or not isinstance(record.exc_info[1], asyncio.CancelledError)
 
-    def report(self) -> None:
+    def report(self, app) -> None:
+        """Once Gradio has closed the web server: whether it gave up waiting for it (5 s), and what was cut off."""
+        if app.server is not None and app.server.thread.is_alive():  # the wait `_end_event_streams` spares
+            print("stopping: the web server had not stopped after 5 s; going on without it", flush=True)
         if self.count:
             print(f"stopping: {counted(self.count, 'request')} still being answered cut off (an answer cut off "
                   "is recorded at the next start)", flush=True)

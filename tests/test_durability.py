@@ -144,12 +144,13 @@ def test_sigterm_stops_cleanly_with_every_vote_in_the_database_file(tmp_path):
     assert wait_until(lambda: len(answering.outputs()) > 2, timeout_s=30)  # a 7 s answer, begun
     code, stopping_s = vote_then_stop(arena, signal.SIGTERM)
     assert code == 0
-    assert stopping_s < 4.0  # what it waits for is under 2 s now; always 5 s or more before
+    assert stopping_s < 10.0  # 1-3 s here, slower on a busy machine; it never waits forever
+    assert wait_until(lambda: "stopping: 1 request still being answered cut off" in "".join(arena.output), timeout_s=5)
+    log = "".join(arena.output)  # the line said before it, if at all, is in it
+    assert "the web server had not stopped after 5 s" not in log, log  # what always happened before
     with sqlite3.connect(arena.db) as connection:  # cut off by the stop, not finished before it
         assert connection.execute("select status from battles order by started").fetchall() == [("generating",), ("voted",)]
-    log = "".join(arena.output)
     assert "Traceback" not in log and "ERROR" not in log, log
-    assert "stopping: 1 request still being answered cut off" in log, log
 
 
 def test_synchronous_full_asked_at_start_is_what_votes_are_written_with(tmp_path):
