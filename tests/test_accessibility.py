@@ -301,3 +301,22 @@ def test_a_long_answer_scrolls_from_the_keyboard_and_right_to_left_text_reads_fr
     page.keyboard.press("PageDown")
     page.wait_for_timeout(300)
     assert window.evaluate("log => log.scrollTop") > 100
+
+
+@pytest.mark.parametrize("height", [768, 800])
+def test_on_a_laptop_screen_both_tabs_show_the_votes_the_prompt_and_new_round_without_scrolling(shared_arena, browser_page,
+                                                                                               height):
+    """At 420 px the answers' windows pushed New round below a 1280 x 800 screen, and Side by side's prompt."""
+    laptop = browser_page.context.browser.new_context(viewport={"width": 1366, "height": height})
+    page = laptop.new_page()
+    page.goto(shared_arena.url)
+    for key, tab in (("battle", "Battle"), ("named", "Side by side")):
+        page.get_by_role("tab", name=tab).click()
+        page.locator(f"#{key}-new-round").wait_for()
+        bottom = page.locator(f"#{key}-new-round").bounding_box()
+        window = page.locator(f"#{key}-chat-a").bounding_box()
+        assert bottom["y"] + bottom["height"] <= height and window["height"] >= 240, (key, bottom, window)
+    laptop.close()
+    page = browser_page  # 1,100 px tall: the windows keep their full height
+    page.goto(shared_arena.url)
+    assert page.locator("#battle-chat-a").bounding_box()["height"] == 420
