@@ -160,6 +160,12 @@ def _report_ready(service: ArenaService, host: str, port: int) -> None:
     if len(answer_limits) > 1:
         print(f"note: the models' max_new_tokens differ ({', '.join(map(str, answer_limits))}); anonymous answers all "
               f"stop at {service.anonymous_answer_tokens()} tokens, so that their length names no model", flush=True)
+    greedy = sorted(c.name for c in roster.contestants.values() if c.entry.generation.greedy)
+    if greedy:  # documented under "Integrity"; the operator is told where it bites
+        print(f"note: {', '.join(greedy)} {'decodes' if len(greedy) == 1 else 'decode'} greedily (temperature 0): the same "
+              "prompt gets the same answer, so a volunteer who asks again or regenerates can recognise "
+              f"{'it' if len(greedy) == 1 else 'them'} before the vote; anonymous contestants are safer with some "
+              "temperature", flush=True)
     print(f"Ready: {len(roster.contestants)} contestants on http://{host}:{port}", flush=True)
     for name, cause in roster.failures.items():
         print(f"disabled {name}: {cause}", file=sys.stderr, flush=True)

@@ -20,7 +20,8 @@ ANONYMITY_MODELS = """
     models:
       - {name: zebra-model-xq, backend: scripted, script: "reply: The first answer here.", max_new_tokens: 256}
       - {name: otter-model-kv, backend: scripted, script: "reply: A second answer there.", max_new_tokens: 256}
-      - {name: heron-model-jw, backend: scripted, script: "reply: Yet another answer.", max_new_tokens: 64}
+      - {name: heron-model-jw, backend: scripted, script: "reply: Yet another answer.", max_new_tokens: 64,
+         temperature: 0}
 """
 NAMES = ("zebra-model-xq", "otter-model-kv", "heron-model-jw")
 REPLIES = {"zebra-model-xq": "The first answer here.", "otter-model-kv": "A second answer there.",
@@ -54,6 +55,9 @@ def test_no_endpoint_reveals_the_pair_before_the_vote(start_arena):
     # heron's own limit would set the length of its cut answers, and of its pairs' cuts: the operator is told
     said = "note: the models' max_new_tokens differ (64, 256); anonymous answers all stop at 64 tokens"
     assert said in "".join(arena.output)
+    # a greedy model answers a prompt the same way every time: the operator is told it can be recognised
+    assert "note: heron-model-jw decodes greedily (temperature 0)" in "".join(arena.output)
+    assert "zebra-model-xq decode" not in "".join(arena.output)
     exposed = endpoints(arena.url)
     # Only what the page needs, and nothing that takes a model identity as input.
     assert set(exposed) == {
