@@ -207,6 +207,30 @@ def test_closing_the_page_ends_its_unvoted_battle(start_arena, browser_page):
     assert wait_until(ended, timeout_s=30, interval_s=0.5)
 
 
+def test_a_reload_mid_answer_puts_the_prompt_back_and_says_why(shared_arena, browser_page):
+    """Reloading ends the battle with the page that held it; the prompt went with it, and the page said nothing."""
+    page = browser_page
+    prompt = f"Keep this prompt, please: <b> & all. {LONG_PROMPT}"
+    open_and_ask(page, shared_arena.url, prompt)
+    page.wait_for_function("document.querySelector('#battle-status').innerText.includes('New round stops them')",
+                           timeout=20_000)
+    page.reload()
+    box = page.locator("#battle-prompt textarea")
+    box.wait_for()
+    note = page.locator("#battle-status + .arena-status-note")
+    note.wait_for()
+    assert note.inner_text().startswith("The page was reloaded while the models were answering")
+    assert box.input_value() == prompt
+    box.press("Enter")  # the page's own value is the prompt: sent again, answered again
+    page.wait_for_function("!document.querySelector('#battle-vote-a').disabled", timeout=30_000)
+    assert "Keep this prompt, please" in page.locator("#battle-chat-a .user-row").first.inner_text()
+    assert not note.is_visible()  # said once, gone with the next prompt
+    page.reload()  # answered, then reloaded: nothing to put back
+    box.wait_for()
+    page.wait_for_timeout(500)
+    assert box.input_value() == "" and not note.is_visible()
+
+
 def test_picking_one_model_twice_is_said_at_once(make_service):
     """Not only after Send: the volunteer sees it while choosing."""
     import gradio as gr

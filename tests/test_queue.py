@@ -50,7 +50,7 @@ def test_a_waiting_volunteer_sees_their_place_then_gets_served(start_arena, brow
     assert not holding.done()  # the place was shown while the slot was still held
     page.wait_for_function("window.said.some(text => /Waiting for a free answering slot: you are 1 of \\d+ in line/.test(text))",
                            timeout=10_000)
-    note = page.locator("#battle-status + .arena-queue-note")  # and seen, under the status Gradio greys out
+    note = page.locator("#battle-status + .arena-status-note")  # and seen, under the status Gradio greys out
     assert note.is_visible() and note.inner_text().startswith("Waiting for a free answering slot: you are 1 of")
 
     holder.predict(api_name="/battle_new_round")  # the holder leaves its battle: the slot frees

@@ -17,6 +17,7 @@ SIDE_LABELS = {"a": "Model A", "b": "Model B"}
 VOTE_LABELS = dict(zip(WINNERS, ("A is better", "B is better", "Tie", "Both are bad"), strict=True))
 FAILED_NOTE = "*⚠️ This model could not answer.*"
 STOPPED_NOTE = "*The other model could not answer, so this battle ended.*"
+ANSWERING = "(New round stops them.)"  # ends every status line said while the models answer; the page's script looks for it
 LEFT_UNVOTED = f"The last battle ended without a vote, so it is not counted. {NEW_ROUND}"
 
 
@@ -35,9 +36,9 @@ def _sides(sides: tuple[str, ...]) -> str:
 def status_line(view: BattleView) -> str:
     if view.generating and view.waiting_for_a_start:
         return ("One model has not started its answer yet. Both answers appear together once it does, so that "
-                "neither is known by its speed. (New round stops them.)")
+                f"neither is known by its speed. {ANSWERING}")
     if view.generating:
-        return "Both models are answering… (New round stops them.)"
+        return f"Both models are answering… {ANSWERING}"
     if view.failed and not view.failed_sides:  # the server, not a model: the turn could not be stored
         return f"Something went wrong on the server, so this battle ended and is not counted. {NEW_ROUND}"
     if view.failed:

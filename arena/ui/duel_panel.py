@@ -18,7 +18,7 @@ import gradio as gr
 from arena.battle import SIDES, Leaving, Mode, RuleViolation
 from arena.limits import client_network
 from arena.service import SAME_MODEL_TWICE, ArenaService, BattleView
-from arena.ui.battle_text import (LEFT_UNVOTED, SIDE_LABELS, VOTE_LABELS, intro, receipt_text, shown_conversations,
+from arena.ui.battle_text import (ANSWERING, LEFT_UNVOTED, SIDE_LABELS, VOTE_LABELS, intro, receipt_text, shown_conversations,
                                   status_line)
 from arena.wording import NEW_ROUND
 
@@ -112,9 +112,9 @@ class DuelPanel:
     @property
     def page_parts(self) -> dict:
         """The element ids the page's script works with (see `arena.ui.look.page_script`)."""
-        return {"key": self.key, "status": self.status.elem_id, "prompt": self.prompt.elem_id,
+        return {"key": self.key, "status": self.status.elem_id, "prompt": self.prompt.elem_id, "send": self.send.elem_id,
                 "chat": self.chats["a"].elem_id, "chats": [chat.elem_id for chat in self.chats.values()],
-                "pickers": [picker.elem_id for picker in self.pickers]}
+                "pickers": [picker.elem_id for picker in self.pickers], "answering": ANSWERING}
 
     # --- handlers -------------------------------------------------------------
 

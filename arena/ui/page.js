@@ -28,17 +28,22 @@
     return {text: prose ? prose.textContent.trim() : "",
             onScreen: () => status !== null && status.offsetParent !== null};
   };
-  const shown = {}, queued = {}, turns = {}, prompted = {}, rising = {}, queueNotes = {};
-  const queueNote = (panel) => {  // a line under the panel's status; the announcer reads it, so it is not read twice
+  const shown = {}, queued = {}, turns = {}, prompted = {}, rising = {}, notes = {};
+  const noteOf = (panel) => {  // a line under the panel's status, which page loads and answers leave alone
     const status = document.getElementById(panel.status);
-    if (!queueNotes[panel.status] || !queueNotes[panel.status].isConnected) {
+    if (!notes[panel.status] || !notes[panel.status].isConnected) {
       const note = document.createElement("p");
-      note.className = "arena-queue-note";
-      note.setAttribute("aria-hidden", "true");
-      queueNotes[panel.status] = note;
+      note.className = "arena-status-note";
+      notes[panel.status] = note;
       status?.after(note);
     }
-    return queueNotes[panel.status];
+    return notes[panel.status];
+  };
+  const say = (panel, kind, text) => {  // kind: what the note is about; the announcer reads it, so it is hidden
+    const note = noteOf(panel);
+    note.setAttribute("aria-hidden", "true");
+    note.dataset.kind = kind;
+    note.textContent = text;
   };
   const mend = () => {
     for (const panel of panels) {
@@ -56,15 +61,14 @@
         .find(Boolean);
       // It is said on the page too, under the status, which Gradio greys out while the event waits.
       const line = place ? `Waiting for a free answering slot: you are ${place[1]} of ${place[2]} in line.` : "";
-      const note = queueNote(panel);
       if (line && line !== queued[panel.status]) {
         setTimeout(() => {
           if (queued[panel.status] !== line) return;
-          note.textContent = line;
+          say(panel, "queue", line);
           if (statusOf(panel).onScreen()) announce(line);
         }, 1200);
       }
-      if (!line && note.textContent) note.textContent = "";
+      if (!line && noteOf(panel).dataset.kind === "queue" && noteOf(panel).textContent) say(panel, "queue", "");
       queued[panel.status] = line;
       // On a phone the answers are as long as their text: a follow-up starts where its prompt is, not
       // wherever the earlier turns left the page.
@@ -133,6 +137,43 @@
       if (refocus && !touch) document.querySelector(`#${panel.prompt} textarea`)?.focus();
     }, 100);
   };
+  // Reloading the page mid-answer ends the battle (the page holding it is gone) and took the prompt with it:
+  // the text last sent, if it was still being answered (or waiting for a slot), comes back in the box. It is
+  // kept in this tab's sessionStorage for the reload only; the volunteer's own words, nothing of the models.
+  const sent = {};
+  const leftBehind = (panel) => `arena-unanswered-${panel.key}`;
+  const sending = (panel) => {
+    const box = document.querySelector(`#${panel.prompt} textarea`);
+    if (box && box.value.trim()) sent[panel.key] = box.value;
+    if (noteOf(panel).dataset.kind === "reloaded") say(panel, "reloaded", "");
+  };
+  document.addEventListener("keydown", (event) => {
+    const panel = event.key === "Enter" && !event.shiftKey && event.target.closest &&
+      panels.find((candidate) => event.target.closest(`#${candidate.prompt}`));
+    if (panel) sending(panel);
+  }, true);
+  document.addEventListener("click", (event) => {
+    const panel = event.target.closest && panels.find((candidate) => event.target.closest(`#${candidate.send}`));
+    if (panel) sending(panel);
+  }, true);
+  window.addEventListener("pagehide", () => {
+    for (const panel of panels) {
+      const answering = statusOf(panel).text.endsWith(panel.answering) || queued[panel.status];
+      if (answering && sent[panel.key]) sessionStorage.setItem(leftBehind(panel), sent[panel.key]);
+    }
+  });
+  for (const panel of panels) {
+    const text = sessionStorage.getItem(leftBehind(panel));
+    if (text === null) continue;
+    sessionStorage.removeItem(leftBehind(panel));
+    const box = document.querySelector(`#${panel.prompt} textarea`);
+    if (!box || box.value) continue;
+    box.value = text;
+    box.dispatchEvent(new Event("input", {bubbles: true}));  // Gradio's own value follows the box
+    say(panel, "reloaded", "The page was reloaded while the models were answering, so that battle ended " +
+        "without a vote. Your prompt is back in the box.");
+    if (statusOf(panel).onScreen()) announce(noteOf(panel).textContent);
+  }
   // Choosing a model with Enter closes the list and drops the keyboard focus on the page itself (Gradio
   // blurs the box); it goes on to the prompt, the next step, instead of back to the top of the page.
   document.addEventListener("keydown", (event) => {
