@@ -22,10 +22,6 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # half of a UTF-16 pair, as a \
 # Characters a model name may hold that Markdown would read as a table cell's end, emphasis, code, a link
 # or an HTML tag.
 _MARKDOWN_SPECIAL = re.compile(r"[\\|*_`\[\]<]")
-# Where Markdown would read raw HTML: a tag, comment or declaration, or an entity; and the code it leaves alone.
-_MARKUP_OR_CODE_SPAN = re.compile(r"(?P<code>(?<!`)(`+)(?!`).+?(?<!`)\2(?!`))|<(?=[A-Za-z/!?])|&(?=#?\w+;)", re.S)
-_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
-_INDENTED = re.compile(r"(?: {4}| {0,3}\t)")
 
 
 def unreadable_character(name: str) -> str | None:
@@ -100,44 +96,6 @@ def as_read(text: str) -> str:
 def markdown_text(text: str) -> str:
     """Plain text (a model name, a note naming models) that Markdown shows as written."""
     return _MARKDOWN_SPECIAL.sub(r"\\\g<0>", text)
-
-
-def markup_shown_as_written(text: str) -> str:
-    """Markdown that shows the HTML written in `text` as the characters written, not as markup.
-
-    The chats render Markdown, and a raw tag in it is rendered too: "what does the <b> tag do?" lost its
-    tag and turned the rest bold. Outside code (fenced blocks, indented blocks, `spans`), where a tag or
-    entity would begin, an invisible zero-width space now follows `<` or `&`, so it begins none; inside
-    code, which Markdown already shows as written, nothing changes (code copied out stays as it was).
-    """
-    shown, prose, fence, in_indented = [], [], None, False
-
-    def end_prose() -> None:
-        shown.append(_outside_code_spans("".join(prose)))
-        prose.clear()
-
-    for line in text.splitlines(keepends=True):
-        if fence is not None:
-            shown.append(line)
-            closing = _FENCE.match(line)
-            if closing and closing[1][0] == fence[0] and len(closing[1]) >= len(fence) and not line[closing.end():].strip():
-                fence = None
-            continue
-        opening = _FENCE.match(line)
-        after_blank = not prose or not prose[-1].strip()
-        in_indented = bool(line.strip()) and _INDENTED.match(line) is not None and (after_blank or in_indented)
-        if opening or in_indented:
-            end_prose()
-            shown.append(line)
-            fence = opening[1] if opening else None
-        else:
-            prose.append(line)
-    end_prose()
-    return "".join(shown)
-
-
-def _outside_code_spans(prose: str) -> str:
-    return _MARKUP_OR_CODE_SPAN.sub(lambda found: found[0] if found["code"] else found[0] + "\u200b", prose)
 
 
 def display_width(text: str) -> int:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from arena.battle import SIDES, Mode
 from arena.battle_files import WINNERS
 from arena.service import BattleView, VoteReceipt
-from arena.text import markdown_text, markup_shown_as_written
+from arena.text import markdown_text
+from arena.ui.chat_markup import markup_shown_as_written
 from arena.wording import NEW_ROUND
 
 SIDE_LABELS = {"a": "Model A", "b": "Model B"}
