@@ -14,7 +14,7 @@ PAYLOAD = (
     "[click me](javascript:window.__pwned='md-link') <a href=\"javascript:window.__pwned='a-link'\">link</a> "
     "<svg onload=\"window.__pwned='svg'\"></svg> <iframe src=\"javascript:window.__pwned='iframe'\"></iframe>"
 )
-HOSTILE_MODELS = yaml.safe_dump({
+SHARED_ARENA = yaml.safe_dump({  # one server for the tests that use these models
     "settings": {"sampling": "uniform"},
     "models": [
         {"name": "hostile-one", "backend": "scripted", "script": f"reply: {PAYLOAD}"},
@@ -35,8 +35,8 @@ INERT_CHECK = """() => {
 }"""
 
 
-def test_hostile_answers_and_prompts_are_inert(start_arena, browser_page):
-    arena = start_arena(HOSTILE_MODELS)
+def test_hostile_answers_and_prompts_are_inert(shared_arena, browser_page):
+    arena = shared_arena
     page = browser_page
     page.goto(arena.url)
     prompt = page.locator("#battle-prompt textarea")
@@ -94,10 +94,10 @@ def test_an_answer_cannot_make_the_browser_fetch_media_from_elsewhere(start_aren
         elsewhere.shutdown()
 
 
-def test_html_in_a_prompt_or_an_answer_shows_as_written(start_arena, browser_page):
+def test_html_in_a_prompt_or_an_answer_shows_as_written(shared_arena, browser_page):
     """A question about HTML keeps its tags: rendered, "what does the <b> tag do?" lost the tag and turned the
     rest bold. Code is shown as written too, and stays exactly as written (what its copy button takes)."""
-    arena = start_arena(HOSTILE_MODELS)  # hostile-two echoes the prompt: the same text as a prompt and as an answer
+    arena = shared_arena  # hostile-two echoes the prompt: the same text as a prompt and as an answer
     question = "What does the <b> tag do? And &amp; or <!-- this -->?"
     code = "<b>bold</b> &amp;"
     page = browser_page
