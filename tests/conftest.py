@@ -206,9 +206,9 @@ def start_arena(tmp_path):
     arenas = []
 
     def start(config_text: str, db_name: str = "arena.db", env: dict[str, str] | None = None,
-              ready_line: str = "Ready:") -> RunningArena:
+              ready_line: str = "Ready:", serve_args: tuple[str, ...] = ()) -> RunningArena:
         config = write_config(tmp_path, config_text, name=f"models-{len(arenas)}.yaml")
-        arena = RunningArena(config, tmp_path / db_name, env=env, ready_line=ready_line)
+        arena = RunningArena(config, tmp_path / db_name, env=env, ready_line=ready_line, serve_args=serve_args)
         arenas.append(arena)
         return arena
 

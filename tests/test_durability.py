@@ -132,14 +132,14 @@ STREAMING_ECHO = """
 """
 
 
-def test_sigterm_stops_cleanly_with_every_vote_in_the_database_file(tmp_path):
+def test_sigterm_stops_cleanly_with_every_vote_in_the_database_file(start_arena):
     """systemd and `docker stop` send SIGTERM: the votes must end up in arena.db itself, so a copy of that
     one file (the obvious backup) holds them, not in a write-ahead log left beside it.
 
     Another volunteer's answer is still coming: its open stream does not hold the stop up (it took 5 s, the
     time Gradio waits for its web server, whenever a page was open) or fill the log with tracebacks.
     """
-    arena = RunningArena(write_config(tmp_path, STREAMING_ECHO), tmp_path / "arena.db")
+    arena = start_arena(STREAMING_ECHO)
     answering = Client(arena.url, verbose=False).submit(" ".join(f"w{i}" for i in range(700)), api_name="/battle_ask")
     assert wait_until(lambda: len(answering.outputs()) > 2, timeout_s=30)  # a 7 s answer, begun
     code, stopping_s = vote_then_stop(arena, signal.SIGTERM)
@@ -153,10 +153,10 @@ def test_sigterm_stops_cleanly_with_every_vote_in_the_database_file(tmp_path):
     assert "Traceback" not in log and "ERROR" not in log, log
 
 
-def test_synchronous_full_asked_at_start_is_what_votes_are_written_with(tmp_path):
+def test_synchronous_full_asked_at_start_is_what_votes_are_written_with(start_arena):
     """`serve --synchronous full`, for an operator who would rather wait for the disk than lose a vote to a
     power cut: the start-up line reports the level SQLite itself says the store writes with."""
-    arena = RunningArena(write_config(tmp_path, FAST_MODELS), tmp_path / "arena.db", serve_args=("--synchronous", "full"))
+    arena = start_arena(FAST_MODELS, serve_args=("--synchronous", "full"))  # stopped at the end, even if the test fails
     database_line = next(line for line in arena.output if line.startswith("Database: "))
     assert database_line.rstrip().endswith("(0 votes; synchronous=FULL: each vote is on disk before it is acknowledged)")
     assert vote_then_stop(arena, signal.SIGTERM)[0] == 0
@@ -179,7 +179,7 @@ def vote_then_stop(arena: RunningArena, stop: signal.Signals) -> tuple[int, floa
     return code, stopping_s
 
 
-def test_a_second_interrupt_while_stopping_still_folds_the_votes_into_the_file(tmp_path):
+def test_a_second_interrupt_while_stopping_still_folds_the_votes_into_the_file(start_arena, tmp_path):
     """Ctrl-C twice: the second may land while the models are being released; the database still closes.
 
     Where a second Ctrl-C lands cannot be timed from outside, so releasing the models raises it here, through
@@ -191,6 +191,6 @@ def test_a_second_interrupt_while_stopping_still_folds_the_votes_into_the_file(t
         f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nimport arena.roster\n"
         "def interrupted(self):\n    raise KeyboardInterrupt\n"
         "arena.roster.Roster.close = interrupted\n")
-    arena = RunningArena(write_config(tmp_path, FAST_MODELS), tmp_path / "arena.db", env={"PYTHONPATH": str(hook)})
+    arena = start_arena(FAST_MODELS, env={"PYTHONPATH": str(hook)})
     assert vote_then_stop(arena, signal.SIGINT)[0] == 130
     assert "Traceback" not in "".join(arena.output)
