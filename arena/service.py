@@ -389,7 +389,8 @@ class ArenaService:
         """Each side's answer, for the failure streaks that rest a model failing everyone."""
         for side in SIDES:
             result = frame.sides.get(side, SideResult())
-            model, mark = battle.models[side], battle.rests_at_turn_start.get(battle.models[side])
+            model = battle.models[side]
+            mark = battle.rests_at_turn_start.get(model)
             if result.empty:  # a prompt can silence a greedy model at will: the server asks one of its own
                 if self.streaks.record_empty(model, battle.client_id, mark):
                     self._probe_silence(model)

@@ -68,7 +68,8 @@
           if (statusOf(panel).onScreen()) announce(line);
         }, 1200);
       }
-      if (!line && noteOf(panel).dataset.kind === "queue" && noteOf(panel).textContent) say(panel, "queue", "");
+      const note = noteOf(panel);
+      if (!line && note.dataset.kind === "queue" && note.textContent) say(panel, "queue", "");
       queued[panel.status] = line;
       // On a phone the answers are as long as their text: a follow-up starts where its prompt is, not
       // wherever the earlier turns left the page.
